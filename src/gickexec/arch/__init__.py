@@ -1,0 +1,1 @@
+"""Pure register, command and table layouts: encoders and decoders, no state."""

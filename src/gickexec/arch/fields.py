@@ -1,0 +1,179 @@
+"""Bit-field layouts declared in the Arm spec's ``[hi:lo]`` notation.
+
+A :class:`Layout` is a named register (or command, or table entry) of a fixed
+width whose fields are written exactly as the GIC architecture specification
+prints them, e.g. ``"[51:12]"`` or ``"[0]"``.  Multi-doubleword layouts (ITS
+commands) may name the doubleword: ``"DW2[51:16]"``.  A layout checks itself
+when it is built: every field must fit in the register and no two fields may
+overlap.  Records built with :func:`layout_record` decode from and encode to
+integers through the same table, so extraction and deposit can never disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, TypeVar, dataclass_transform
+
+__all__ = [
+    "Field",
+    "Layout",
+    "LayoutError",
+    "LayoutRecord",
+    "layout_record",
+]
+
+
+class LayoutError(ValueError):
+    """A layout table is inconsistent, or a value does not fit a field (a model bug)."""
+
+
+_SPEC_RE = re.compile(r"^(?:DW(?P<dw>\d+))?\[(?P<hi>\d+)(?::(?P<lo>\d+))?\]$")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a layout: bits ``[hi:lo]`` inclusive, LSB numbered 0."""
+
+    name: str
+    hi: int
+    lo: int
+
+    @classmethod
+    def parse(cls, name: str, spec: str) -> Field:
+        """Build a field from spec notation (``"[7:2]"``, ``"[0]"``, ``"DW1[31:0]"``)."""
+        m = _SPEC_RE.match(spec.replace(" ", ""))
+        if m is None:
+            raise LayoutError(f"field {name!r}: cannot parse bit range {spec!r}")
+        hi = int(m["hi"])
+        lo = int(m["lo"]) if m["lo"] is not None else hi
+        if lo > hi:
+            raise LayoutError(f"field {name!r}: {spec!r} has lo > hi")
+        base = 64 * int(m["dw"]) if m["dw"] is not None else 0
+        if m["dw"] is not None and hi > 63:
+            raise LayoutError(f"field {name!r}: {spec!r} exceeds a doubleword")
+        return cls(name, base + hi, base + lo)
+
+    @property
+    def width(self) -> int:
+        return self.hi - self.lo + 1
+
+    @property
+    def mask(self) -> int:
+        """The field's bits in register position."""
+        return ((1 << self.width) - 1) << self.lo
+
+    def spec(self) -> str:
+        return f"[{self.hi}]" if self.hi == self.lo else f"[{self.hi}:{self.lo}]"
+
+
+class Layout:
+    """A register/entry layout: a name, a width in bits and its fields."""
+
+    __slots__ = ("_by_name", "fields", "name", "res0_mask", "width")
+
+    def __init__(self, name: str, width: int, fields: Mapping[str, str]) -> None:
+        self.name = name
+        self.width = width
+        parsed = [Field.parse(n, s) for n, s in fields.items()]
+        used = 0
+        for f in sorted(parsed, key=lambda f: f.lo):
+            if f.hi >= width:
+                raise LayoutError(f"{name}.{f.name} {f.spec()} exceeds the {width}-bit register")
+            if used & f.mask:
+                others = [g.name for g in parsed if g is not f and g.mask & f.mask]
+                raise LayoutError(f"{name}.{f.name} {f.spec()} overlaps {', '.join(others)}")
+            used |= f.mask
+        self.fields: tuple[Field, ...] = tuple(parsed)
+        self._by_name = {f.name: f for f in parsed}
+        #: bits no field claims; a decoder ignores them and an encoder leaves them 0
+        self.res0_mask = ((1 << width) - 1) & ~used
+
+    def __repr__(self) -> str:
+        return f"Layout({self.name!r}, {self.width})"
+
+    def field(self, name: str) -> Field:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise LayoutError(f"{self.name} has no field {name!r}") from None
+
+    def extract(self, value: int, name: str) -> int:
+        f = self.field(name)
+        return (value >> f.lo) & ((1 << f.width) - 1)
+
+    def deposit(self, value: int, name: str, field_value: int) -> int:
+        f = self.field(name)
+        if field_value < 0 or field_value >> f.width:
+            raise LayoutError(
+                f"{self.name}.{name} {f.spec()}: value {field_value:#x} does not fit {f.width} bits"
+            )
+        return (value & ~f.mask) | (field_value << f.lo)
+
+    def unpack(self, value: int) -> dict[str, int]:
+        return {f.name: (value >> f.lo) & ((1 << f.width) - 1) for f in self.fields}
+
+    def pack(self, **values: int) -> int:
+        out = 0
+        for name, v in values.items():
+            out = self.deposit(out, name, v)
+        return out
+
+    def to_bytes(self, value: int) -> bytes:
+        return value.to_bytes(self.width // 8, "little")
+
+    def from_bytes(self, data: bytes) -> int:
+        if len(data) != self.width // 8:
+            raise LayoutError(f"{self.name}: expected {self.width // 8} bytes, got {len(data)}")
+        return int.from_bytes(data, "little")
+
+
+class LayoutRecord:
+    """Base of frozen records whose fields mirror a :class:`Layout` one to one."""
+
+    LAYOUT: ClassVar[Layout]
+
+    @classmethod
+    def decode(cls, value: int) -> Self:
+        """Decode a raw register value (bits outside every field are ignored)."""
+        return cls(**cls.LAYOUT.unpack(value))
+
+    def encode(self) -> int:
+        """Encode to a raw value; a field value too wide for its bits raises LayoutError."""
+        return self.LAYOUT.pack(**{f.name: getattr(self, f.name) for f in self.LAYOUT.fields})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls.decode(cls.LAYOUT.from_bytes(data))
+
+    def to_bytes(self) -> bytes:
+        return self.LAYOUT.to_bytes(self.encode())
+
+
+_R = TypeVar("_R", bound=type[LayoutRecord])
+
+
+@dataclass_transform(frozen_default=True)
+def layout_record(layout: Layout) -> Callable[[_R], _R]:
+    """Class decorator: make a frozen dataclass whose fields are exactly ``layout``'s.
+
+    Every field must be declared on the class as ``int`` (with or without a default); a
+    mismatch between the class and the layout is reported at import time.
+    """
+
+    def wrap(cls: _R) -> _R:
+        dc: Any = dataclasses.dataclass(frozen=True, slots=True)(cls)
+        names = {f.name for f in dataclasses.fields(dc)}
+        expected = {f.name for f in layout.fields}
+        if names != expected:
+            raise LayoutError(
+                f"{cls.__name__} fields {sorted(names)} do not match {layout.name} "
+                f"fields {sorted(expected)}"
+            )
+        dc.LAYOUT = layout
+        result: _R = dc
+        return result
+
+    return wrap

@@ -1,0 +1,1 @@
+"""UEFI firmware tables and the Linux memreserve chain in memory."""

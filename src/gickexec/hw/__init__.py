@@ -1,0 +1,1 @@
+"""Stateful hardware: memory, GIC distributor/redistributors/ITS/CPU interfaces, devices."""

@@ -1,0 +1,54 @@
+"""GICv3 Distributor: the parts that bear on LPIs (GICD_CTLR, GICD_TYPER)."""
+
+from __future__ import annotations
+
+from gickexec.arch.gicv3 import GICD_CTLR, GicdOffset, GicdTyper
+from gickexec.hw.events import EventLog, GuestError
+from gickexec.hw.memory import Agent
+
+__all__ = ["Distributor"]
+
+
+class Distributor:
+    """GICD: reports LPI support and the INTID width; holds the group enables."""
+
+    def __init__(self, *, id_bits: int, lpis: bool, spis: int, events: EventLog) -> None:
+        if not 14 <= id_bits <= 24:
+            raise ValueError(f"GICD_TYPER.IDbits+1 must be 14..24, not {id_bits}")
+        self.typer = GicdTyper(
+            ITLinesNumber=max(0, (spis + 32) // 32 - 1),
+            IDbits=id_bits - 1,
+            LPIS=int(lpis),
+            MBIS=1,
+            RSS=1,
+            A3V=1,
+        )
+        self.ctlr = 0
+        self.events = events
+
+    @property
+    def id_bits(self) -> int:
+        """INTID bits implemented (GICD_TYPER.IDbits + 1)."""
+        return self.typer.IDbits + 1
+
+    @property
+    def lpis_supported(self) -> bool:
+        return bool(self.typer.LPIS)
+
+    @property
+    def spis(self) -> int:
+        return min(32 * (self.typer.ITLinesNumber + 1), 1020) - 32
+
+    def mmio_read(self, offset: int, size: int) -> int:
+        if offset == GicdOffset.CTLR:
+            return self.ctlr
+        if offset == GicdOffset.TYPER:
+            return self.typer.encode()
+        return 0
+
+    def mmio_write(self, offset: int, size: int, value: int, agent: Agent) -> None:
+        if offset == GicdOffset.CTLR:
+            # RWP is RO and the model completes writes at once.
+            self.ctlr = value & ~GICD_CTLR.field("RWP").mask & 0xFFFFFFFF
+            return
+        self.events.emit(GuestError("GICD", f"write to RO/unmodelled offset {offset:#x}", "ignored"))

@@ -1,0 +1,321 @@
+"""GICv3 Redistributor: EnableLPIs, the LPI tables in memory, and the pending state.
+
+The redistributor *latches* GICR_PROPBASER and GICR_PENDBASER when EnableLPIs goes
+0 -> 1 and works on those tables from then on: whatever software later writes to the
+registers, the hardware keeps reading configuration bytes from the latched property table
+and setting pending bits in the latched pending table, in memory.  That is the root of
+the kexec problem (gic-architecture.md §0).  Whether EnableLPIs can be cleared, and
+whether base-register writes are ignored while it is set, are knobs.
+
+Pending state lives in memory (one bit per INTID, byte INTID/8, bit INTID%8, §2.3).  The
+set ``_pending`` is the redistributor's internal record of which LPIs it has made pending
+(real redistributors hold pending state internally too, §2.4); it is rebuilt from memory
+when LPIs are enabled and cross-checked against memory when an LPI is acknowledged.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import numpy as np
+
+from gickexec.arch.gicv3 import (
+    GICR_PENDBASER,
+    GICR_PROPBASER,
+    LPI_INTID_BASE,
+    GicrCtlr,
+    GicrOffset,
+    GicrPendbaser,
+    GicrPropbaser,
+    GicrTyper,
+    LpiConfig,
+)
+from gickexec.hw.events import EventLog, GuestError
+from gickexec.hw.gicd import Distributor
+from gickexec.hw.knobs import GicKnobs
+from gickexec.hw.memory import Agent, AgentKind, BusFault, PhysicalMemory
+
+__all__ = ["LpiOutcome", "Redistributor"]
+
+# Bits of GICR_PROPBASER/PENDBASER that hold state (the rest are RES0).
+_PROPBASER_RW = sum(f.mask for f in GICR_PROPBASER.fields)
+_PENDBASER_RW = sum(f.mask for f in GICR_PENDBASER.fields)
+_PTZ = GICR_PENDBASER.field("PTZ").mask
+_PENDING_IMPDEF_BYTES = LPI_INTID_BASE // 8  # the first 1 KiB (§2.3)
+
+
+class LpiOutcome(StrEnum):
+    """What happened to an LPI presented to the redistributor."""
+
+    PENDED = "pended"
+    ALREADY_PENDING = "already pending"
+    LPIS_DISABLED = "target redistributor has LPIs disabled"
+    OUT_OF_RANGE = "INTID outside the redistributor's LPI range"
+    BUS_FAULT = "pending table not in RAM"
+
+
+class Redistributor:
+    """One CPU's redistributor (RD_base frame)."""
+
+    def __init__(
+        self,
+        cpu: int,
+        *,
+        affinity: int,
+        last: bool,
+        mem: PhysicalMemory,
+        gicd: Distributor,
+        knobs: GicKnobs,
+        events: EventLog,
+    ) -> None:
+        self.cpu = cpu
+        self.mem = mem
+        self.gicd = gicd
+        self.knobs = knobs
+        self.events = events
+        self.agent = Agent(AgentKind.GICR, cpu)
+        self.typer = GicrTyper(
+            PLPIS=int(gicd.lpis_supported),
+            Last=int(last),
+            Processor_Number=cpu,
+            Affinity_Value=affinity,
+        )
+        self.enable_lpis = False
+        self._rwp_reads = 0
+        self.propbaser = 0
+        self.pendbaser = 0
+        self.processor_sleep = True
+        # Latched at EnableLPIs 0 -> 1.
+        self.prop_addr: int | None = None
+        self.pend_addr: int | None = None
+        self.id_bits = 0
+        self._config: dict[int, int] = {}
+        self._pending: set[int] = set()
+
+    @property
+    def name(self) -> str:
+        return f"GICR(CPU{self.cpu})"
+
+    # -- registers ------------------------------------------------------------------
+
+    def ctlr(self) -> GicrCtlr:
+        return GicrCtlr(
+            EnableLPIs=int(self.enable_lpis),
+            CES=int(self.knobs.report_ces),
+            RWP=int(self._rwp_reads > 0),
+        )
+
+    def mmio_read(self, offset: int, size: int) -> int:
+        if offset == GicrOffset.CTLR:
+            value = self.ctlr().encode()
+            if self._rwp_reads:
+                self._rwp_reads -= 1
+            return value
+        if offset == GicrOffset.TYPER:
+            return self.typer.encode() if size == 8 else self.typer.encode() & 0xFFFFFFFF
+        if offset == GicrOffset.TYPER + 4:
+            return self.typer.encode() >> 32
+        if offset == GicrOffset.WAKER:
+            return (int(self.processor_sleep) << 1) | (int(self.processor_sleep) << 2)
+        if offset == GicrOffset.PROPBASER:
+            return self.propbaser
+        if offset == GicrOffset.PENDBASER:
+            return self.pendbaser & ~_PTZ  # PTZ is WO, reads as 0 (§1.5)
+        return 0
+
+    def mmio_write(self, offset: int, size: int, value: int, agent: Agent) -> None:
+        if offset == GicrOffset.CTLR:
+            self._write_ctlr(GicrCtlr.decode(value))
+        elif offset in (GicrOffset.PROPBASER, GicrOffset.PENDBASER):
+            self._write_baser(offset, value)
+        elif offset == GicrOffset.WAKER:
+            self.processor_sleep = bool(value & 0b10)
+        else:
+            self.events.emit(GuestError(self.name, f"write to offset {offset:#x}", "ignored"))
+
+    def _write_ctlr(self, ctlr: GicrCtlr) -> None:
+        want = bool(ctlr.EnableLPIs)
+        if want and not self.enable_lpis:
+            if self._rwp_reads:
+                # Enabling before RWP==0 is UNPREDICTABLE (§0): the model ignores it.
+                self.events.emit(
+                    GuestError(self.name, "EnableLPIs set while RWP=1", "write ignored")
+                )
+                return
+            if not self.typer.PLPIS:
+                return  # EnableLPIs is RES0 without physical LPIs
+            self._enable()
+        elif not want and self.enable_lpis:
+            if not self.knobs.enable_lpis_clearable:
+                self.events.emit(
+                    GuestError(self.name, "EnableLPIs cleared", "ignored: RES1 once set (knob)")
+                )
+                return
+            self._disable()
+
+    def _write_baser(self, offset: int, value: int) -> None:
+        reg = "GICR_PROPBASER" if offset == GicrOffset.PROPBASER else "GICR_PENDBASER"
+        if self.enable_lpis or self._rwp_reads:
+            if self.knobs.base_writes_ignored_while_enabled:
+                self.events.emit(
+                    GuestError(self.name, f"{reg} written while EnableLPIs=1", "write ignored")
+                )
+                return
+            self.events.emit(
+                GuestError(
+                    self.name,
+                    f"{reg} written while EnableLPIs=1",
+                    "register updated; tables latched at enable stay in use",
+                )
+            )
+        if offset == GicrOffset.PROPBASER:
+            self.propbaser = value & _PROPBASER_RW
+        else:
+            self.pendbaser = value & _PENDBASER_RW
+
+    def _enable(self) -> None:
+        prop = GicrPropbaser.decode(self.propbaser)
+        pend = GicrPendbaser.decode(self.pendbaser)
+        self.enable_lpis = True
+        self.prop_addr = prop.address
+        self.pend_addr = pend.address
+        # A PROPBASER.IDbits larger than the distributor's is treated as the
+        # distributor's (QEMU, KVM and gem5 all clamp, §2.6).
+        self.id_bits = min(prop.lpi_id_bits, self.gicd.id_bits)
+        self._config.clear()
+        self._pending.clear()
+        if pend.PTZ:
+            self.pendbaser &= ~_PTZ
+        elif self.knobs.scan_pending_table_on_enable:
+            self._pending = self._scan_pending_table()
+
+    def _disable(self) -> None:
+        self.enable_lpis = False
+        self._rwp_reads = self.knobs.rwp_clear_after_reads
+        self.prop_addr = self.pend_addr = None
+        self._config.clear()
+        self._pending.clear()
+
+    @property
+    def lpi_limit(self) -> int:
+        """One past the highest LPI INTID the latched tables cover (0 if none)."""
+        return 1 << self.id_bits if self.id_bits > 13 else 0
+
+    @property
+    def pending_table_bytes(self) -> int:
+        return self.lpi_limit // 8
+
+    def _scan_pending_table(self) -> set[int]:
+        assert self.pend_addr is not None
+        start = self.pend_addr + _PENDING_IMPDEF_BYTES
+        size = self.pending_table_bytes - _PENDING_IMPDEF_BYTES
+        if size <= 0:
+            return set()
+        try:
+            pages = self.mem.nonzero_pages(start, size)
+            if not pages:
+                return set()
+            raw = np.frombuffer(self.mem.read(start, size), dtype=np.uint8)
+        except BusFault:
+            self.events.emit(GuestError(self.name, "pending table not in RAM", "scan skipped"))
+            return set()
+        bits = np.flatnonzero(np.unpackbits(raw, bitorder="little"))
+        return {int(b) + LPI_INTID_BASE for b in bits}
+
+    # -- LPI state ------------------------------------------------------------------
+
+    def _in_range(self, intid: int) -> bool:
+        return LPI_INTID_BASE <= intid < self.lpi_limit
+
+    def config(self, intid: int) -> LpiConfig:
+        """The configuration the redistributor applies to ``intid`` (possibly cached)."""
+        cached = self._config.get(intid)
+        if cached is None:
+            assert self.prop_addr is not None
+            try:
+                cached = self.mem.read_u8(self.prop_addr + intid - LPI_INTID_BASE)
+            except BusFault:
+                cached = 0
+            if self.knobs.config_cache:
+                self._config[intid] = cached
+        return LpiConfig.decode(cached)
+
+    def invalidate(self, intid: int) -> None:
+        """INV / GICR_INVLPIR: drop the cached configuration of one LPI."""
+        self._config.pop(intid, None)
+
+    def invalidate_all(self) -> None:
+        """INVALL / GICR_INVALLR."""
+        self._config.clear()
+
+    def set_pending(self, intid: int) -> LpiOutcome:
+        """An LPI arrives (from an ITS or SETLPIR): set its bit in the pending table."""
+        if not self.enable_lpis:
+            return LpiOutcome.LPIS_DISABLED
+        if not self._in_range(intid):
+            return LpiOutcome.OUT_OF_RANGE
+        assert self.pend_addr is not None
+        addr = self.pend_addr + intid // 8
+        bit = 1 << (intid % 8)
+        try:
+            old = self.mem.read_u8(addr)
+            if old & bit:
+                self._pending.add(intid)
+                return LpiOutcome.ALREADY_PENDING
+            self.mem.write_u8(addr, old | bit, self.agent)
+        except BusFault:
+            self.events.emit(GuestError(self.name, f"pending table {addr:#x} not in RAM", "LPI lost"))
+            return LpiOutcome.BUS_FAULT
+        self._pending.add(intid)
+        if not self.knobs.config_cache:
+            return LpiOutcome.PENDED
+        self.config(intid)  # an arrival fills the configuration cache
+        return LpiOutcome.PENDED
+
+    def clear_pending(self, intid: int) -> bool:
+        """Clear an LPI's pending bit; True if it was pending."""
+        if not self.enable_lpis or not self._in_range(intid):
+            return False
+        assert self.pend_addr is not None
+        self._pending.discard(intid)
+        addr = self.pend_addr + intid // 8
+        bit = 1 << (intid % 8)
+        try:
+            old = self.mem.read_u8(addr)
+            if not old & bit:
+                return False
+            self.mem.write_u8(addr, old & ~bit, self.agent)
+        except BusFault:
+            return False
+        return True
+
+    def is_pending(self, intid: int) -> bool:
+        """Whether the pending table in memory has ``intid``'s bit set."""
+        if not self.enable_lpis or not self._in_range(intid):
+            return False
+        assert self.pend_addr is not None
+        try:
+            return bool(self.mem.read_u8(self.pend_addr + intid // 8) & (1 << (intid % 8)))
+        except BusFault:
+            return False
+
+    def pending_lpis(self) -> set[int]:
+        return set(self._pending)
+
+    def highest_priority_pending(self, mask_priority: int) -> int | None:
+        """The pending, enabled LPI of highest priority below ``mask_priority``, if any."""
+        best: tuple[int, int] | None = None
+        for intid in list(self._pending):
+            if not self.is_pending(intid):
+                # Software overwrote the pending table; hardware would see it too.
+                self._pending.discard(intid)
+                continue
+            cfg = self.config(intid)
+            if not cfg.Enable or cfg.priority >= mask_priority:
+                continue
+            key = (cfg.priority, intid if self.knobs.equal_priority_lowest_intid else -intid)
+            if best is None or key < best:
+                best = key
+        if best is None:
+            return None
+        return abs(best[1])

@@ -1,0 +1,467 @@
+"""GICv3 ITS: command queue, device/collection tables and ITTs in memory, translation.
+
+Everything the ITS knows lives in memory the kernel gave it: commands are read from the
+queue at GITS_CBASER, device table entries from the GITS_BASER<n> of Type Device (flat or
+two-level), collection entries from the Type Collection table, and translation entries
+from the ITT named by the device's entry.  The model has no translation cache, so every
+MSI walks the tables (gic-architecture.md §3.9).  Command errors follow
+``knobs.its_error_policy``; translation errors drop the MSI.  Both are recorded as
+:class:`~gickexec.hw.events.GuestError`, never raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gickexec.arch.gicv3 import (
+    GITS_CWRITER,
+    LPI_INTID_BASE,
+    BaserType,
+    GitsBaser,
+    GitsCbaser,
+    GitsCtlr,
+    GitsOffset,
+    GitsTyper,
+)
+from gickexec.arch.its import (
+    CMD_BYTES,
+    CTE,
+    DTE,
+    ITE,
+    Clear,
+    Discard,
+    Int,
+    Inv,
+    Invall,
+    ItsCommand,
+    Mapc,
+    Mapd,
+    Mapi,
+    Mapti,
+    Movall,
+    Movi,
+    Sync,
+    UnknownCommand,
+    decode_command,
+)
+from gickexec.hw.events import EventLog, GuestError
+from gickexec.hw.gicd import Distributor
+from gickexec.hw.gicr import LpiOutcome, Redistributor
+from gickexec.hw.knobs import GicKnobs
+from gickexec.hw.memory import Agent, AgentKind, BusFault, PhysicalMemory
+
+__all__ = ["Its", "MsiResult"]
+
+_ENTRY_BYTES = 8
+# The model's fixed GITS_BASER<n>.Type assignment (RO fields).
+_BASER_TYPES = (BaserType.DEVICE, BaserType.COLLECTION) + (BaserType.NONE,) * 6
+_L1_VALID = 1 << 63
+_L1_ADDR_MASK = ((1 << 52) - 1) & ~0xFFF
+
+
+@dataclass(frozen=True, slots=True)
+class MsiResult:
+    """Where an MSI ended up: pended at ``cpu`` as ``intid``, or dropped for ``reason``."""
+
+    outcome: str
+    cpu: int | None = None
+    intid: int | None = None
+
+    @property
+    def pended(self) -> bool:
+        return self.outcome in (LpiOutcome.PENDED, LpiOutcome.ALREADY_PENDING)
+
+
+class _CommandError(Exception):
+    """Internal: a command failed; carries the E_ITS_* code (§3.7 pattern 0x01CCEE)."""
+
+    def __init__(self, code: int, what: str) -> None:
+        super().__init__(what)
+        self.code = code
+        self.what = what
+
+
+def _err(opcode: int, kind: int, what: str) -> _CommandError:
+    return _CommandError(0x010000 | (opcode << 8) | kind, what)
+
+
+# E_ITS_* error kinds (low byte)
+_DEVICE_OOR, _ITTSIZE_OOR, _COLLECTION_OOR, _UNMAPPED_DEVICE = 0x01, 0x02, 0x03, 0x04
+_ID_OOR, _PHYSICALID_OOR, _UNMAPPED_INTERRUPT, _UNMAPPED_COLLECTION = 0x05, 0x06, 0x07, 0x09
+
+
+class Its:
+    """One ITS: control frame registers plus the translation frame's GITS_TRANSLATER."""
+
+    def __init__(
+        self,
+        index: int,
+        *,
+        mem: PhysicalMemory,
+        gicd: Distributor,
+        rdists: Sequence[Redistributor],
+        knobs: GicKnobs,
+        events: EventLog,
+        device_id_bits: int = 16,
+        event_id_bits: int = 16,
+    ) -> None:
+        self.index = index
+        self.mem = mem
+        self.gicd = gicd
+        self.rdists = rdists
+        self.knobs = knobs
+        self.events = events
+        self.agent = Agent(AgentKind.ITS, index)
+        self.typer = GitsTyper(
+            Physical=1,
+            ITT_entry_size=_ENTRY_BYTES - 1,
+            ID_bits=event_id_bits - 1,
+            Devbits=device_id_bits - 1,
+            PTA=0,
+            HCC=0,
+            CIL=0,  # 16-bit collection IDs
+        )
+        self.enabled = False
+        self.cbaser = 0
+        self.cwriter = 0
+        self.creadr = 0
+        self.stalled = False
+        self._queue_invalid = False
+        self.baser = [self._baser_ro_bits(n) for n in range(8)]
+        self.commands_executed = 0
+
+    @property
+    def name(self) -> str:
+        return f"ITS{self.index}"
+
+    # -- registers ------------------------------------------------------------------
+
+    @staticmethod
+    def _baser_ro_bits(n: int) -> int:
+        t = _BASER_TYPES[n]
+        if t == BaserType.NONE:
+            return 0
+        return GitsBaser(Type=t, Entry_Size=_ENTRY_BYTES - 1, Page_Size=0b10).encode()
+
+    def ctlr(self) -> GitsCtlr:
+        # The model completes all work synchronously: quiescent whenever disabled.
+        return GitsCtlr(Enabled=int(self.enabled), Quiescent=int(not self.enabled))
+
+    def mmio_read(self, offset: int, size: int) -> int:
+        if offset == GitsOffset.CTLR:
+            return self.ctlr().encode()
+        if offset == GitsOffset.TYPER:
+            return self.typer.encode()
+        if offset == GitsOffset.CBASER:
+            return self.cbaser
+        if offset == GitsOffset.CWRITER:
+            return self.cwriter
+        if offset == GitsOffset.CREADR:
+            return self.creadr | int(self.stalled)
+        if GitsOffset.BASER <= offset < GitsOffset.BASER + 64 and offset % 8 == 0:
+            return self.baser[(offset - GitsOffset.BASER) // 8]
+        return 0
+
+    def mmio_write(self, offset: int, size: int, value: int, agent: Agent) -> None:
+        if offset == GitsOffset.TRANSLATER:
+            # The DeviceID comes from the bus, i.e. from the writing agent.
+            self.translate_msi(agent.index, value & 0xFFFFFFFF)
+        elif offset == GitsOffset.CTLR:
+            self._write_ctlr(GitsCtlr.decode(value))
+        elif offset == GitsOffset.CBASER:
+            self._write_cbaser(value)
+        elif offset == GitsOffset.CWRITER:
+            self._write_cwriter(value)
+        elif GitsOffset.BASER <= offset < GitsOffset.BASER + 64 and offset % 8 == 0:
+            self._write_baser((offset - GitsOffset.BASER) // 8, value)
+        else:
+            self.events.emit(GuestError(self.name, f"write to offset {offset:#x}", "ignored"))
+
+    def _write_ctlr(self, ctlr: GitsCtlr) -> None:
+        was = self.enabled
+        self.enabled = bool(ctlr.Enabled)
+        if self.enabled and not was:
+            self.process_commands()
+
+    def _write_cbaser(self, value: int) -> None:
+        if self.enabled:
+            # UNPREDICTABLE while enabled (§3.4); QEMU and KVM treat it as RO.
+            self.events.emit(GuestError(self.name, "GITS_CBASER written while enabled", "ignored"))
+            return
+        self.cbaser = GitsCbaser.decode(value).encode()
+        self.creadr = 0  # "cleared to 0 when a value is written to GITS_CBASER"
+        self.stalled = False
+        self._queue_invalid = False
+
+    def _write_cwriter(self, value: int) -> None:
+        offset = GITS_CWRITER.extract(value, "Offset") << 5
+        retry = GITS_CWRITER.extract(value, "Retry")
+        if offset >= GitsCbaser.decode(self.cbaser).queue_bytes:
+            # CONSTRAINED UNPREDICTABLE (§3.4): the model picks "queue invalid until a
+            # valid value is written".
+            self._queue_invalid = True
+            self.events.emit(
+                GuestError(self.name, f"GITS_CWRITER {offset:#x} beyond the queue", "queue invalid")
+            )
+            return
+        self._queue_invalid = False
+        self.cwriter = offset
+        if retry and self.stalled:
+            self.stalled = False
+        self.process_commands()
+
+    def _write_baser(self, n: int, value: int) -> None:
+        if _BASER_TYPES[n] == BaserType.NONE:
+            return  # unimplemented registers are RES0
+        if self.enabled:
+            self.events.emit(
+                GuestError(self.name, f"GITS_BASER{n} written while enabled", "ignored")
+            )
+            return
+        b = GitsBaser.decode(value)
+        # Type and Entry_Size are RO; only flat tables for collections.
+        indirect = b.Indirect if _BASER_TYPES[n] == BaserType.DEVICE else 0
+        self.baser[n] = GitsBaser(
+            Size=b.Size,
+            Page_Size=b.Page_Size,
+            Shareability=b.Shareability,
+            Physical_Address=b.Physical_Address,
+            Entry_Size=_ENTRY_BYTES - 1,
+            OuterCache=b.OuterCache,
+            Type=_BASER_TYPES[n],
+            InnerCache=b.InnerCache,
+            Indirect=indirect,
+            Valid=b.Valid,
+        ).encode()
+
+    # -- table walks ----------------------------------------------------------------
+
+    def _table(self, kind: int) -> GitsBaser:
+        return GitsBaser.decode(self.baser[_BASER_TYPES.index(kind)])
+
+    def _entry_addr(self, kind: int, index: int) -> int | None:
+        """Address of entry ``index`` in the table of ``kind``, or None if it has none."""
+        b = self._table(kind)
+        if not b.Valid:
+            return None
+        esz = b.entry_bytes
+        if not b.Indirect:
+            if (index + 1) * esz > b.table_bytes:
+                return None
+            return b.address + index * esz
+        per_page = b.page_bytes // esz
+        l1_index = index // per_page
+        if (l1_index + 1) * 8 > b.table_bytes:
+            return None
+        l1 = self.mem.read_u64(b.address + 8 * l1_index)
+        if not l1 & _L1_VALID:
+            return None
+        return (l1 & _L1_ADDR_MASK & ~(b.page_bytes - 1)) + (index % per_page) * esz
+
+    def _read_entry(self, kind: int, index: int) -> int | None:
+        addr = self._entry_addr(kind, index)
+        return None if addr is None else self.mem.read_u64(addr)
+
+    def read_dte(self, device_id: int) -> DTE | None:
+        """The device table entry for ``device_id`` (None: no entry or invalid)."""
+        if device_id >> (self.typer.Devbits + 1):
+            return None
+        raw = self._read_entry(BaserType.DEVICE, device_id)
+        if raw is None:
+            return None
+        dte = DTE.decode(raw)
+        return dte if dte.Valid else None
+
+    def read_cte(self, icid: int) -> CTE | None:
+        raw = self._read_entry(BaserType.COLLECTION, icid)
+        if raw is None:
+            return None
+        cte = CTE.decode(raw)
+        return cte if cte.Valid else None
+
+    def read_ite(self, dte: DTE, event_id: int) -> ITE | None:
+        if event_id >= dte.num_events:
+            return None
+        ite = ITE.decode(self.mem.read_u64(dte.itt_address + event_id * _ENTRY_BYTES))
+        return ite if ite.Valid and ite.IntType == 1 else None
+
+    def _target(self, icid: int) -> Redistributor | None:
+        cte = self.read_cte(icid)
+        if cte is None or cte.RDbase >= len(self.rdists):
+            return None
+        return self.rdists[cte.RDbase]
+
+    # -- translation ----------------------------------------------------------------
+
+    def translate_msi(self, device_id: int, event_id: int) -> MsiResult:
+        """A write of ``event_id`` to GITS_TRANSLATER by device ``device_id``."""
+        try:
+            return self._translate(device_id, event_id)
+        except BusFault as fault:
+            self.events.emit(GuestError(self.name, f"table read fault: {fault}", "MSI dropped"))
+            return MsiResult("ITS table not in RAM")
+
+    def _translate(self, device_id: int, event_id: int) -> MsiResult:
+        if not self.enabled:
+            return MsiResult("ITS disabled")
+        if device_id >> (self.typer.Devbits + 1):
+            return MsiResult("DeviceID out of range")
+        dte = self.read_dte(device_id)
+        if dte is None:
+            return MsiResult("DeviceID not mapped")
+        if event_id >= dte.num_events:
+            return MsiResult("EventID out of range")
+        ite = self.read_ite(dte, event_id)
+        if ite is None:
+            return MsiResult("EventID not mapped")
+        rd = self._target(ite.ICID)
+        if rd is None:
+            return MsiResult(f"collection {ite.ICID} not mapped")
+        outcome = rd.set_pending(ite.pINTID)
+        return MsiResult(outcome, rd.cpu, ite.pINTID)
+
+    # -- command queue --------------------------------------------------------------
+
+    def process_commands(self) -> None:
+        """Run commands from GITS_CREADR up to GITS_CWRITER (synchronously)."""
+        cbaser = GitsCbaser.decode(self.cbaser)
+        if not (self.enabled and cbaser.Valid) or self.stalled or self._queue_invalid:
+            return
+        qsize = cbaser.queue_bytes
+        # Each step advances CREADR, so at most qsize/32 steps reach CWRITER.
+        for _ in range(qsize // CMD_BYTES):
+            if self.creadr == self.cwriter:
+                return
+            try:
+                raw = self.mem.read(cbaser.address + self.creadr, CMD_BYTES)
+                self._execute(decode_command(raw))
+            except _CommandError as e:
+                self.events.emit(
+                    GuestError(
+                        self.name,
+                        e.what,
+                        "queue stalled" if self.knobs.its_error_policy == "stall" else "skipped",
+                        e.code,
+                    )
+                )
+                if self.knobs.its_error_policy == "stall":
+                    self.stalled = True
+                    return
+            except BusFault as fault:
+                # Like QEMU: a memory error reading a command or table stalls.
+                self.events.emit(GuestError(self.name, str(fault), "queue stalled"))
+                self.stalled = True
+                return
+            self.commands_executed += 1
+            self.creadr = (self.creadr + CMD_BYTES) % qsize
+
+    def _check_icid(self, opcode: int, icid: int) -> None:
+        if self._entry_addr(BaserType.COLLECTION, icid) is None:
+            raise _err(opcode, _COLLECTION_OOR, f"ICID {icid} beyond the collection table")
+
+    def _lookup(self, opcode: int, device_id: int, event_id: int) -> tuple[DTE, ITE, int]:
+        dte = self.read_dte(device_id)
+        if dte is None:
+            raise _err(opcode, _UNMAPPED_INTERRUPT, f"device {device_id:#x} not mapped")
+        ite = self.read_ite(dte, event_id)
+        if ite is None:
+            raise _err(opcode, _UNMAPPED_INTERRUPT, f"event {event_id} of {device_id:#x} not mapped")
+        return dte, ite, dte.itt_address + event_id * _ENTRY_BYTES
+
+    def _target_or_error(self, opcode: int, icid: int) -> Redistributor:
+        rd = self._target(icid)
+        if rd is None:
+            raise _err(opcode, _UNMAPPED_COLLECTION, f"collection {icid} not mapped")
+        return rd
+
+    def _execute(self, cmd: ItsCommand | UnknownCommand) -> None:
+        match cmd:
+            case Mapd():
+                self._mapd(cmd)
+            case Mapc():
+                self._mapc(cmd)
+            case Mapti() | Mapi():
+                self._mapti(cmd)
+            case Inv():
+                _, ite, _ = self._lookup(cmd.OPCODE, cmd.DeviceID, cmd.EventID)
+                self._target_or_error(cmd.OPCODE, ite.ICID).invalidate(ite.pINTID)
+            case Invall():
+                self._target_or_error(cmd.OPCODE, cmd.ICID).invalidate_all()
+            case Sync():
+                if cmd.RDbase >= len(self.rdists):
+                    raise _err(cmd.OPCODE, 0x01, f"SYNC RDbase {cmd.RDbase} out of range")
+            case Int():
+                _, ite, _ = self._lookup(cmd.OPCODE, cmd.DeviceID, cmd.EventID)
+                self._target_or_error(cmd.OPCODE, ite.ICID).set_pending(ite.pINTID)
+            case Clear():
+                _, ite, _ = self._lookup(cmd.OPCODE, cmd.DeviceID, cmd.EventID)
+                self._target_or_error(cmd.OPCODE, ite.ICID).clear_pending(ite.pINTID)
+            case Discard():
+                _, ite, addr = self._lookup(cmd.OPCODE, cmd.DeviceID, cmd.EventID)
+                rd = self._target(ite.ICID)
+                if rd is not None:
+                    rd.clear_pending(ite.pINTID)
+                self.mem.write_u64(addr, 0, self.agent)
+            case Movi():
+                self._movi(cmd)
+            case Movall():
+                self._movall(cmd)
+            case UnknownCommand():
+                raise _CommandError(0x010000 | (cmd.opcode << 8), f"{cmd.name}: not supported")
+
+    def _mapd(self, cmd: Mapd) -> None:
+        addr = None
+        if not cmd.DeviceID >> (self.typer.Devbits + 1):
+            addr = self._entry_addr(BaserType.DEVICE, cmd.DeviceID)
+        if addr is None:
+            raise _err(cmd.OPCODE, _DEVICE_OOR, f"MAPD DeviceID {cmd.DeviceID:#x} out of range")
+        if cmd.V and cmd.Size > self.typer.ID_bits:
+            raise _err(cmd.OPCODE, _ITTSIZE_OOR, f"MAPD Size {cmd.Size} > ID_bits")
+        dte = DTE(Valid=cmd.V, Size=cmd.Size if cmd.V else 0, ITT_addr=cmd.ITT_addr if cmd.V else 0)
+        self.mem.write_u64(addr, dte.encode(), self.agent)
+
+    def _mapc(self, cmd: Mapc) -> None:
+        addr = self._entry_addr(BaserType.COLLECTION, cmd.ICID)
+        if addr is None:
+            raise _err(cmd.OPCODE, _COLLECTION_OOR, f"MAPC ICID {cmd.ICID} beyond the table")
+        if cmd.V and cmd.RDbase >= len(self.rdists):
+            raise _err(cmd.OPCODE, 0x02, f"MAPC RDbase {cmd.RDbase} is no processor")
+        cte = CTE(Valid=cmd.V, RDbase=cmd.RDbase if cmd.V else 0)
+        self.mem.write_u64(addr, cte.encode(), self.agent)
+
+    def _mapti(self, cmd: Mapti | Mapi) -> None:
+        op = cmd.OPCODE
+        pintid = cmd.pINTID if isinstance(cmd, Mapti) else cmd.EventID
+        dte = self.read_dte(cmd.DeviceID)
+        if dte is None:
+            raise _err(op, _UNMAPPED_DEVICE, f"device {cmd.DeviceID:#x} not mapped")
+        if cmd.EventID >= dte.num_events:
+            raise _err(op, _ID_OOR, f"EventID {cmd.EventID} beyond the ITT")
+        self._check_icid(op, cmd.ICID)
+        if not LPI_INTID_BASE <= pintid < 1 << self.gicd.id_bits:
+            raise _err(op, _PHYSICALID_OOR, f"pINTID {pintid} is no LPI")
+        ite = ITE(Valid=1, IntType=1, pINTID=pintid, ICID=cmd.ICID)
+        self.mem.write_u64(dte.itt_address + cmd.EventID * _ENTRY_BYTES, ite.encode(), self.agent)
+
+    def _movi(self, cmd: Movi) -> None:
+        _, ite, addr = self._lookup(cmd.OPCODE, cmd.DeviceID, cmd.EventID)
+        new_rd = self._target(cmd.ICID)
+        if new_rd is None:
+            raise _err(cmd.OPCODE, _UNMAPPED_COLLECTION, f"collection {cmd.ICID} not mapped")
+        old_rd = self._target(ite.ICID)
+        if old_rd is not None and old_rd is not new_rd and old_rd.clear_pending(ite.pINTID):
+            new_rd.set_pending(ite.pINTID)
+        moved = ITE(Valid=1, IntType=1, pINTID=ite.pINTID, ICID=cmd.ICID)
+        self.mem.write_u64(addr, moved.encode(), self.agent)
+
+    def _movall(self, cmd: Movall) -> None:
+        if max(cmd.RDbase1, cmd.RDbase2) >= len(self.rdists):
+            raise _err(cmd.OPCODE, 0x01, "MOVALL RDbase out of range")
+        src, dst = self.rdists[cmd.RDbase1], self.rdists[cmd.RDbase2]
+        if src is dst or not dst.enable_lpis:
+            return  # CONSTRAINED UNPREDICTABLE with LPIs off at dst: NOP, like QEMU
+        for intid in sorted(src.pending_lpis()):
+            if src.clear_pending(intid):
+                dst.set_pending(intid)
+

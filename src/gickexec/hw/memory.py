@@ -1,0 +1,289 @@
+"""Simulated physical memory: sparse, page-granular, little-endian, every write attributed.
+
+Only pages that were written with something other than zeros cost memory; reading an
+untouched page returns zeros, and zero-filling whole pages releases them.  RAM ranges
+and MMIO windows come from the platform.  Every write names its :class:`Agent`; writes
+by GIC agents (redistributors and ITSs) are also passed, with the bytes before and
+after, to observers, which is how corruption is detected (:mod:`gickexec.scenario.checks`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+__all__ = [
+    "PAGE_SIZE",
+    "Agent",
+    "AgentKind",
+    "BusFault",
+    "GicWrite",
+    "MemRegion",
+    "MmioDevice",
+    "PhysicalMemory",
+]
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+_PAGE_MASK = PAGE_SIZE - 1
+_ZERO_PAGE = bytes(PAGE_SIZE)
+
+
+class AgentKind(StrEnum):
+    """Who performed a memory or register access."""
+
+    FIRMWARE = "firmware"
+    KERNEL = "kernel"
+    GICR = "gicr"
+    ITS = "its"
+    DEVICE = "device"
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """The writer of a memory access: a kernel generation's CPU, a redistributor, an ITS…"""
+
+    kind: AgentKind
+    index: int = 0
+    generation: int | None = None
+
+    def __str__(self) -> str:
+        match self.kind:
+            case AgentKind.KERNEL:
+                return f"kernel gen{self.generation} CPU{self.index}"
+            case AgentKind.GICR:
+                return f"GICR(CPU{self.index})"
+            case AgentKind.ITS:
+                return f"ITS{self.index}"
+            case AgentKind.DEVICE:
+                return f"device {self.index:#06x}"
+            case _:
+                return "firmware"
+
+    @property
+    def is_gic(self) -> bool:
+        return self.kind in (AgentKind.GICR, AgentKind.ITS)
+
+
+FIRMWARE = Agent(AgentKind.FIRMWARE)
+
+
+class BusFault(Exception):
+    """An access hit no RAM and no MMIO window (the model's external abort)."""
+
+    def __init__(self, addr: int, size: int, agent: Agent | None) -> None:
+        who = f" by {agent}" if agent else ""
+        super().__init__(f"bus fault: {size}-byte access at {addr:#x}{who} hits no RAM or MMIO")
+        self.addr = addr
+        self.size = size
+        self.agent = agent
+
+
+@dataclass(frozen=True, slots=True)
+class MemRegion:
+    """A physical address range ``[start, start + size)`` with a name."""
+
+    start: int
+    size: int
+    name: str = ""
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    def contains(self, addr: int, size: int = 1) -> bool:
+        return self.start <= addr and addr + size <= self.end
+
+
+@dataclass(frozen=True, slots=True)
+class GicWrite:
+    """A write by a GIC agent, with the bytes it replaced."""
+
+    addr: int
+    old: bytes
+    new: bytes
+    agent: Agent
+
+
+class MmioDevice(Protocol):
+    """A register block mapped into the physical address space."""
+
+    def mmio_read(self, offset: int, size: int) -> int: ...
+
+    def mmio_write(self, offset: int, size: int, value: int, agent: Agent) -> None: ...
+
+
+class PhysicalMemory:
+    """Sparse physical memory with RAM ranges, MMIO windows and write attribution."""
+
+    def __init__(self, ram: Sequence[MemRegion]) -> None:
+        regions = sorted(ram, key=lambda r: r.start)
+        for a, b in zip(regions, regions[1:], strict=False):
+            if b.start < a.end:
+                raise ValueError(f"RAM regions overlap: {a} and {b}")
+        self.ram: tuple[MemRegion, ...] = tuple(regions)
+        self._ram_starts = [r.start for r in regions]
+        self._pages: dict[int, bytearray] = {}
+        #: page frame number -> the last agent that wrote into the page
+        self.last_writer: dict[int, Agent] = {}
+        self._mmio: list[tuple[MemRegion, MmioDevice]] = []
+        self._mmio_starts: list[int] = []
+        self._gic_observers: list[Callable[[GicWrite], None]] = []
+
+    # -- layout ---------------------------------------------------------------------
+
+    def map_mmio(self, region: MemRegion, device: MmioDevice) -> None:
+        """Map a register block; MMIO windows may not overlap RAM or each other."""
+        if self.ram_region(region.start) or any(r.start < region.end and region.start < r.end
+                                                 for r, _ in self._mmio):
+            raise ValueError(f"MMIO window {region} overlaps RAM or another window")
+        i = bisect.bisect(self._mmio_starts, region.start)
+        self._mmio.insert(i, (region, device))
+        self._mmio_starts.insert(i, region.start)
+
+    def unmap_all_mmio(self) -> None:
+        self._mmio.clear()
+        self._mmio_starts.clear()
+
+    def ram_region(self, addr: int, size: int = 1) -> MemRegion | None:
+        """The RAM region holding all of ``[addr, addr + size)``, if any."""
+        i = bisect.bisect_right(self._ram_starts, addr) - 1
+        if i >= 0 and self.ram[i].contains(addr, size):
+            return self.ram[i]
+        return None
+
+    def is_ram(self, addr: int, size: int = 1) -> bool:
+        return self.ram_region(addr, size) is not None
+
+    def _mmio_at(self, addr: int, size: int) -> tuple[MemRegion, MmioDevice] | None:
+        i = bisect.bisect_right(self._mmio_starts, addr) - 1
+        if i >= 0 and self._mmio[i][0].contains(addr, size):
+            return self._mmio[i]
+        return None
+
+    @property
+    def ram_bytes(self) -> int:
+        return sum(r.size for r in self.ram)
+
+    @property
+    def pages_touched(self) -> int:
+        """Pages holding data (the model's memory cost)."""
+        return len(self._pages)
+
+    # -- observers ------------------------------------------------------------------
+
+    def observe_gic_writes(self, callback: Callable[[GicWrite], None]) -> None:
+        self._gic_observers.append(callback)
+
+    # -- RAM access -----------------------------------------------------------------
+
+    def _check_ram(self, addr: int, size: int, agent: Agent | None) -> None:
+        if size < 0 or not self.is_ram(addr, max(size, 1)):
+            raise BusFault(addr, size, agent)
+
+    def _chunks(self, addr: int, size: int) -> Iterator[tuple[int, int, int]]:
+        """(page frame, offset in page, length) pieces of ``[addr, addr + size)``."""
+        while size > 0:
+            off = addr & _PAGE_MASK
+            n = min(PAGE_SIZE - off, size)
+            yield addr >> PAGE_SHIFT, off, n
+            addr += n
+            size -= n
+
+    def read(self, addr: int, size: int) -> bytes:
+        """Read RAM; untouched pages read as zeros."""
+        self._check_ram(addr, size, None)
+        pages = self._pages
+        out = bytearray()
+        for pfn, off, n in self._chunks(addr, size):
+            page = pages.get(pfn)
+            out += page[off : off + n] if page is not None else _ZERO_PAGE[:n]
+        return bytes(out)
+
+    def write(self, addr: int, data: bytes, agent: Agent) -> None:
+        """Write RAM as ``agent``; GIC writes are reported to observers."""
+        size = len(data)
+        self._check_ram(addr, size, agent)
+        old = self.read(addr, size) if agent.is_gic and self._gic_observers else b""
+        pos = 0
+        for pfn, off, n in self._chunks(addr, size):
+            page = self._pages.get(pfn)
+            chunk = data[pos : pos + n]
+            if page is None:
+                if not any(chunk):
+                    self.last_writer[pfn] = agent
+                    pos += n
+                    continue
+                page = self._pages[pfn] = bytearray(PAGE_SIZE)
+            page[off : off + n] = chunk
+            self.last_writer[pfn] = agent
+            pos += n
+        if old:
+            event = GicWrite(addr, old, bytes(data), agent)
+            for cb in self._gic_observers:
+                cb(event)
+
+    def fill(self, addr: int, size: int, value: int, agent: Agent) -> None:
+        """``memset``: whole pages filled with zero are released, not stored."""
+        self._check_ram(addr, size, agent)
+        if agent.is_gic:
+            self.write(addr, bytes([value]) * size, agent)
+            return
+        for pfn, off, n in self._chunks(addr, size):
+            self.last_writer[pfn] = agent
+            if value == 0:
+                if n == PAGE_SIZE:
+                    self._pages.pop(pfn, None)
+                    continue
+                page = self._pages.get(pfn)
+                if page is not None:
+                    page[off : off + n] = _ZERO_PAGE[:n]
+                continue
+            page = self._pages.get(pfn)
+            if page is None:
+                page = self._pages[pfn] = bytearray(PAGE_SIZE)
+            page[off : off + n] = bytes([value]) * n
+
+    def nonzero_pages(self, addr: int, size: int) -> list[int]:
+        """Page frame numbers inside ``[addr, addr + size)`` that hold data."""
+        first, last = addr >> PAGE_SHIFT, (addr + size - 1) >> PAGE_SHIFT
+        if last - first < len(self._pages):
+            return [p for p in range(first, last + 1) if p in self._pages]
+        return sorted(p for p in self._pages if first <= p <= last)
+
+    def read_u8(self, addr: int) -> int:
+        return self.read(addr, 1)[0]
+
+    def read_u32(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 4), "little")
+
+    def read_u64(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 8), "little")
+
+    def write_u8(self, addr: int, value: int, agent: Agent) -> None:
+        self.write(addr, bytes((value,)), agent)
+
+    def write_u32(self, addr: int, value: int, agent: Agent) -> None:
+        self.write(addr, value.to_bytes(4, "little"), agent)
+
+    def write_u64(self, addr: int, value: int, agent: Agent) -> None:
+        self.write(addr, value.to_bytes(8, "little"), agent)
+
+    # -- MMIO -----------------------------------------------------------------------
+
+    def mmio_read(self, addr: int, size: int) -> int:
+        hit = self._mmio_at(addr, size)
+        if hit is None:
+            raise BusFault(addr, size, None)
+        region, dev = hit
+        return dev.mmio_read(addr - region.start, size)
+
+    def mmio_write(self, addr: int, size: int, value: int, agent: Agent) -> None:
+        hit = self._mmio_at(addr, size)
+        if hit is None:
+            raise BusFault(addr, size, agent)
+        region, dev = hit
+        dev.mmio_write(addr - region.start, size, value, agent)

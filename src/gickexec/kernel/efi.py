@@ -1,0 +1,181 @@
+"""Linux's EFI side of the handover: the stub's memreserve root, ``efi_config_parse_tables``
+walking the chain into memblock, and ``efi_mem_reserve_persistent`` appending to it.
+
+Source: linux-kernel.md §1.3-§1.8 (EFI-5.1, EFI-6.2 and the 4.20 patch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gickexec.arch.efi import (
+    LINUX_EFI_MEMRESERVE_TABLE_GUID,
+    MEMRESERVE_HEADER_BYTES,
+    MEMRESERVE_V420_BYTES,
+    SMBIOS3_TABLE_GUID,
+    MemreserveHeader,
+    MemreserveV420,
+    efi_memreserve_count,
+)
+from gickexec.fw.memreserve import MemreserveChain, walk_memreserve
+from gickexec.fw.uefi import EfiMemoryType, SystemTableError, UefiFirmware, read_config_tables
+from gickexec.hw.memory import Agent, PhysicalMemory
+from gickexec.kernel import printk
+from gickexec.kernel.mm import Memblock, OutOfMemory
+from gickexec.kernel.profiles import KernelProfile
+
+__all__ = ["ENODEV", "ENOMEM", "EfiState", "efi_config_parse_tables", "install_memreserve_table"]
+
+ENODEV = -19
+ENOMEM = -12
+
+_TABLE_NAMES = {SMBIOS3_TABLE_GUID: "SMBIOS 3.0", LINUX_EFI_MEMRESERVE_TABLE_GUID: "MEMRESERVE"}
+
+
+def install_memreserve_table(fw: UefiFirmware, mem: PhysicalMemory, profile: KernelProfile,
+                             agent: Agent) -> int | None:
+    """The EFI stub's ``install_memreserve_table()``: an empty root in EFI_LOADER_DATA.
+
+    Runs once per firmware boot (a kexec'd kernel does not re-enter the stub).
+    """
+    if not profile.efi_stub_installs_memreserve_root:
+        return None
+    if profile.memreserve_layout == "v4.20":
+        size = MEMRESERVE_V420_BYTES
+        empty = MemreserveV420(0, 0, 0).to_bytes()
+    else:
+        size = MEMRESERVE_HEADER_BYTES
+        empty = MemreserveHeader(0, 0, 0).to_bytes()
+    root = fw.allocate_pool(EfiMemoryType.LOADER_DATA, size)
+    mem.write(root, empty, agent)
+    fw.install_configuration_table(LINUX_EFI_MEMRESERVE_TABLE_GUID, root)
+    return root
+
+
+@dataclass(slots=True)
+class EfiState:
+    """What one kernel knows about EFI after ``efi_init``."""
+
+    config_tables: bool
+    mem_reserve: int | None = None
+    chain: MemreserveChain | None = None
+    #: None until first use, an int address once mapped, or the ULONG_MAX sentinel (-1)
+    memreserve_root: int | None = None
+    nodes_added: int = 0
+    entries_added: int = 0
+
+
+def efi_config_parse_tables(
+    mem: PhysicalMemory,
+    systab: int,
+    profile: KernelProfile,
+    memblock: Memblock,
+    log: printk.KernelLog,
+    on_reserve: Callable[[int, int, str], None],
+) -> EfiState:
+    """``efi_init()`` + ``efi_config_parse_tables()``: log the tables, walk the chain and
+    ``memblock_reserve()`` the root, every node and every entry (§1.4)."""
+    try:
+        st, tables = read_config_tables(mem, systab)
+    except SystemTableError as e:
+        log.line(f"efi: {e}")
+        return EfiState(config_tables=False)
+    major, minor = st.revision >> 16, st.revision & 0xFFFF
+    vendor = _read_vendor(mem, st.firmware_vendor)
+    if profile.printk_era == "modern":
+        log.printk(printk.EFI_BY_NEW, major, minor // 10, vendor)
+        entry_fmt = printk.EFI_CFG_ENTRY_NEW
+    else:
+        log.printk(printk.EFI_BY_OLD, major, minor, vendor)
+        entry_fmt = printk.EFI_CFG_ENTRY_OLD
+    state = EfiState(config_tables=True)
+    known = dict(_TABLE_NAMES)
+    if profile.memreserve_layout is None:
+        known.pop(LINUX_EFI_MEMRESERVE_TABLE_GUID)
+    line = "efi: "
+    for t in tables:
+        name = known.get(t.guid)
+        if name is None:
+            continue
+        line += printk.kformat(entry_fmt, name, t.table)
+        if t.guid == LINUX_EFI_MEMRESERVE_TABLE_GUID:
+            state.mem_reserve = t.table
+    log.line(line)
+    if state.mem_reserve is None or profile.memreserve_layout is None:
+        return state
+    chain = walk_memreserve(mem.read, mem.is_ram, state.mem_reserve, profile.memreserve_layout)
+    state.chain = chain
+    for i, node in enumerate(chain.nodes):
+        what = "EFI memreserve root" if i == 0 else "EFI memreserve node"
+        memblock.reserve(node.addr, node.footprint)
+        on_reserve(node.addr, node.footprint, what)
+        for base, size in node.entries:
+            memblock.reserve(base, size)
+            on_reserve(base, size, "EFI memreserve entry")
+    if chain.error is not None:
+        log.line(printk.EFI_MEMRESERVE_MAP_FAIL)
+    return state
+
+
+def _read_vendor(mem: PhysicalMemory, addr: int) -> str:
+    if not mem.is_ram(addr, 64):
+        return "unknown"
+    raw = mem.read(addr, 64)
+    end = next((i for i in range(0, 64, 2) if raw[i : i + 2] == b"\0\0"), 64)
+    return raw[:end].decode("utf-16-le", errors="replace")
+
+
+def efi_mem_reserve_persistent(
+    mem: PhysicalMemory,
+    efi: EfiState,
+    profile: KernelProfile,
+    addr: int,
+    size: int,
+    agent: Agent,
+    alloc_page: Callable[[], int],
+) -> int:
+    """Record ``[addr, addr + size)`` in the memreserve chain; returns 0 or -errno.
+
+    v5.0+ (§1.5): first fit from ``root->next`` (newest node first); when no node has
+    room, a new node page goes in at the head with ``size = EFI_MEMRESERVE_COUNT(SZ_4K)``,
+    ``count = 1``.  The new page is not zeroed: only its header and entry[0] are written.
+    v4.20: one 24-byte node per reservation, pushed at the head.
+    """
+    if efi.memreserve_root == -1 or efi.mem_reserve is None or profile.memreserve_layout is None:
+        efi.memreserve_root = -1
+        return ENODEV
+    root = efi.memreserve_root = efi.mem_reserve
+    try:
+        if profile.memreserve_layout == "v4.20":
+            node = alloc_page()
+            head = MemreserveV420.from_bytes(mem.read(root, MEMRESERVE_V420_BYTES))
+            mem.write(node, MemreserveV420(head.next, addr, size).to_bytes(), agent)
+            mem.write(root, MemreserveV420(node, head.base, head.size).to_bytes(), agent)
+            efi.nodes_added += 1
+            efi.entries_added += 1
+            return 0
+        head = MemreserveHeader.from_bytes(mem.read(root, MEMRESERVE_HEADER_BYTES))
+        prsv, seen = head.next, set()
+        while prsv and prsv not in seen and mem.is_ram(prsv, MEMRESERVE_HEADER_BYTES):
+            seen.add(prsv)
+            rsv = MemreserveHeader.from_bytes(mem.read(prsv, MEMRESERVE_HEADER_BYTES))
+            if rsv.count < rsv.size:  # atomic_fetch_add_unless(&count, 1, size)
+                mem.write(prsv, MemreserveHeader(rsv.size, rsv.count + 1, rsv.next).to_bytes(),
+                          agent)
+                mem.write(prsv + MemreserveHeader.entry_offset(rsv.count),
+                          MemreserveHeader.pack_entry(addr, size), agent)
+                efi.entries_added += 1
+                return 0
+            prsv = rsv.next
+        node = alloc_page()
+        capacity = efi_memreserve_count(profile.memreserve_node_bytes)
+        mem.write(node, MemreserveHeader(capacity, 1, head.next).to_bytes(), agent)
+        mem.write(node + MemreserveHeader.entry_offset(0), MemreserveHeader.pack_entry(addr, size),
+                  agent)
+        mem.write(root, MemreserveHeader(head.size, head.count, node).to_bytes(), agent)
+        efi.nodes_added += 1
+        efi.entries_added += 1
+        return 0
+    except OutOfMemory:
+        return ENOMEM

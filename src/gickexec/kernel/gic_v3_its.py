@@ -1,0 +1,599 @@
+"""The Linux GICv3 ITS driver (``drivers/irqchip/irq-gic-v3-its.c``), per kernel profile.
+
+Function names are the kernel's.  Every register access goes through MMIO and every
+table the driver fills is written into simulated memory; the hardware model then acts on
+those bytes.  Source: linux-kernel.md §2 (ITS-5.1x, ITS-6.x) and, for kernels before the
+v4.20 series, the pre-4.20 ``its_cpu_init_lpis()``/``its_alloc_lpi_tables()`` read in a
+public copy (``checks_lpi_disable=False`` profiles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gickexec.arch.gicv3 import (
+    CACHE_RaWaWb,
+    GICR_PROPBASER,
+    GicrCtlr,
+    GicrOffset,
+    GicrPendbaser,
+    GicrPropbaser,
+    GicrTyper,
+    GitsBaser,
+    GitsCbaser,
+    GitsCtlr,
+    GitsOffset,
+    GitsTyper,
+    BaserType,
+    LPI_INTID_BASE,
+    LpiConfig,
+    SHARE_InnerShareable,
+)
+from gickexec.arch.its import CMD_BYTES, Inv, Invall, ItsCommand, Mapc, Mapd, Mapti, Discard, Sync
+from gickexec.kernel import printk
+from gickexec.kernel.efi import efi_mem_reserve_persistent
+from gickexec.kernel.mm import OutOfMemory, Owner, Role
+
+if TYPE_CHECKING:
+    from gickexec.kernel.kernel import Kernel
+
+__all__ = ["ItsDevice", "GicV3Its"]
+
+SZ_64K = 0x10000
+ITS_CMD_QUEUE_SZ = SZ_64K
+ITS_MAX_LPI_NRBITS = 16
+ITS_ITT_ALIGN = 256
+GITS_LVL1_ENTRY_SIZE = 8
+_L1_VALID = 1 << 63
+#: GICD_INT_DEF_PRI: "Priority 0xa0, Group-1, disabled" (ITS-4.3, ITS-5.1x)
+LPI_PROP_DEFAULT_PRIO = 0xA0
+LPI_PROP_GROUP1 = 0b10
+LPI_PROP_ENABLED = 0b01
+#: USEC_PER_SEC polls of 1 us in redist_disable_lpis / its_force_quiescent
+_POLL_LIMIT = 1_000_000
+_NO_TARGET = (1 << 64) - 1
+#: pr_err_ratelimited() lets DEFAULT_RATELIMIT_BURST messages through per interval
+_RATELIMIT_BURST = 10
+_SHR = GICR_PROPBASER.field("Shareability").mask
+
+
+def _lpi_propbase_sz(id_bits: int) -> int:
+    """``LPI_PROPBASE_SZ``: ALIGN(BIT(lpi_id_bits), SZ_64K)."""
+    return ((1 << id_bits) + SZ_64K - 1) & ~(SZ_64K - 1)
+
+
+def _lpi_pendbase_sz(id_bits: int) -> int:
+    """``LPI_PENDBASE_SZ``: ALIGN(BIT(lpi_id_bits) / 8, SZ_64K)."""
+    return (((1 << id_bits) // 8) + SZ_64K - 1) & ~(SZ_64K - 1)
+
+
+@dataclass(slots=True)
+class _Collection:
+    target_address: int = _NO_TARGET
+    col_id: int = 0
+
+
+@dataclass(slots=True)
+class _RdistState:
+    """``struct rdists`` per-CPU part: pend_page and the RD_LOCAL_* flags."""
+
+    pend_page: int | None = None
+    lpi_enabled: bool = False
+    pendtable_preallocated: bool = False
+    memreserve_done: bool = False
+    pend_addr: int | None = None
+
+
+@dataclass(slots=True)
+class ItsDevice:
+    """``struct its_device``: one DeviceID, its ITT and its events' LPIs."""
+
+    device_id: int
+    itt: int
+    nr_ites: int
+    lpi_base: int
+    nr_lpis: int
+    col_map: dict[int, int] = field(default_factory=dict)
+
+
+class GicV3Its:
+    """One kernel generation's GICv3 + ITS driver state (``gic_rdists``, ``its_node``)."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.k = kernel
+        self.profile = kernel.profile
+        m = kernel.machine
+        self.its_phys = m.platform.its_base
+        self.preallocated = False
+        self.needs_flushing = False
+        self.prop_table_pa = 0
+        self.lpi_id_bits = 0
+        self.rd: dict[int, _RdistState] = {}
+        self.collections: dict[int, _Collection] = {}
+        self.cmd_base = 0
+        self.cmd_write = 0
+        self.device_table = 0
+        self.device_table_indirect = False
+        self.devices: dict[int, ItsDevice] = {}
+        self._lpi_ranges: list[list[int]] = []  # [base, span], sorted
+        self._warned_valid_col = False
+        self._timeouts_logged = 0
+        self.its_ok = False
+        self.memreserve_cpuhp = False
+
+    # -- register helpers -----------------------------------------------------------
+
+    def _rd_base(self, cpu: int) -> int:
+        return self.k.machine.gicr_base(cpu)
+
+    def _readl(self, addr: int, cpu: int = 0) -> int:
+        return self.k.machine.mem.mmio_read(addr, 4)
+
+    def _readq(self, addr: int) -> int:
+        return self.k.machine.mem.mmio_read(addr, 8)
+
+    def _write(self, addr: int, value: int, size: int, cpu: int = 0) -> None:
+        self.k.machine.mem.mmio_write(addr, size, value, self.k.agent(cpu))
+
+    # -- memory helpers -------------------------------------------------------------
+
+    def _reserve(self, addr: int, size: int, cpu: int) -> int:
+        """``gic_reserve_range()``: persistent only when EFI config tables exist."""
+        efi = self.k.efi
+        if efi is None or not efi.config_tables:
+            return 0
+        if not self.profile.registers_lpi_tables_with_efi:
+            return 0
+        rc = efi_mem_reserve_persistent(
+            self.k.machine.mem,
+            efi,
+            self.profile,
+            addr,
+            size,
+            self.k.agent(cpu),
+            lambda: self.k.alloc_pages(0x1000, "EFI memreserve list page", zero=False),
+        )
+        if rc == 0 and self.profile.memreserve_in_iomem:
+            self.k.iomem_reserved.append((addr, size))
+        return rc
+
+    def _warn_on_reserve(self, addr: int, size: int, cpu: int, function: str) -> None:
+        if self._reserve(addr, size, cpu):
+            self.k.log.warn(cpu, 0 if cpu else 1, "drivers/irqchip/irq-gic-v3-its.c", function)
+
+    def gic_check_reserved_range(self, addr: int, size: int) -> bool:
+        """Is ``[addr, addr+size)`` inside one reserved region (always true for kdump)?"""
+        if self.k.is_kdump:
+            return True
+        if self.k.memblock.is_reserved_range(addr, size):
+            return True
+        self.k.log.printk(printk.ITS_EXPECTED_RESERVED, addr, addr + size - 1)
+        self.k.log.add_taint(printk.TAINT_CRAP)
+        return False
+
+    # -- gic_init_bases -------------------------------------------------------------
+
+    def gic_dist_init(self) -> None:
+        gicd = self.k.machine.gicd
+        self.k.log.printk(printk.GIC_SPIS, gicd.spis)
+        self.k.log.printk(printk.GIC_RSS, "")
+
+    def found_redistributor(self, cpu: int) -> None:
+        typer = GicrTyper.decode(self._readq(self._rd_base(cpu) + GicrOffset.TYPER))
+        self.k.log.printk(printk.GIC_FOUND_RDIST, cpu, typer.Affinity_Value, 0, self._rd_base(cpu))
+
+    def gic_cpu_init(self, cpu: int) -> None:
+        """ICC_PMR_EL1 = DEFAULT_PMR_VALUE (0xf0), ICC_IGRPEN1_EL1 = 1."""
+        cpuif = self.k.machine.cpuifs[cpu]
+        cpuif.pmr = 0xF0
+        cpuif.igrpen1 = True
+
+    # -- its_init -------------------------------------------------------------------
+
+    def its_init(self) -> None:
+        """Probe the ITS, then set up the LPI property (and pending) tables."""
+        if not self.k.machine.gicd.lpis_supported:
+            return
+        base = self.its_phys
+        if self.profile.its_reset_baser_before_probe:
+            # its_reset_one(): quiesce via its_map_one(), then zero every GITS_BASER<n>.
+            if self.its_force_quiescent():
+                for n in range(8):
+                    self._write(base + GitsOffset.BASER + 8 * n, 0, 8)
+        if not self.its_probe_one():
+            return
+        self.its_ok = True
+        if self.profile.reuses_preallocated_lpi_tables:
+            self.allocate_lpi_tables()
+        else:
+            self.its_alloc_lpi_tables()
+
+    def its_force_quiescent(self) -> bool:
+        base = self.its_phys + GitsOffset.CTLR
+        ctlr = GitsCtlr.decode(self._readl(base))
+        if ctlr.Quiescent and not ctlr.Enabled:
+            return True
+        self._write(base, GitsCtlr(ITS_Number=ctlr.ITS_Number).encode(), 4)
+        for _ in range(_POLL_LIMIT):
+            if GitsCtlr.decode(self._readl(base)).Quiescent:
+                return True
+        self.k.log.line(f"ITS@{printk.pa(self.its_phys)}: Failed to quiesce, giving up")
+        return False
+
+    def its_probe_one(self) -> bool:
+        base = self.its_phys
+        if not self.its_force_quiescent():
+            return False
+        typer = GitsTyper.decode(self._readq(base + GitsOffset.TYPER))
+        self.cmd_base = self.k.alloc_pages(ITS_CMD_QUEUE_SZ, "ITS command queue", Role("its", 0))
+        self.its_alloc_tables(typer)
+        cbaser = GitsCbaser(
+            Size=ITS_CMD_QUEUE_SZ // 0x1000 - 1,
+            Shareability=SHARE_InnerShareable,
+            Physical_Address=self.cmd_base >> 12,
+            InnerCache=CACHE_RaWaWb,
+            Valid=1,
+        )
+        self._write(base + GitsOffset.CBASER, cbaser.encode(), 8)
+        self.cmd_write = 0
+        self._write(base + GitsOffset.CWRITER, 0, 8)
+        ctlr = GitsCtlr.decode(self._readl(base + GitsOffset.CTLR))
+        self._write(base + GitsOffset.CTLR, GitsCtlr(Enabled=1, ITS_Number=ctlr.ITS_Number).encode(), 4)
+        return True
+
+    def its_alloc_tables(self, typer: GitsTyper) -> None:
+        base = self.its_phys
+        for n in range(8):
+            reg = base + GitsOffset.BASER + 8 * n
+            b = GitsBaser.decode(self._readq(reg))
+            if b.Type == BaserType.NONE:
+                continue
+            esz = b.entry_bytes
+            psz = SZ_64K
+            if b.Type == BaserType.DEVICE:
+                ids = typer.Devbits + 1
+                # Two levels when a flat table would need more than one page (its_parse_indirect_baser).
+                indirect = (esz << ids) > psz
+                nr = psz // (GITS_LVL1_ENTRY_SIZE if indirect else esz)
+                size = psz if indirect else max(psz, esz << ids)
+                label, role = "ITS device table", Role("its", 0)
+            else:
+                indirect = False
+                size = psz
+                nr = psz // esz
+                label, role = "ITS collection table", Role("its", 0)
+            addr = self.k.alloc_pages(size, label, role)
+            val = GitsBaser(
+                Size=size // psz - 1,
+                Page_Size=0b10,
+                Shareability=SHARE_InnerShareable,
+                Physical_Address=addr >> 12,
+                Entry_Size=esz - 1,
+                Type=b.Type,
+                InnerCache=CACHE_RaWaWb,
+                Indirect=int(indirect),
+                Valid=1,
+            )
+            self._write(reg, val.encode(), 8)
+            back = GitsBaser.decode(self._readq(reg))
+            if b.Type == BaserType.DEVICE:
+                self.device_table = addr
+                self.device_table_indirect = bool(back.Indirect)
+            self.k.log.printk(
+                printk.ITS_ALLOCATED,
+                self.its_phys,
+                nr,
+                BaserType.NAMES[b.Type],
+                addr,
+                "indirect" if back.Indirect else "flat",
+                esz,
+                psz // 1024,
+                back.Shareability,
+            )
+
+    # -- LPI tables ------------------------------------------------------------------
+
+    def its_alloc_lpi_tables(self) -> None:
+        """Before the v4.20 series: always a fresh property table, nothing reserved."""
+        self.lpi_id_bits = min(self.k.machine.gicd.id_bits, ITS_MAX_LPI_NRBITS)
+        size = _lpi_propbase_sz(self.lpi_id_bits)
+        self.prop_table_pa = self.k.alloc_pages(size, "LPI property table", Role("prop"), zero=False)
+        self.k.log.printk(printk.ITS_PROP_TABLE_OLD, self.prop_table_pa)
+        self.gic_reset_prop_table()
+        self.its_lpi_init()
+
+    def allocate_lpi_tables(self) -> None:
+        rbase = self._rd_base(self.k.boot_cpu)
+        ctlr = GicrCtlr.decode(self._readl(rbase + GicrOffset.CTLR))
+        if ctlr.EnableLPIs and self.enabled_lpis_allowed():
+            self.preallocated = True
+            self.needs_flushing = True
+            self.k.log.printk(printk.ITS_PREALLOCATED)
+        self.its_setup_lpi_prop_table()
+        for cpu in range(self.k.nr_cpus):
+            try:
+                page = self.k.alloc_pages(
+                    _lpi_pendbase_sz(self.lpi_id_bits), f"LPI pending table CPU{cpu} (spare)"
+                )
+            except OutOfMemory:
+                self.k.log.line(f"Failed to allocate PENDBASE for CPU{cpu}")
+                return
+            self.rd.setdefault(cpu, _RdistState()).pend_page = page
+
+    def enabled_lpis_allowed(self) -> bool:
+        val = GicrPropbaser.decode(self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.PROPBASER))
+        # lpi_id_bits is still 0 here, so LPI_PROPBASE_SZ is 64 KiB (linux-kernel.md §2.3).
+        return self.gic_check_reserved_range(val.address, _lpi_propbase_sz(0))
+
+    def its_setup_lpi_prop_table(self) -> None:
+        if self.preallocated:
+            val = GicrPropbaser.decode(self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.PROPBASER))
+            self.lpi_id_bits = val.lpi_id_bits
+            self.prop_table_pa = val.address
+            self.k.claim(self.prop_table_pa, _lpi_propbase_sz(self.lpi_id_bits),
+                         Owner("LPI property table (reused)", Role("prop")))
+            self.gic_reset_prop_table()
+        else:
+            self.lpi_id_bits = min(self.k.machine.gicd.id_bits, ITS_MAX_LPI_NRBITS)
+            size = _lpi_propbase_sz(self.lpi_id_bits)
+            try:
+                self.prop_table_pa = self.k.alloc_pages(size, "LPI property table", Role("prop"),
+                                                        zero=False)
+            except OutOfMemory:
+                self.k.log.line("Failed to allocate PROPBASE")
+                return
+            self.gic_reset_prop_table()
+            self._warn_on_reserve(self.prop_table_pa, size, self.k.boot_cpu, "its_init")
+        self.k.log.printk(printk.ITS_PROP_TABLE, self.prop_table_pa)
+        self.its_lpi_init()
+
+    def gic_reset_prop_table(self) -> None:
+        """Every LPI: priority 0xa0, Group-1, disabled."""
+        self.k.machine.mem.fill(
+            self.prop_table_pa,
+            _lpi_propbase_sz(self.lpi_id_bits),
+            LPI_PROP_DEFAULT_PRIO | LPI_PROP_GROUP1,
+            self.k.agent(self.k.boot_cpu),
+        )
+
+    def its_lpi_init(self) -> None:
+        self._lpi_ranges = [[LPI_INTID_BASE, (1 << self.lpi_id_bits) - LPI_INTID_BASE]]
+
+    def its_lpi_alloc(self, nr: int) -> tuple[int, int] | None:
+        """First fit, halving the request until a range fits (ITS-5.1x)."""
+        while nr > 0:
+            for r in self._lpi_ranges:
+                if r[1] >= nr:
+                    base = r[0]
+                    r[0] += nr
+                    r[1] -= nr
+                    self._lpi_ranges = [x for x in self._lpi_ranges if x[1]]
+                    return base, nr
+            nr //= 2
+        return None
+
+    # -- per CPU ----------------------------------------------------------------------
+
+    def its_cpu_init(self, cpu: int) -> None:
+        """``gic_starting_cpu()`` -> ``its_cpu_init()`` on ``cpu``."""
+        if not self.its_ok:
+            return
+        if self.profile.checks_lpi_disable:
+            if self.redist_disable_lpis(cpu):
+                return
+            self.its_cpu_init_lpis(cpu)
+        else:
+            self.its_cpu_init_lpis_blind(cpu)
+        self.its_cpu_init_collections(cpu)
+
+    def redist_disable_lpis(self, cpu: int) -> int:
+        rbase = self._rd_base(cpu)
+        typer = GicrTyper.decode(self._readq(rbase + GicrOffset.TYPER))
+        if not typer.PLPIS:
+            self.k.log.printk(printk.ITS_NO_LPIS, cpu)
+            return -6
+        val = self._readl(rbase + GicrOffset.CTLR)
+        if not GicrCtlr.decode(val).EnableLPIs:
+            return 0
+        if self.rd.setdefault(cpu, _RdistState()).lpi_enabled or self.preallocated:
+            return 0
+        self.k.log.printk(printk.ITS_BOOTED_ENABLED, cpu)
+        self.k.log.add_taint(printk.TAINT_CRAP)
+        self._write(rbase + GicrOffset.CTLR, val & ~1, 4, cpu)
+        for _ in range(_POLL_LIMIT + 1):
+            if not GicrCtlr.decode(self._readl(rbase + GicrOffset.CTLR)).RWP:
+                break
+        else:
+            self.k.log.printk(printk.ITS_TIMEOUT_DISABLE, cpu)
+            return -110
+        if GicrCtlr.decode(self._readl(rbase + GicrOffset.CTLR)).EnableLPIs:
+            self.k.log.printk(printk.ITS_FAILED_DISABLE, cpu)
+            return -16
+        return 0
+
+    def its_cpu_init_lpis(self, cpu: int) -> None:
+        rbase = self._rd_base(cpu)
+        st = self.rd.setdefault(cpu, _RdistState())
+        if st.lpi_enabled:
+            return
+        ctlr = GicrCtlr.decode(self._readl(rbase + GicrOffset.CTLR))
+        if self.preallocated and ctlr.EnableLPIs:
+            prop = GicrPropbaser.decode(self._readq(rbase + GicrOffset.PROPBASER)).address
+            if prop != self.prop_table_pa:
+                self.k.log.warn(cpu, 0, "drivers/irqchip/irq-gic-v3-its.c", "its_cpu_init_lpis")
+                self.k.log.add_taint(printk.TAINT_CRAP)
+            paddr = GicrPendbaser.decode(self._readq(rbase + GicrOffset.PENDBASER)).address
+            size = _lpi_pendbase_sz(self.lpi_id_bits)
+            if not self.gic_check_reserved_range(paddr, size):
+                self.k.log.warn(cpu, 0, "drivers/irqchip/irq-gic-v3-its.c", "its_cpu_init_lpis")
+            st.pendtable_preallocated = True
+            self.k.claim(paddr, size, Owner(f"LPI pending table CPU{cpu} (reused)", Role("pend", cpu)))
+            if not self.profile.pending_memreserve_at_online and st.pend_page is not None:
+                self.k.free_pages(st.pend_page, size)
+                st.pend_page = None
+        else:
+            assert st.pend_page is not None
+            paddr = st.pend_page
+            self._program_rd(cpu, paddr)
+            if not self.profile.pending_memreserve_at_online:
+                self._warn_on_reserve(paddr, _lpi_pendbase_sz(self.lpi_id_bits), cpu, "its_cpu_init")
+        st.pend_addr = paddr
+        st.lpi_enabled = True
+        self.k.log.printk(
+            printk.ITS_PEND_TABLE, cpu, "reserved" if st.pendtable_preallocated else "allocated", paddr
+        )
+
+    def its_cpu_init_lpis_blind(self, cpu: int) -> None:
+        """Pre-4.20: allocate a pending table, clear EnableLPIs without checking, reprogram."""
+        rbase = self._rd_base(cpu)
+        st = self.rd.setdefault(cpu, _RdistState())
+        if st.pend_page is None:
+            try:
+                st.pend_page = self.k.alloc_pages(_lpi_pendbase_sz(self.lpi_id_bits),
+                                                  f"LPI pending table CPU{cpu}", Role("pend", cpu))
+            except OutOfMemory:
+                self.k.log.line(f"Failed to allocate PENDBASE for CPU{cpu}")
+                return
+            self.k.log.printk(printk.ITS_PEND_TABLE_OLD, cpu, st.pend_page)
+        val = self._readl(rbase + GicrOffset.CTLR)
+        self._write(rbase + GicrOffset.CTLR, val & ~1, 4, cpu)
+        self._program_rd(cpu, st.pend_page)
+        st.pend_addr = st.pend_page
+        st.lpi_enabled = True
+
+    def _program_rd(self, cpu: int, pend: int) -> None:
+        """Write PROPBASER and PENDBASER (probing shareability) and set EnableLPIs."""
+        rbase = self._rd_base(cpu)
+        prop = GicrPropbaser(
+            IDbits=self.lpi_id_bits - 1,
+            InnerCache=CACHE_RaWaWb,
+            Shareability=SHARE_InnerShareable,
+            Physical_Address=self.prop_table_pa >> 12,
+        )
+        self._write(rbase + GicrOffset.PROPBASER, prop.encode(), 8, cpu)
+        if (self._readq(rbase + GicrOffset.PROPBASER) ^ prop.encode()) & _SHR:
+            self.needs_flushing = True
+        pendval = GicrPendbaser(
+            InnerCache=CACHE_RaWaWb,
+            Shareability=SHARE_InnerShareable,
+            Physical_Address=pend >> 16,
+        )
+        self._write(rbase + GicrOffset.PENDBASER, pendval.encode(), 8, cpu)
+        self.k.claim(pend, _lpi_pendbase_sz(self.lpi_id_bits),
+                     Owner(f"LPI pending table CPU{cpu}", Role("pend", cpu)))
+        val = self._readl(rbase + GicrOffset.CTLR)
+        self._write(rbase + GicrOffset.CTLR, val | 1, 4, cpu)
+
+    def its_cpu_init_collections(self, cpu: int) -> None:
+        typer = GicrTyper.decode(self._readq(self._rd_base(cpu) + GicrOffset.TYPER))
+        col = self.collections.setdefault(cpu, _Collection())
+        col.target_address = typer.Processor_Number << 16
+        col.col_id = cpu
+        self.its_send(Mapc(ICID=col.col_id, RDbase=col.target_address >> 16, V=1), col, cpu)
+        self.its_send(Invall(ICID=col.col_id), None, cpu)
+
+    def its_cpu_memreserve_lpi(self, cpu: int) -> None:
+        """v5.17+ CPUHP_AP_ONLINE_DYN callback: free the spare or reserve the fresh table."""
+        st = self.rd.setdefault(cpu, _RdistState())
+        if st.memreserve_done:
+            return
+        size = _lpi_pendbase_sz(self.lpi_id_bits)
+        if st.pend_page is not None:
+            if st.pendtable_preallocated:
+                self.k.free_pages(st.pend_page, size)
+                st.pend_page = None
+            else:
+                self._warn_on_reserve(st.pend_page, size, cpu, "its_cpu_memreserve_lpi")
+        st.memreserve_done = True
+
+    def its_lpi_memreserve_init(self) -> None:
+        """Registers the online callback only when EFI config tables exist."""
+        efi = self.k.efi
+        if not self.profile.pending_memreserve_at_online or efi is None or not efi.config_tables:
+            return
+        if not self.its_ok:
+            return
+        self.memreserve_cpuhp = True
+
+    # -- command queue ----------------------------------------------------------------
+
+    def valid_col(self, col: _Collection) -> bool:
+        if col.target_address & 0xFFFF:
+            if not self._warned_valid_col:
+                self._warned_valid_col = True
+                self.k.log.warn(self.k.boot_cpu, 1, "drivers/irqchip/irq-gic-v3-its.c", "valid_col")
+            return False
+        return True
+
+    def its_send(self, cmd: ItsCommand, sync_col: _Collection | None, cpu: int = 0) -> None:
+        """``its_send_single_command()``: queue ``cmd`` (+ SYNC to ``sync_col``), kick, wait."""
+        cmds = [cmd]
+        if sync_col is not None and self.valid_col(sync_col):
+            cmds.append(Sync(RDbase=sync_col.target_address >> 16))
+        mem = self.k.machine.mem
+        for c in cmds:
+            mem.write(self.cmd_base + self.cmd_write, c.to_bytes(), self.k.agent(cpu))
+            self.cmd_write = (self.cmd_write + CMD_BYTES) % ITS_CMD_QUEUE_SZ
+        self._write(self.its_phys + GitsOffset.CWRITER, self.cmd_write, 8, cpu)
+        # its_wait_for_range_completion(): the model ITS is synchronous, so one read tells.
+        creadr = self._readq(self.its_phys + GitsOffset.CREADR)
+        if creadr & ~1 != self.cmd_write and self._timeouts_logged < _RATELIMIT_BURST:
+            self._timeouts_logged += 1
+            self.k.log.printk("ITS queue timeout (%llu %llu)", self.cmd_write // CMD_BYTES,
+                              (creadr & ~1) // CMD_BYTES)
+
+    # -- MSI domain ---------------------------------------------------------------------
+
+    def its_alloc_device_table(self, device_id: int) -> bool:
+        if not self.device_table_indirect:
+            return True
+        per_page = SZ_64K // 8
+        idx = device_id // per_page
+        if idx >= SZ_64K // GITS_LVL1_ENTRY_SIZE:
+            return False
+        mem = self.k.machine.mem
+        l1 = self.device_table + idx * GITS_LVL1_ENTRY_SIZE
+        if mem.read_u64(l1) == 0:
+            page = self.k.alloc_pages(SZ_64K, "ITS device table (level 2)", Role("its", 0))
+            mem.write_u64(l1, page | _L1_VALID, self.k.agent(self.k.boot_cpu))
+        return True
+
+    def its_create_device(self, device_id: int, nvecs: int) -> ItsDevice | None:
+        if not self.its_ok or not self.its_alloc_device_table(device_id):
+            return None
+        nr_ites = max(2, 1 << (nvecs - 1).bit_length())
+        lpis = self.its_lpi_alloc(nvecs)
+        if lpis is None:
+            return None
+        itt = self.k.alloc_pages(0x1000, f"ITT of device {device_id:#06x}", Role("its", 0))
+        dev = ItsDevice(device_id, itt, nr_ites, lpis[0], lpis[1])
+        self.devices[device_id] = dev
+        self.its_send(Mapd(DeviceID=device_id, Size=nr_ites.bit_length() - 2, ITT_addr=itt >> 8, V=1),
+                      None)
+        return dev
+
+    def its_irq_domain_activate(self, dev: ItsDevice, event: int, cpu: int) -> None:
+        dev.col_map[event] = cpu
+        col = self.collections.setdefault(cpu, _Collection())
+        self.its_send(
+            Mapti(DeviceID=dev.device_id, EventID=event, pINTID=dev.lpi_base + event, ICID=col.col_id),
+            col,
+        )
+
+    def lpi_update_config(self, dev: ItsDevice, event: int, enable: bool) -> None:
+        """Set or clear LPI_PROP_ENABLED in the property table, then INV (+SYNC)."""
+        hwirq = dev.lpi_base + event
+        cfg = LpiConfig(Enable=int(enable), Group1=1, Priority=LPI_PROP_DEFAULT_PRIO >> 2)
+        self.k.machine.mem.write_u8(self.prop_table_pa + hwirq - LPI_INTID_BASE, cfg.encode(),
+                                    self.k.agent(self.k.boot_cpu))
+        col = self.collections.setdefault(dev.col_map.get(event, 0), _Collection())
+        self.its_send(Inv(DeviceID=dev.device_id, EventID=event), col)
+
+    def its_irq_domain_deactivate(self, dev: ItsDevice, event: int) -> None:
+        col = self.collections.setdefault(dev.col_map.get(event, 0), _Collection())
+        self.its_send(Discard(DeviceID=dev.device_id, EventID=event), col)
+
+    def its_free_device(self, dev: ItsDevice) -> None:
+        self.its_send(Mapd(DeviceID=dev.device_id, Size=0, ITT_addr=0, V=0), None)
+        self.devices.pop(dev.device_id, None)

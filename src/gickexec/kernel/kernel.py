@@ -1,0 +1,335 @@
+"""One Linux kernel generation: boot, memory, interrupts, drivers, and kexec shutdown.
+
+The boot follows arm64's order (linux-kernel.md §1.4, §2.2): ``setup_arch`` (memblock
+from the firmware's memory map, ``efi_init`` walking the memreserve chain, early memblock
+allocations), ``mm_init`` (the page allocator takes what memblock left), ``init_IRQ``
+(GIC distributor, ``its_init``, the boot CPU's ``its_cpu_init``), ``smp_init``
+(secondary CPUs' ``gic_starting_cpu``, then their ONLINE callbacks), and device probe.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gickexec.arch.gicv3 import INTID_SPURIOUS
+from gickexec.fw.uefi import EfiMemoryType, UefiFirmware
+from gickexec.hw.machine import Machine, MsiDevice
+from gickexec.hw.memory import Agent, AgentKind
+from gickexec.kernel import printk
+from gickexec.kernel.efi import EfiState, efi_config_parse_tables, install_memreserve_table
+from gickexec.kernel.gic_v3_its import GicV3Its, ItsDevice
+from gickexec.kernel.mm import Memblock, Owner, OwnershipMap, PageAllocator, Role
+from gickexec.kernel.profiles import KernelProfile
+
+__all__ = ["IrqDesc", "Kernel", "MsiDriver"]
+
+_2M = 0x200000
+#: Kernel image footprint (text, data, bss) placed on a 2 MiB boundary, as arm64 does.
+KERNEL_IMAGE_BYTES = 40 << 20
+#: First Linux IRQ number handed to MSIs (below it: SGIs, PPIs, timers, SPIs in use).
+FIRST_MSI_VIRQ = 48
+
+Entry = Literal["firmware", "kexec"]
+
+
+@dataclass(slots=True)
+class IrqDesc:
+    """An ``irq_desc`` for one MSI-X vector: Linux IRQ number, hwirq (the LPI), counts."""
+
+    virq: int
+    hwirq: int
+    device: str
+    vector: int
+    action: str
+    hwirq_name: int
+    counts: dict[int, int] = field(default_factory=dict)
+
+
+class MsiDriver:
+    """A PCIe NIC driver using MSI-X through the ITS MSI domain."""
+
+    def __init__(self, kernel: Kernel, device: MsiDevice, *, shutdown_hook: bool) -> None:
+        self.k = kernel
+        self.device = device
+        self.shutdown_hook = shutdown_hook
+        self.its_dev: ItsDevice | None = None
+
+    def probe(self) -> None:
+        gic = self.k.gic
+        dev = self.device
+        self.its_dev = gic.its_create_device(dev.device_id, dev.nvec)
+        if self.its_dev is None:
+            return
+        online = self.k.online_cpus
+        for vec in range(min(dev.nvec, self.its_dev.nr_lpis)):
+            hwirq = self.its_dev.lpi_base + vec
+            cpu = online[vec % len(online)]
+            gic.its_irq_domain_activate(self.its_dev, vec, cpu)
+            self.k.register_irq(hwirq, dev, vec)
+            entry = dev.vectors[vec]
+            entry.address = self.k.machine.translater_address
+            entry.data = vec
+            entry.masked = False
+            gic.lpi_update_config(self.its_dev, vec, enable=True)  # request_irq -> unmask
+        dev.msix_enabled = True
+        dev.bus_master = True
+
+    def shutdown(self) -> None:
+        """``.shutdown`` at kexec: free the vectors, disable MSI-X; PCI core clears bus mastering."""
+        if not self.shutdown_hook or self.its_dev is None:
+            return
+        gic = self.k.gic
+        for vec in range(self.its_dev.nr_lpis):
+            gic.lpi_update_config(self.its_dev, vec, enable=False)  # free_irq -> mask
+            gic.its_irq_domain_deactivate(self.its_dev, vec)  # DISCARD
+            self.device.vectors[vec].masked = True
+        gic.its_free_device(self.its_dev)
+        self.device.msix_enabled = False
+        self.device.bus_master = False
+
+
+class Kernel:
+    """A kernel generation running on a :class:`Machine`."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        profile: KernelProfile,
+        *,
+        generation: int,
+        entry: Entry,
+        seed: int,
+        firmware: UefiFirmware | None,
+        avoid: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        self.machine = machine
+        self.profile = profile
+        self.generation = generation
+        self.entry = entry
+        self.firmware = firmware
+        self.boot_method: Literal["efi", "dt"] = "efi" if firmware is not None else "dt"
+        self.rng = random.Random(f"{seed}:{generation}:{profile.name}")
+        self.is_kdump = False
+        self.boot_cpu = 0
+        self.nr_cpus = machine.platform.cpus
+        self.online_cpus: list[int] = []
+        self.log = printk.KernelLog()
+        self.owners = OwnershipMap()
+        self.memblock = Memblock([(r.start, r.end) for r in machine.mem.ram])
+        self.pages: PageAllocator | None = None
+        self.efi: EfiState | None = None
+        self.gic = GicV3Its(self)
+        self.iomem_reserved: list[tuple[int, int]] = []
+        self.irqs: dict[int, IrqDesc] = {}
+        self.drivers: list[MsiDriver] = []
+        self.unexpected_irqs = 0
+        self._warned_unexpected = False
+        self._next_virq = FIRST_MSI_VIRQ
+        self._avoid = list(avoid)
+        self.image = (0, 0)
+        #: called with (cpu, intid, desc or None) for every acknowledged interrupt
+        self.on_irq: Callable[[int, int, IrqDesc | None], None] = lambda c, i, d: None
+
+    # -- memory ------------------------------------------------------------------------
+
+    def agent(self, cpu: int = 0) -> Agent:
+        return Agent(AgentKind.KERNEL, cpu, self.generation)
+
+    def claim(self, addr: int, size: int, owner: Owner) -> None:
+        self.owners.assign(addr, size, owner)
+
+    def _memblock_reserve(self, addr: int, size: int, label: str) -> None:
+        self.memblock.reserve(addr, size)
+        self.claim(addr, size, Owner(label))
+
+    def alloc_pages(self, size: int, label: str, role: Role | None = None, *, zero: bool = True) -> int:
+        """``alloc_pages()`` of a naturally aligned block, labelled; zeroed unless asked not."""
+        assert self.pages is not None, "page allocator used before mm_init"
+        addr = self.pages.alloc(size)
+        self.claim(addr, size, Owner(label, role))
+        if zero:
+            self.machine.mem.fill(addr, size, 0, self.agent())
+        return addr
+
+    def free_pages(self, addr: int, size: int) -> None:
+        assert self.pages is not None
+        self.pages.free(addr, size)
+        self.owners.assign(addr, size, None)
+
+    def owner(self, addr: int) -> Owner | None:
+        return self.owners.owner_at(addr)
+
+    # -- boot --------------------------------------------------------------------------
+
+    def boot(self, devices: Sequence[tuple[MsiDevice, bool]] = ()) -> None:
+        """Run the whole boot; ``devices`` are (device, has shutdown hook) to probe."""
+        m = self.machine
+        p = m.platform
+        for cpuif in m.cpuifs:
+            cpuif.reset()
+        if self.entry == "firmware" and self.firmware is not None:
+            install_memreserve_table(self.firmware, m.mem, self.profile, self.agent())
+        self.log.printk(printk.BOOTING, p.mpidr(0), p.midr)
+        self.log.printk(printk.LINUX_VERSION, self.profile.release)
+        if self.boot_method == "dt":
+            self.log.printk(printk.MACHINE_MODEL, p.model)
+        self._setup_arch()
+        self._mm_init()
+        self._init_irq()
+        self._smp_init()
+        for dev, hook in devices:
+            driver = MsiDriver(self, dev, shutdown_hook=hook)
+            self.drivers.append(driver)
+            driver.probe()
+        self.handle_interrupts()
+
+    def _place_image(self) -> None:
+        """Put the kernel image at a random 2 MiB boundary (KASLR / the loader's choice)."""
+        fw = self.firmware.layout if self.firmware is not None else None
+        avoid = list(self._avoid)
+        if fw is not None:
+            avoid += [(fw.runtime.start, fw.runtime.size), (fw.loader_pool.start, fw.loader_pool.size)]
+        slots = []
+        for bank in self.machine.mem.ram:
+            first = (bank.start + _2M - 1) & ~(_2M - 1)
+            for addr in range(first, bank.end - KERNEL_IMAGE_BYTES + 1, 16 * _2M):
+                if not any(a < addr + KERNEL_IMAGE_BYTES and addr < a + s for a, s in avoid):
+                    slots.append(addr)
+        addr = self.rng.choice(slots)
+        self.image = (addr, KERNEL_IMAGE_BYTES)
+        self._memblock_reserve(addr, KERNEL_IMAGE_BYTES, f"kernel image (gen {self.generation})")
+
+    def _setup_arch(self) -> None:
+        if self.firmware is not None:
+            for region, kind in self.firmware.memory_map():
+                if kind == EfiMemoryType.RUNTIME_SERVICES_DATA:
+                    self._memblock_reserve(region.start, region.size, "EFI runtime services data")
+        self._place_image()
+        if self.firmware is not None:
+            self.efi = efi_config_parse_tables(
+                self.machine.mem,
+                self.firmware.systab,
+                self.profile,
+                self.memblock,
+                self.log,
+                lambda a, s, what: self.claim(a, s, Owner(what)),
+            )
+        ram = self.machine.mem.ram_bytes
+        for label, size in (
+            ("memblock: struct page array", (ram // 4096 * 64 + _2M - 1) & ~(_2M - 1)),
+            ("memblock: kernel page tables", 4 << 20),
+            ("memblock: per-CPU areas", self.nr_cpus * (128 << 10)),
+        ):
+            addr = self.memblock.alloc(size, 0x10000)
+            self.claim(addr, size, Owner(label))
+
+    def _mm_init(self) -> None:
+        self.pages = PageAllocator(self.memblock.free_ranges(), self.rng)
+
+    def _init_irq(self) -> None:
+        gic = self.gic
+        gic.gic_dist_init()
+        gic.found_redistributor(self.boot_cpu)
+        gic.gic_cpu_init(self.boot_cpu)
+        gic.its_init()
+        gic.its_cpu_init(self.boot_cpu)
+        gic.its_lpi_memreserve_init()
+        self.online_cpus = [self.boot_cpu]
+        if gic.memreserve_cpuhp:
+            gic.its_cpu_memreserve_lpi(self.boot_cpu)
+        # local_irq_enable(): whatever the redistributor signals is taken from now on.
+        self.handle_interrupts([self.boot_cpu])
+
+    def _smp_init(self) -> None:
+        p = self.machine.platform
+        self.log.printk(printk.SMP_BRINGING_UP)
+        for cpu in range(self.nr_cpus):
+            if cpu == self.boot_cpu:
+                continue
+            self.gic.found_redistributor(cpu)
+            self.gic.gic_cpu_init(cpu)
+            self.gic.its_cpu_init(cpu)
+            self.log.printk(printk.SMP_SECONDARY, cpu, p.mpidr(cpu), p.midr)
+            self.online_cpus.append(cpu)
+            if self.gic.memreserve_cpuhp:
+                self.gic.its_cpu_memreserve_lpi(cpu)
+            self.handle_interrupts([cpu])
+        self.log.printk(printk.SMP_BROUGHT_UP, len(self.online_cpus))
+
+    # -- interrupts ------------------------------------------------------------------------
+
+    def register_irq(self, hwirq: int, dev: MsiDevice, vector: int) -> IrqDesc:
+        desc = IrqDesc(
+            virq=self._next_virq,
+            hwirq=hwirq,
+            device=dev.name,
+            vector=vector,
+            action=f"{dev.name}-TxRx-{vector}",
+            hwirq_name=(dev.device_id << 11) | vector,
+        )
+        self._next_virq += 1
+        self.irqs[hwirq] = desc
+        return desc
+
+    def handle_interrupts(self, cpus: Sequence[int] | None = None) -> None:
+        """Take every signalled interrupt on ``cpus`` (default: all online CPUs)."""
+        cpuifs = self.machine.cpuifs
+        for cpu in self.online_cpus if cpus is None else cpus:
+            if cpu not in self.online_cpus:
+                continue
+            cpuif = cpuifs[cpu]
+            # Each acknowledge clears one pending LPI, so this terminates.
+            for _ in range(len(cpuif.rd.pending_lpis()) + 1):
+                intid = cpuif.acknowledge()
+                if intid == INTID_SPURIOUS:
+                    break
+                desc = self.irqs.get(intid)
+                if desc is None:
+                    self._unexpected(cpu, intid)
+                else:
+                    desc.counts[cpu] = desc.counts.get(cpu, 0) + 1
+                self.on_irq(cpu, intid, desc)
+                cpuif.eoi(intid)
+
+    def _unexpected(self, cpu: int, intid: int) -> None:
+        self.unexpected_irqs += 1
+        if self._warned_unexpected:
+            return
+        self._warned_unexpected = True
+        if self.profile.printk_era == "modern":
+            msg = printk.kformat(printk.GIC_UNEXPECTED_NEW, intid)
+        else:
+            msg = printk.GIC_UNEXPECTED_OLD
+        self.log.warn(cpu, 0, "drivers/irqchip/irq-gic-v3.c", "gic_handle_irq", msg)
+
+    # -- workload and shutdown ----------------------------------------------------------
+
+    def fill_page_cache(self, fraction: float) -> int:
+        """Userspace runs: about ``fraction`` of free memory becomes page cache.  Returns bytes."""
+        assert self.pages is not None
+        taken = self.pages.fill(fraction, _2M)
+        for addr, size in taken:
+            self.claim(addr, size, Owner("page cache"))
+        return sum(s for _, s in taken)
+
+    def shutdown_for_kexec(self) -> None:
+        """``kernel_kexec()``: device shutdown, secondary CPUs off, jump.  The GIC is not reset."""
+        for driver in self.drivers:
+            driver.shutdown()
+        self.log.printk(printk.KEXEC_STARTING)
+        for cpu in self.online_cpus:
+            self.machine.cpuifs[cpu].igrpen1 = False
+        self.online_cpus = []
+
+    # -- views ---------------------------------------------------------------------------
+
+    @property
+    def reused_tables(self) -> bool:
+        return self.gic.preallocated
+
+    @property
+    def tainted(self) -> bool:
+        return bool(self.log.taints)

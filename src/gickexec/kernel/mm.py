@@ -1,0 +1,248 @@
+"""A kernel generation's view of memory: memblock, the page allocator, and ownership.
+
+* :class:`Memblock` models the early allocator: ``memory`` and ``reserved`` region lists,
+  ``memblock_reserve()`` with merging, top-down ``memblock_alloc()`` (the default on
+  arm64), and the containment test ``gic_check_reserved_range()`` relies on.
+* :class:`PageAllocator` hands out naturally aligned blocks after ``mm_init``.  Where a
+  block lands depends on a seeded random choice among free ranges, standing in for
+  KASLR, different kernels and different allocation orders.
+* :class:`OwnershipMap` is the kernel's belief about every byte of RAM (which GIC table,
+  which allocation, reserved, or free), used to judge GIC writes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass
+
+__all__ = ["Memblock", "OutOfMemory", "Owner", "OwnershipMap", "PageAllocator", "Role"]
+
+_64K = 0x10000
+
+
+class OutOfMemory(Exception):
+    """An allocation could not be satisfied (the kernel model reports -ENOMEM)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """What a GIC table in memory is for: ``kind`` is "pend", "prop" or "its"; ``index``
+    is the CPU (pend) or ITS number."""
+
+    kind: str
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The kernel's label for a range of memory; ``role`` marks the GIC's own tables."""
+
+    label: str
+    role: Role | None = None
+
+
+class OwnershipMap:
+    """Disjoint labelled intervals over physical memory; unlabelled memory is free."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._owners: list[Owner] = []
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def assign(self, start: int, size: int, owner: Owner | None) -> None:
+        """Label ``[start, start + size)`` (None frees it), splitting what it overlaps."""
+        end = start + size
+        i = bisect.bisect_right(self._ends, start)
+        j = i
+        keep_left: tuple[int, int, Owner] | None = None
+        keep_right: tuple[int, int, Owner] | None = None
+        while j < len(self._starts) and self._starts[j] < end:
+            s, e, o = self._starts[j], self._ends[j], self._owners[j]
+            if s < start:
+                keep_left = (s, start, o)
+            if e > end:
+                keep_right = (end, e, o)
+            j += 1
+        new: list[tuple[int, int, Owner]] = []
+        if keep_left:
+            new.append(keep_left)
+        if owner is not None and size > 0:
+            new.append((start, end, owner))
+        if keep_right:
+            new.append(keep_right)
+        self._starts[i:j] = [n[0] for n in new]
+        self._ends[i:j] = [n[1] for n in new]
+        self._owners[i:j] = [n[2] for n in new]
+
+    def owner_at(self, addr: int) -> Owner | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self._ends[i]:
+            return self._owners[i]
+        return None
+
+    def range_of(self, addr: int) -> tuple[int, int] | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self._ends[i]:
+            return self._starts[i], self._ends[i]
+        return None
+
+    def items(self) -> list[tuple[int, int, Owner]]:
+        return list(zip(self._starts, self._ends, self._owners, strict=True))
+
+
+class Memblock:
+    """``struct memblock``: memory and reserved regions, merged as the kernel merges them."""
+
+    def __init__(self, memory: list[tuple[int, int]]) -> None:
+        self.memory = sorted(memory)
+        self.reserved: list[list[int]] = []  # merged [start, end)
+
+    def reserve(self, base: int, size: int) -> None:
+        """``memblock_reserve()``; adjacent and overlapping regions merge."""
+        if size <= 0:
+            return
+        start, end = base, base + size
+        i = bisect.bisect_left([r[1] for r in self.reserved], start)
+        j = i
+        while j < len(self.reserved) and self.reserved[j][0] <= end:
+            start = min(start, self.reserved[j][0])
+            end = max(end, self.reserved[j][1])
+            j += 1
+        self.reserved[i:j] = [[start, end]]
+
+    def free(self, base: int, size: int) -> None:
+        """``memblock_free()`` of part of a reserved region."""
+        end = base + size
+        out: list[list[int]] = []
+        for s, e in self.reserved:
+            if e <= base or s >= end:
+                out.append([s, e])
+                continue
+            if s < base:
+                out.append([s, base])
+            if e > end:
+                out.append([end, e])
+        self.reserved = out
+
+    def is_reserved_range(self, addr: int, size: int) -> bool:
+        """Whether ``[addr, addr + size)`` lies inside one reserved region.
+
+        This is the test of ``gic_check_reserved_range()``: containment in a single
+        (merged) ``for_each_reserved_mem_range`` region (linux-kernel.md §2.3).
+        """
+        end = addr + size
+        i = bisect.bisect_right([r[0] for r in self.reserved], addr) - 1
+        return i >= 0 and self.reserved[i][0] <= addr and end <= self.reserved[i][1]
+
+    def overlaps_reserved(self, addr: int, size: int) -> bool:
+        end = addr + size
+        return any(s < end and addr < e for s, e in self.reserved)
+
+    def free_ranges(self) -> list[tuple[int, int]]:
+        """Memory minus reserved: what ``mm_init`` hands to the page allocator."""
+        out: list[tuple[int, int]] = []
+        for ms, me in self.memory:
+            cursor = ms
+            for rs, re_ in self.reserved:
+                if re_ <= cursor or rs >= me:
+                    continue
+                if rs > cursor:
+                    out.append((cursor, rs))
+                cursor = max(cursor, re_)
+            if cursor < me:
+                out.append((cursor, me))
+        return out
+
+    def alloc(self, size: int, align: int) -> int:
+        """``memblock_alloc()``: top-down, the highest fitting aligned address."""
+        for start, end in reversed(self.free_ranges()):
+            addr = (end - size) & ~(align - 1)
+            if addr >= start:
+                self.reserve(addr, size)
+                return addr
+        raise OutOfMemory(f"memblock: no {size:#x} bytes aligned {align:#x}")
+
+
+class PageAllocator:
+    """The buddy allocator's placement, reduced to "a naturally aligned free block".
+
+    The block is chosen at random (from ``rng``) among free ranges weighted by size,
+    then at a random aligned offset; the same seed gives the same placement.
+    """
+
+    def __init__(self, free: list[tuple[int, int]], rng: random.Random) -> None:
+        self._free = sorted((s, e) for s, e in free if e > s)
+        self._rng = rng
+
+    @property
+    def free_bytes(self) -> int:
+        return sum(e - s for s, e in self._free)
+
+    def free_ranges(self) -> list[tuple[int, int]]:
+        return list(self._free)
+
+    def alloc(self, size: int, align: int | None = None) -> int:
+        """Allocate ``size`` bytes aligned to ``align`` (default: size rounded to a power of 2)."""
+        if align is None:
+            align = 1 << max(12, (size - 1).bit_length())
+        fits: list[tuple[int, int, int]] = []
+        total = 0
+        for s, e in self._free:
+            first = (s + align - 1) & ~(align - 1)
+            slots = (e - size - first) // align + 1 if e - size >= first else 0
+            if slots > 0:
+                fits.append((first, slots, total))
+                total += slots
+        if not total:
+            raise OutOfMemory(f"no free {size:#x}-byte block aligned {align:#x}")
+        pick = self._rng.randrange(total)
+        k = bisect.bisect_right([f[2] for f in fits], pick) - 1
+        first, _, base = fits[k]
+        addr = first + (pick - base) * align
+        self.take(addr, size)
+        return addr
+
+    def take(self, addr: int, size: int) -> None:
+        """Remove ``[addr, addr + size)`` from the free ranges (it must be free)."""
+        end = addr + size
+        for i, (s, e) in enumerate(self._free):
+            if s <= addr and end <= e:
+                pieces = [(p, q) for p, q in ((s, addr), (end, e)) if q > p]
+                self._free[i : i + 1] = pieces
+                return
+        raise ValueError(f"[{addr:#x}, {end:#x}) is not free")
+
+    def free(self, addr: int, size: int) -> None:
+        """Give ``[addr, addr + size)`` back, merging with neighbours."""
+        end = addr + size
+        i = bisect.bisect_left(self._free, (addr, end))
+        if i > 0 and self._free[i - 1][1] > addr or i < len(self._free) and self._free[i][0] < end:
+            raise ValueError(f"double free of [{addr:#x}, {end:#x})")
+        self._free.insert(i, (addr, end))
+        if i + 1 < len(self._free) and self._free[i][1] == self._free[i + 1][0]:
+            self._free[i : i + 2] = [(self._free[i][0], self._free[i + 1][1])]
+        if i > 0 and self._free[i - 1][1] == self._free[i][0]:
+            self._free[i - 1 : i + 1] = [(self._free[i - 1][0], self._free[i][1])]
+
+    def fill(self, fraction: float, chunk: int) -> list[tuple[int, int]]:
+        """Allocate about ``fraction`` of free memory in ``chunk``-sized, chunk-aligned
+        pieces spread over all of RAM (what a busy page cache looks like)."""
+        taken: list[tuple[int, int]] = []
+        remaining: list[tuple[int, int]] = []
+        for s, e in self._free:
+            cursor = s
+            first = (s + chunk - 1) & ~(chunk - 1)
+            for addr in range(first, e - chunk + 1, chunk):
+                if self._rng.random() < fraction:
+                    taken.append((addr, chunk))
+                    if addr > cursor:
+                        remaining.append((cursor, addr))
+                    cursor = addr + chunk
+            if cursor < e:
+                remaining.append((cursor, e))
+        self._free = remaining
+        return taken

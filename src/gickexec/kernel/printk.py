@@ -1,0 +1,117 @@
+"""The kernel's own message formats, and printk-style formatting of them.
+
+Each constant is the format string as it appears in the Linux source (with its pr_fmt
+prefix folded in), so a model log can be diffed against ``dmesg -t`` from a real machine.
+``%pa`` prints a phys_addr_t the kernel's way on arm64: ``0x`` and 16 hex digits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["KernelLog", "kformat", "pa"]
+
+_CONV = re.compile(r"%(pa|[-#0 +]*\d*(?:\.\d+)?(?:ll|l|h|z)?[diuxXsc%])")
+
+
+def pa(addr: int) -> str:
+    """``%pa`` of a 64-bit phys_addr_t."""
+    return f"0x{addr:016x}"
+
+
+def kformat(fmt: str, *args: object) -> str:
+    """Format a C printk format string with Python values (``%pa`` takes an int)."""
+    out: list[str] = []
+    pos = 0
+    it = iter(args)
+    for m in _CONV.finditer(fmt):
+        out.append(fmt[pos : m.start()])
+        spec = m.group(1)
+        if spec == "%":
+            out.append("%")
+        elif spec == "pa":
+            value = next(it)
+            assert isinstance(value, int)
+            out.append(pa(value))
+        else:
+            py = "%" + re.sub(r"(ll|l|h|z)(?=[diuxXsc])", "", spec).replace("u", "d")
+            out.append(py % (next(it),))
+        pos = m.end()
+    out.append(fmt[pos:])
+    if next(it, None) is not None:
+        raise ValueError(f"too many arguments for {fmt!r}")
+    return "".join(out)
+
+
+# -- arch/arm64 and init ----------------------------------------------------------------
+BOOTING = "Booting Linux on physical CPU 0x%010lx [0x%08x]"
+LINUX_VERSION = "Linux version %s (gickexec@model) (gcc (GCC) 12.2.0) #1 SMP PREEMPT"
+MACHINE_MODEL = "Machine model: %s"
+SMP_BRINGING_UP = "smp: Bringing up secondary CPUs ..."
+SMP_SECONDARY = "CPU%u: Booted secondary processor 0x%010lx [0x%08x]"
+SMP_BROUGHT_UP = "smp: Brought up 1 node, %d CPUs"
+KEXEC_STARTING = "kexec_core: Starting new kernel"
+
+# -- drivers/firmware/efi ---------------------------------------------------------------
+EFI_BY_OLD = "efi: EFI v%u.%.02u by %s"
+EFI_BY_NEW = "efi: EFI v%u.%u by %s"
+EFI_CFG_ENTRY_OLD = " %s=0x%lx "
+EFI_CFG_ENTRY_NEW = "%s=0x%lx "
+EFI_MEMRESERVE_MAP_FAIL = "efi: Could not map UEFI memreserve entry!"
+
+# -- drivers/irqchip/irq-gic-v3.c (pr_fmt "GICv3: ") ------------------------------------
+GIC_SPIS = "GICv3: %d SPIs implemented"
+GIC_RSS = "GICv3: Distributor has %sRange Selector support"
+GIC_FOUND_RDIST = "GICv3: CPU%d: found redistributor %lx region %d:%pa"
+GIC_UNEXPECTED_OLD = "Unexpected interrupt received!"
+GIC_UNEXPECTED_NEW = "Unexpected interrupt (irqnr %u)"
+
+# -- drivers/irqchip/irq-gic-v3-its.c (no pr_fmt: prefixes are literal) -----------------
+ITS_ALLOCATED = "ITS@%pa: allocated %d %s @%lx (%s, esz %d, psz %dK, shr %d)"
+ITS_PROP_TABLE_OLD = "GIC: using LPI property table @%pa"
+ITS_PROP_TABLE = "GICv3: using LPI property table @%pa"
+ITS_PEND_TABLE_OLD = "CPU%d: using LPI pending table @%pa"
+ITS_PEND_TABLE = "GICv3: CPU%d: using %s LPI pending table @%pa"
+ITS_PREALLOCATED = "GICv3: Using preallocated redistributor tables"
+ITS_EXPECTED_RESERVED = "GICv3: Expected reserved range [%pa:%pa], not found"
+ITS_BOOTED_ENABLED = "GICv3: CPU%d: Booted with LPIs enabled, memory probably corrupted"
+ITS_FAILED_DISABLE = "CPU%d: Failed to disable LPIs"
+ITS_TIMEOUT_DISABLE = "CPU%d: Timeout while disabling LPIs"
+ITS_NO_LPIS = "CPU%d: LPIs not supported"
+
+# -- WARN() splats (line numbers and symbol offsets vary per build and are left out) ------
+WARN_CUT = "------------[ cut here ]------------"
+WARN_AT = "WARNING: CPU: %d PID: %d at %s %s"
+
+TAINT_CRAP = "C"
+TAINT_WARN = "W"
+
+
+@dataclass(slots=True)
+class KernelLog:
+    """One kernel generation's ring buffer, as ``dmesg -t`` would print it."""
+
+    lines: list[str] = field(default_factory=list)
+    taints: set[str] = field(default_factory=set)
+
+    def printk(self, fmt: str, *args: object) -> None:
+        self.lines.append(kformat(fmt, *args))
+
+    def line(self, text: str) -> None:
+        self.lines.append(text)
+
+    def add_taint(self, flag: str) -> None:
+        self.taints.add(flag)
+
+    def warn(self, cpu: int, pid: int, file: str, function: str, message: str = "") -> None:
+        """A WARN() splat: the cut line, the message if any, the WARNING line; TAINT_WARN."""
+        self.lines.append(WARN_CUT)
+        if message:
+            self.lines.append(message)
+        self.printk(WARN_AT, cpu, pid, file, function)
+        self.add_taint(TAINT_WARN)
+
+    @property
+    def taint_string(self) -> str:
+        return "".join(sorted(self.taints))

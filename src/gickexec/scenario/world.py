@@ -1,0 +1,313 @@
+"""A machine, its firmware and the succession of kernels it runs: the library's main API.
+
+>>> from gickexec import World
+>>> w = World.build("efi-server-8", seed=1)
+>>> w.add_device("eth0", device_id=0x100, nvec=4)
+>>> w.boot("v6.6"); w.traffic("eth0", 8); w.kexec("v6.6"); w.traffic("eth0", 8)
+>>> w.ledger.lost, w.corruption.bits
+(0, 0)
+
+Besides running kernels, the world keeps two observers that never influence the
+simulation: the :class:`MsiLedger` (what happened to each MSI) and the
+:class:`CorruptionMonitor` (every bit a GIC agent changed in memory that the kernel in
+charge did not give it).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gickexec.fw.memreserve import MemreserveChain, walk_memreserve
+from gickexec.fw.uefi import UefiFirmware, read_config_tables
+from gickexec.arch.efi import LINUX_EFI_MEMRESERVE_TABLE_GUID
+from gickexec.hw.machine import Machine
+from gickexec.hw.memory import Agent, AgentKind, GicWrite
+from gickexec.hw.platform import PLATFORMS, Platform
+from gickexec.kernel.kernel import IrqDesc, Kernel
+from gickexec.kernel.mm import Role
+from gickexec.kernel.profiles import get_profile
+
+__all__ = ["CorruptionEvent", "CorruptionMonitor", "MsiLedger", "World"]
+
+#: Corruption events kept in full; beyond this only the count grows.
+MAX_CORRUPTION_EVENTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    generation: int
+    device: str
+    vector: int
+
+
+@dataclass(slots=True)
+class MsiLedger:
+    """Follows every MSI from the device to a handler, or to the reason it was lost."""
+
+    sent: int = 0
+    delivered: int = 0
+    lost_reasons: Counter[str] = field(default_factory=Counter)
+    lost_per_cpu: Counter[int] = field(default_factory=Counter)
+    delivered_per_cpu: Counter[int] = field(default_factory=Counter)
+    sent_per_generation: Counter[int] = field(default_factory=Counter)
+    delivered_per_generation: Counter[int] = field(default_factory=Counter)
+    _pending: dict[tuple[int, int], list[_Token]] = field(default_factory=lambda: defaultdict(list))
+
+    @property
+    def lost(self) -> int:
+        return sum(self.lost_reasons.values())
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(v) for v in self._pending.values())
+
+    def record_send(self, token: _Token, outcome: str, cpu: int | None, intid: int | None,
+                    pended: bool) -> None:
+        self.sent += 1
+        self.sent_per_generation[token.generation] += 1
+        if pended and cpu is not None and intid is not None:
+            self._pending[(cpu, intid)].append(token)
+        else:
+            self.lost_reasons[f"dropped: {outcome}"] += 1
+
+    def record_irq(self, cpu: int, intid: int, desc: IrqDesc | None, generation: int) -> None:
+        for token in self._pending.pop((cpu, intid), []):
+            if desc is not None and desc.device == token.device and desc.vector == token.vector:
+                self.delivered += 1
+                self.delivered_per_cpu[cpu] += 1
+                self.delivered_per_generation[generation] += 1
+            elif desc is None:
+                self.lost_reasons["taken by a kernel with no handler for the LPI"] += 1
+                self.lost_per_cpu[cpu] += 1
+            else:
+                self.lost_reasons[f"delivered to another handler ({desc.action})"] += 1
+                self.lost_per_cpu[cpu] += 1
+
+    def settle(self, machine: Machine) -> None:
+        """At the end: classify MSIs still pending in a redistributor as lost."""
+        for (cpu, intid), tokens in self._pending.items():
+            rd = machine.rdists[cpu]
+            if not rd.is_pending(intid):
+                why = "pending state erased from memory before delivery"
+            elif not rd.config(intid).Enable:
+                table = f"{rd.prop_addr:#x}" if rd.prop_addr is not None else "none"
+                why = f"stuck pending: LPI disabled in the property table the redistributor uses ({table})"
+            else:
+                why = "stuck pending: no CPU took it"
+            self.lost_reasons[why] += len(tokens)
+            self.lost_per_cpu[cpu] += len(tokens)
+        self._pending.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptionEvent:
+    """One bit a GIC agent changed in memory it had not been given."""
+
+    addr: int
+    bit: int
+    value: int
+    writer: str
+    owner: str
+    generation: int
+    between_kernels: bool
+
+
+Judge = Callable[[int, Agent], tuple[bool, str]]
+
+
+@dataclass(slots=True)
+class CorruptionMonitor:
+    """Observes GIC writes; ``judge(addr, agent)`` says (legitimate, owner label)."""
+
+    judge: Judge = lambda addr, agent: (True, "")
+    generation: int = 0
+    between_kernels: bool = False
+    bits: int = 0
+    events: list[CorruptionEvent] = field(default_factory=list)
+
+    def on_write(self, w: GicWrite) -> None:
+        changed = int.from_bytes(w.old, "little") ^ int.from_bytes(w.new, "little")
+        new = int.from_bytes(w.new, "little")
+        while changed:
+            low = changed & -changed
+            pos = low.bit_length() - 1
+            changed ^= low
+            addr = w.addr + pos // 8
+            ok, owner = self.judge(addr, w.agent)
+            if ok:
+                continue
+            self.bits += 1
+            if len(self.events) < MAX_CORRUPTION_EVENTS:
+                self.events.append(
+                    CorruptionEvent(addr, pos % 8, (new >> pos) & 1, str(w.agent), owner,
+                                    self.generation, self.between_kernels)
+                )
+
+
+def _role_for(agent: Agent) -> Role | None:
+    if agent.kind == AgentKind.GICR:
+        return Role("pend", agent.index)
+    if agent.kind == AgentKind.ITS:
+        return Role("its", agent.index)
+    return None
+
+
+class World:
+    """A platform plus everything that happens to it, one kernel generation at a time."""
+
+    def __init__(self, platform: Platform, *, seed: int = 0) -> None:
+        self.platform = platform
+        self.seed = seed
+        self.machine = Machine(platform)
+        self.firmware = UefiFirmware(self.machine.mem) if platform.firmware == "efi" else None
+        self.ledger = MsiLedger()
+        self.corruption = CorruptionMonitor()
+        self.machine.mem.observe_gic_writes(self.corruption.on_write)
+        self.generations: list[Kernel] = []
+        self.memreserve_after: list[tuple[int, int] | None] = []
+        self._shutdown_hooks: dict[str, bool] = {}
+        self._next_vector: dict[str, int] = {}
+
+    @classmethod
+    def build(cls, platform: str, *, seed: int = 0) -> World:
+        try:
+            return cls(PLATFORMS[platform], seed=seed)
+        except KeyError:
+            raise KeyError(f"unknown platform {platform!r} (known: {', '.join(PLATFORMS)})") from None
+
+    @property
+    def kernel(self) -> Kernel:
+        if not self.generations:
+            raise RuntimeError("no kernel has booted yet")
+        return self.generations[-1]
+
+    def add_device(self, name: str, *, device_id: int, nvec: int, shutdown_hook: bool = True) -> None:
+        self.machine.add_device(name, device_id, nvec)
+        self._shutdown_hooks[name] = shutdown_hook
+        self._next_vector[name] = 0
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def boot(self, profile: str) -> Kernel:
+        """Power on and boot ``profile`` through the platform's firmware."""
+        if self.generations:
+            self.generations[-1].shutdown_for_kexec()
+            self.machine.power_on()
+            if self.firmware is not None:
+                self.firmware.power_on()
+        return self._start(profile, "firmware")
+
+    def kexec(self, profile: str, *, handover_msis: int = 0) -> Kernel:
+        """kexec from the running kernel into ``profile``; devices that keep signalling
+        during the handover send ``handover_msis`` MSIs before the new kernel starts."""
+        old = self.kernel
+        old.shutdown_for_kexec()
+        self._record_memreserve(old)
+        published = self._published_reservations(old)
+        self.corruption.generation = old.generation + 1
+        self.corruption.between_kernels = True
+
+        def window_judge(addr: int, agent: Agent) -> tuple[bool, str]:
+            for base, size in published:
+                if base <= addr < base + size:
+                    return True, "EFI memreserve entry"
+            return False, "free memory (between kernels)"
+
+        self.corruption.judge = window_judge
+        if handover_msis:
+            self._traffic_all(handover_msis, old.generation + 1)
+        avoid = published if old.profile.memreserve_in_iomem else []
+        return self._start(profile, "kexec", avoid)
+
+    def _start(self, profile_name: str, entry: str, avoid: list[tuple[int, int]] | None = None) -> Kernel:
+        profile = get_profile(profile_name)
+        gen = len(self.generations)
+        k = Kernel(
+            self.machine,
+            profile,
+            generation=gen,
+            entry="firmware" if entry == "firmware" else "kexec",
+            seed=self.seed,
+            firmware=self.firmware,
+            avoid=avoid or [],
+        )
+        k.on_irq = lambda cpu, intid, desc: self.ledger.record_irq(cpu, intid, desc, gen)
+        self.generations.append(k)
+        self.corruption.generation = gen
+        self.corruption.between_kernels = False
+        self.corruption.judge = self._kernel_judge(k)
+        devices = [(d, self._shutdown_hooks[d.name]) for d in self.machine.devices.values()]
+        k.boot(devices)
+        return k
+
+    @staticmethod
+    def _kernel_judge(k: Kernel) -> Judge:
+        def judge(addr: int, agent: Agent) -> tuple[bool, str]:
+            owner = k.owner(addr)
+            if owner is None:
+                return False, "free memory"
+            return owner.role is not None and owner.role == _role_for(agent), owner.label
+
+        return judge
+
+    def traffic(self, device: str, msis: int) -> None:
+        """``device`` raises ``msis`` MSIs, round-robin over its vectors; CPUs take them."""
+        dev = self.machine.devices.get(device)
+        if dev is None:
+            raise KeyError(f"no device {device!r}")
+        k = self.kernel
+        for _ in range(msis):
+            vec = self._next_vector[device]
+            self._next_vector[device] = (vec + 1) % dev.nvec
+            result = self.machine.signal_msi(dev, vec)
+            self.ledger.record_send(_Token(k.generation, device, vec), result.outcome, result.cpu,
+                                    result.intid, result.pended)
+            if result.cpu is not None and k.online_cpus:
+                k.handle_interrupts([result.cpu])
+
+    def _traffic_all(self, msis: int, generation: int) -> None:
+        """Handover window: every device that still may signal sends, nobody takes them."""
+        for name, dev in self.machine.devices.items():
+            for i in range(msis):
+                vec = i % dev.nvec
+                result = self.machine.signal_msi(dev, vec)
+                if result.outcome.startswith("device not allowed"):
+                    break
+                self.ledger.record_send(_Token(generation, name, vec), result.outcome, result.cpu,
+                                        result.intid, result.pended)
+
+    def fill_page_cache(self, fraction: float) -> int:
+        return self.kernel.fill_page_cache(fraction)
+
+    # -- observations ------------------------------------------------------------------------
+
+    def memreserve_chain(self) -> MemreserveChain | None:
+        """The chain as it is in memory now (read with the newest kernel's layout)."""
+        if self.firmware is None:
+            return None
+        _, tables = read_config_tables(self.machine.mem, self.firmware.systab)
+        root = next((t.table for t in tables if t.guid == LINUX_EFI_MEMRESERVE_TABLE_GUID), None)
+        if root is None:
+            return None
+        layout = (self.generations[-1].profile.memreserve_layout if self.generations else None) or "v5.0"
+        return walk_memreserve(self.machine.mem.read, self.machine.mem.is_ram, root, layout)
+
+    def _published_reservations(self, k: Kernel) -> list[tuple[int, int]]:
+        chain = self.memreserve_chain()
+        return chain.entries if chain is not None else []
+
+    def _record_memreserve(self, k: Kernel) -> None:
+        chain = self.memreserve_chain()
+        while len(self.memreserve_after) < k.generation + 1:
+            self.memreserve_after.append(None)
+        self.memreserve_after[k.generation] = (
+            (len(chain.list_nodes), len(chain.entries)) if chain is not None else None
+        )
+
+    def finish(self) -> None:
+        """Close the books: classify MSIs still pending and record the final memreserve list."""
+        if self.generations:
+            self._record_memreserve(self.generations[-1])
+        self.ledger.settle(self.machine)

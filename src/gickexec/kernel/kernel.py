@@ -45,6 +45,8 @@ class IrqDesc:
     vector: int
     action: str
     hwirq_name: int
+    #: the CPU the driver targeted (effective affinity)
+    cpu: int = 0
     counts: dict[int, int] = field(default_factory=dict)
 
 
@@ -68,7 +70,7 @@ class MsiDriver:
             hwirq = self.its_dev.lpi_base + vec
             cpu = online[vec % len(online)]
             gic.its_irq_domain_activate(self.its_dev, vec, cpu)
-            self.k.register_irq(hwirq, dev, vec)
+            self.k.register_irq(hwirq, dev, vec, cpu)
             entry = dev.vectors[vec]
             entry.address = self.k.machine.translater_address
             entry.data = vec
@@ -124,6 +126,7 @@ class Kernel:
         self.gic = GicV3Its(self)
         self.iomem_reserved: list[tuple[int, int]] = []
         self.irqs: dict[int, IrqDesc] = {}
+        self.irq_of_vector: dict[tuple[str, int], IrqDesc] = {}
         self.drivers: list[MsiDriver] = []
         self.unexpected_irqs = 0
         self._warned_unexpected = False
@@ -261,7 +264,7 @@ class Kernel:
 
     # -- interrupts ------------------------------------------------------------------------
 
-    def register_irq(self, hwirq: int, dev: MsiDevice, vector: int) -> IrqDesc:
+    def register_irq(self, hwirq: int, dev: MsiDevice, vector: int, cpu: int) -> IrqDesc:
         desc = IrqDesc(
             virq=self._next_virq,
             hwirq=hwirq,
@@ -269,9 +272,11 @@ class Kernel:
             vector=vector,
             action=f"{dev.name}-TxRx-{vector}",
             hwirq_name=(dev.device_id << 11) | vector,
+            cpu=cpu,
         )
         self._next_virq += 1
         self.irqs[hwirq] = desc
+        self.irq_of_vector[(dev.name, vector)] = desc
         return desc
 
     def handle_interrupts(self, cpus: Sequence[int] | None = None) -> None:

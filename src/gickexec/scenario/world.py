@@ -64,13 +64,16 @@ class MsiLedger:
         return sum(len(v) for v in self._pending.values())
 
     def record_send(self, token: _Token, outcome: str, cpu: int | None, intid: int | None,
-                    pended: bool) -> None:
+                    pended: bool, intended_cpu: int | None = None) -> None:
+        """An MSI was sent; ``intended_cpu`` is where the kernel meant it to go."""
         self.sent += 1
         self.sent_per_generation[token.generation] += 1
         if pended and cpu is not None and intid is not None:
             self._pending[(cpu, intid)].append(token)
         else:
             self.lost_reasons[f"dropped: {outcome}"] += 1
+            if intended_cpu is not None:
+                self.lost_per_cpu[intended_cpu] += 1
 
     def record_irq(self, cpu: int, intid: int, desc: IrqDesc | None, generation: int) -> None:
         for token in self._pending.pop((cpu, intid), []):
@@ -262,8 +265,9 @@ class World:
             vec = self._next_vector[device]
             self._next_vector[device] = (vec + 1) % dev.nvec
             result = self.machine.signal_msi(dev, vec)
+            desc = k.irq_of_vector.get((device, vec))
             self.ledger.record_send(_Token(k.generation, device, vec), result.outcome, result.cpu,
-                                    result.intid, result.pended)
+                                    result.intid, result.pended, desc.cpu if desc else None)
             if result.cpu is not None and k.online_cpus:
                 k.handle_interrupts([result.cpu])
 

@@ -1,0 +1,372 @@
+"""Scenario files (TOML): parsing and validation with errors that name file, line and field.
+
+A scenario names a platform preset (optionally overriding CPU count and GIC knobs), the
+MSI devices, the steps (``boot``, ``kexec``, ``traffic``, ``page-cache``, ``repeat``) and
+what it expects.  See docs/scenarios.md for the format.  Validation never raises anything
+but :class:`ScenarioError`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gickexec.hw.knobs import knobs_with_overrides
+from gickexec.hw.platform import PLATFORMS, Platform
+from gickexec.kernel.profiles import PROFILES
+
+__all__ = [
+    "Device",
+    "Expect",
+    "Scenario",
+    "ScenarioError",
+    "Step",
+    "load_scenario",
+    "parse_scenario",
+]
+
+MAX_CPUS = 512
+MAX_MSIS_PER_STEP = 1_000_000
+MAX_STEPS = 10_000
+
+
+class ScenarioError(Exception):
+    """A scenario file is malformed; the message names the file, line and field."""
+
+    def __init__(self, source: str, field_path: str, message: str, line: int | None = None) -> None:
+        where = f"{source}:{line}" if line else source
+        what = f" field '{field_path}':" if field_path else ""
+        super().__init__(f"{where}:{what} {message}")
+        self.source = source
+        self.field_path = field_path
+        self.line = line
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    name: str
+    device_id: int
+    vectors: int
+    shutdown_hook: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step; ``action`` selects which of the other fields matter."""
+
+    action: str
+    kernel: str = ""
+    device: str = ""
+    msis: int = 0
+    fraction: float = 0.0
+    handover_msis: int = 0
+    times: int = 1
+    steps: tuple[Step, ...] = ()
+
+
+#: A numeric expectation: exact value, or inclusive (min, max) with None for open.
+Range = tuple[int | None, int | None]
+#: A per-generation boolean expectation: one value for all, a list, or (first, rest).
+PerGen = bool | tuple[bool, ...] | tuple[str, bool, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    msis_sent: Range | None = None
+    msis_delivered: Range | None = None
+    msis_lost: Range | None = None
+    corrupted_bits: Range | None = None
+    memreserve_nodes: Range | None = None
+    memreserve_entries: Range | None = None
+    memreserve_stable: bool | None = None
+    tainted: PerGen | None = None
+    reused_tables: PerGen | None = None
+    log_contains: tuple[str, ...] = ()
+    log_absent: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    platform: Platform
+    seed: int
+    devices: tuple[Device, ...]
+    steps: tuple[Step, ...]
+    expect: Expect
+    source: str = "<string>"
+    text: str = field(default="", repr=False)
+
+
+# -- locating fields in the text -----------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
+
+
+def _locate(text: str, path: str) -> int | None:
+    """Best-effort line number of ``path`` (e.g. ``steps[2].msis``) in TOML ``text``."""
+    if not text:
+        return None
+    parts = re.findall(r"([A-Za-z0-9_\-]+)(?:\[(\d+)\])?", path)
+    lines = text.splitlines()
+    if not parts:
+        return None
+    table, index = parts[0]
+    key = parts[1][0] if len(parts) > 1 else None
+    start = 0
+    if index:
+        seen = -1
+        for i, line in enumerate(lines):
+            m = _HEADER.match(line)
+            if m and m.group(1) == table and line.lstrip().startswith("[["):
+                seen += 1
+                if seen == int(index):
+                    start = i
+                    break
+        else:
+            return None
+    elif key is not None:
+        for i, line in enumerate(lines):
+            m = _HEADER.match(line)
+            if m and m.group(1) == table:
+                start = i
+                break
+        else:
+            key, start = table, 0
+    else:
+        key = table
+    if key is None:
+        return start + 1
+    pat = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    for i in range(start, len(lines)):
+        if i > start and _HEADER.match(lines[i]) and key != table:
+            break
+        if pat.match(lines[i]):
+            return i + 1
+    return start + 1
+
+
+class _Ctx:
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.text = text
+
+    def fail(self, path: str, message: str) -> ScenarioError:
+        return ScenarioError(self.source, path, message, _locate(self.text, path))
+
+    def table(self, value: Any, path: str) -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"must be a table, not {type(value).__name__}")
+        return value
+
+    def keys(self, table: Mapping[str, Any], path: str, allowed: set[str]) -> None:
+        for k in table:
+            if k not in allowed:
+                raise self.fail(f"{path}.{k}" if path else k,
+                                f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+
+    def int_(self, value: Any, path: str, lo: int = 0, hi: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(path, f"must be an integer, not {value!r}")
+        if value < lo or (hi is not None and value > hi):
+            bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            raise self.fail(path, f"must be {bound}, not {value}")
+        return value
+
+    def str_(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, f"must be a non-empty string, not {value!r}")
+        return value
+
+    def bool_(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"must be true or false, not {value!r}")
+        return value
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ScenarioError(str(p), "", f"cannot read: {e}") from None
+    return parse_scenario(text, str(p))
+
+
+def parse_scenario(text: str, source: str = "<string>") -> Scenario:
+    """Validate TOML ``text`` as a scenario; ``source`` names it in error messages."""
+    ctx = _Ctx(source, text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        raise ScenarioError(source, "", f"not valid TOML: {e}", int(m.group(1)) if m else None) from None
+    ctx.keys(data, "", {"name", "description", "platform", "seed", "cpus", "knobs", "devices",
+                        "steps", "expect"})
+    name = ctx.str_(data.get("name", Path(source).stem), "name")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ctx.fail("description", "must be a string")
+    pname = ctx.str_(data.get("platform", ""), "platform")
+    if pname not in PLATFORMS:
+        raise ctx.fail("platform", f"unknown platform {pname!r} (known: {', '.join(PLATFORMS)})")
+    platform = PLATFORMS[pname]
+    if "cpus" in data:
+        platform = platform.with_cpus(ctx.int_(data["cpus"], "cpus", 1, MAX_CPUS))
+    if "knobs" in data:
+        knobs = ctx.table(data["knobs"], "knobs")
+        try:
+            platform = platform.with_knobs(knobs_with_overrides(platform.knobs, dict(knobs)))
+        except ValueError as e:
+            raise ctx.fail("knobs", str(e)) from None
+    seed = ctx.int_(data.get("seed", 0), "seed", 0, 2**63)
+    devices = _devices(ctx, data.get("devices", []))
+    names = {d.name for d in devices}
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise ctx.fail("steps", "must be a non-empty array of tables ([[steps]])")
+    steps = tuple(_step(ctx, s, f"steps[{i}]", names, top=True) for i, s in enumerate(raw_steps))
+    if steps[0].action != "boot":
+        raise ctx.fail("steps[0].action", "the first step must be 'boot'")
+    if _count_steps(steps) > MAX_STEPS:
+        raise ctx.fail("steps", f"expands to more than {MAX_STEPS} steps")
+    expect = _expect(ctx, data.get("expect", {}))
+    return Scenario(name, description, platform, seed, devices, steps, expect, source, text)
+
+
+def _devices(ctx: _Ctx, raw: Any) -> tuple[Device, ...]:
+    if not isinstance(raw, list):
+        raise ctx.fail("devices", "must be an array of tables ([[devices]])")
+    out: list[Device] = []
+    ids: set[int] = set()
+    for i, d in enumerate(raw):
+        path = f"devices[{i}]"
+        t = ctx.table(d, path)
+        ctx.keys(t, path, {"name", "device_id", "vectors", "shutdown_hook"})
+        name = ctx.str_(t.get("name"), f"{path}.name")
+        if any(o.name == name for o in out):
+            raise ctx.fail(f"{path}.name", f"duplicate device name {name!r}")
+        dev_id = ctx.int_(t.get("device_id"), f"{path}.device_id", 0, 0xFFFF)
+        if dev_id in ids:
+            raise ctx.fail(f"{path}.device_id", f"DeviceID {dev_id:#x} used twice")
+        ids.add(dev_id)
+        vectors = ctx.int_(t.get("vectors", 1), f"{path}.vectors", 1, 2048)
+        hook = ctx.bool_(t.get("shutdown_hook", True), f"{path}.shutdown_hook")
+        out.append(Device(name, dev_id, vectors, hook))
+    return tuple(out)
+
+
+_STEP_FIELDS = {
+    "boot": {"kernel"},
+    "kexec": {"kernel", "handover_msis"},
+    "traffic": {"device", "msis"},
+    "page-cache": {"fraction"},
+    "repeat": {"times", "steps"},
+}
+
+
+def _step(ctx: _Ctx, raw: Any, path: str, devices: set[str], *, top: bool) -> Step:
+    t = ctx.table(raw, path)
+    action = ctx.str_(t.get("action"), f"{path}.action")
+    if action not in _STEP_FIELDS:
+        raise ctx.fail(f"{path}.action",
+                       f"unknown action {action!r} (expected one of: {', '.join(_STEP_FIELDS)})")
+    ctx.keys(t, path, _STEP_FIELDS[action] | {"action"})
+    kernel = ""
+    if action in ("boot", "kexec"):
+        kernel = ctx.str_(t.get("kernel"), f"{path}.kernel")
+        if kernel not in PROFILES:
+            raise ctx.fail(f"{path}.kernel",
+                           f"unknown kernel profile {kernel!r} (known: {', '.join(PROFILES)})")
+    device = ""
+    msis = 0
+    if action == "traffic":
+        device = ctx.str_(t.get("device"), f"{path}.device")
+        if device not in devices:
+            raise ctx.fail(f"{path}.device", f"no device named {device!r}")
+        msis = ctx.int_(t.get("msis"), f"{path}.msis", 0, MAX_MSIS_PER_STEP)
+    fraction = 0.0
+    if action == "page-cache":
+        f = t.get("fraction")
+        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 <= f <= 1:
+            raise ctx.fail(f"{path}.fraction", f"must be a number from 0 to 1, not {f!r}")
+        fraction = float(f)
+    handover = ctx.int_(t.get("handover_msis", 0), f"{path}.handover_msis", 0, MAX_MSIS_PER_STEP)
+    times = 1
+    sub: tuple[Step, ...] = ()
+    if action == "repeat":
+        if not top:
+            raise ctx.fail(f"{path}.action", "'repeat' cannot be nested")
+        times = ctx.int_(t.get("times"), f"{path}.times", 1, MAX_STEPS)
+        raw_sub = t.get("steps")
+        if not isinstance(raw_sub, list) or not raw_sub:
+            raise ctx.fail(f"{path}.steps", "must be a non-empty array of step tables")
+        sub = tuple(_step(ctx, s, f"{path}.steps[{i}]", devices, top=False)
+                    for i, s in enumerate(raw_sub))
+    return Step(action, kernel, device, msis, fraction, handover, times, sub)
+
+
+def _count_steps(steps: tuple[Step, ...]) -> int:
+    return sum(s.times * _count_steps(s.steps) if s.action == "repeat" else 1 for s in steps)
+
+
+_EXPECT_RANGES = ("msis_sent", "msis_delivered", "msis_lost", "corrupted_bits",
+                  "memreserve_nodes", "memreserve_entries")
+_EXPECT_PERGEN = ("tainted", "reused_tables")
+
+
+def _expect(ctx: _Ctx, raw: Any) -> Expect:
+    t = ctx.table(raw, "expect")
+    allowed = set(_EXPECT_RANGES) | set(_EXPECT_PERGEN) | {"memreserve_stable", "log_contains",
+                                                            "log_absent"}
+    ctx.keys(t, "expect", allowed)
+    values: dict[str, Any] = {}
+    for k in _EXPECT_RANGES:
+        if k in t:
+            values[k] = _range(ctx, t[k], f"expect.{k}")
+    for k in _EXPECT_PERGEN:
+        if k in t:
+            values[k] = _pergen(ctx, t[k], f"expect.{k}")
+    if "memreserve_stable" in t:
+        values["memreserve_stable"] = ctx.bool_(t["memreserve_stable"], "expect.memreserve_stable")
+    for k in ("log_contains", "log_absent"):
+        if k in t:
+            v = t[k]
+            if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+                raise ctx.fail(f"expect.{k}", "must be an array of non-empty strings")
+            values[k] = tuple(v)
+    return Expect(**values)
+
+
+def _range(ctx: _Ctx, v: Any, path: str) -> Range:
+    if isinstance(v, dict):
+        ctx.keys(v, path, {"min", "max"})
+        lo = ctx.int_(v["min"], f"{path}.min") if "min" in v else None
+        hi = ctx.int_(v["max"], f"{path}.max") if "max" in v else None
+        if lo is None and hi is None:
+            raise ctx.fail(path, "needs min, max or both")
+        if lo is not None and hi is not None and lo > hi:
+            raise ctx.fail(path, f"min {lo} is greater than max {hi}")
+        return (lo, hi)
+    n = ctx.int_(v, path)
+    return (n, n)
+
+
+def _pergen(ctx: _Ctx, v: Any, path: str) -> PerGen:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, list) and v and all(isinstance(x, bool) for x in v):
+        return tuple(v)
+    if isinstance(v, dict):
+        ctx.keys(v, path, {"first", "rest"})
+        if set(v) != {"first", "rest"}:
+            raise ctx.fail(path, "needs both 'first' and 'rest'")
+        return ("first-rest", ctx.bool_(v["first"], f"{path}.first"),
+                ctx.bool_(v["rest"], f"{path}.rest"))
+    raise ctx.fail(path, "must be true/false, an array of them (one per generation), "
+                         "or { first = ..., rest = ... }")

@@ -37,8 +37,10 @@ def _resolve(arg: str) -> Scenario:
         return load_scenario(path)
     if arg in builtin_names():
         return load_builtin(arg)
-    _bad_input(f"{arg}: no such file, and no built-in scenario of that name "
-               f"(built-in: {', '.join(builtin_names())})")
+    _bad_input(
+        f"{arg}: no such file, and no built-in scenario of that name "
+        f"(built-in: {', '.join(builtin_names())})"
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,16 +53,20 @@ def main() -> None:
 @click.argument("scenarios", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @click.option("-p", "--pretty", is_flag=True, help="Indent the JSON output.")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
-              help="Override every scenario's seed.")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=None, help="Override every scenario's seed."
+)
 @click.option("--no-logs", is_flag=True, help="Leave the kernel logs out of the text report.")
-def run(scenarios: tuple[str, ...], as_json: bool, pretty: bool, seed: int | None,
-        no_logs: bool) -> None:
+def run(
+    scenarios: tuple[str, ...], as_json: bool, pretty: bool, seed: int | None, no_logs: bool
+) -> None:
     """Play scenario files (or built-in names); without arguments, the built-in defaults."""
     try:
-        loaded = [_resolve(a) for a in scenarios] if scenarios else [
-            load_builtin(n) for n in builtin_names()
-        ]
+        loaded = (
+            [_resolve(a) for a in scenarios]
+            if scenarios
+            else [load_builtin(n) for n in builtin_names()]
+        )
     except ScenarioError as e:
         _bad_input(str(e))
     if seed is not None:

@@ -98,7 +98,7 @@ def _read_node(
         if not is_ram(addr, MEMRESERVE_V420_BYTES):
             return None
         n = MemreserveV420.from_bytes(read(addr, MEMRESERVE_V420_BYTES))
-        entries = ((n.base, n.size),) if n.size else ()
+        entries: tuple[tuple[int, int], ...] = ((n.base, n.size),) if n.size else ()
         return MemreserveNode(addr, int(bool(n.size)), len(entries), n.next, entries,
                               MEMRESERVE_V420_BYTES)
     if not is_ram(addr, MEMRESERVE_HEADER_BYTES):

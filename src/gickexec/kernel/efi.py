@@ -33,8 +33,9 @@ ENOMEM = -12
 _TABLE_NAMES = {SMBIOS3_TABLE_GUID: "SMBIOS 3.0", LINUX_EFI_MEMRESERVE_TABLE_GUID: "MEMRESERVE"}
 
 
-def install_memreserve_table(fw: UefiFirmware, mem: PhysicalMemory, profile: KernelProfile,
-                             agent: Agent) -> int | None:
+def install_memreserve_table(
+    fw: UefiFirmware, mem: PhysicalMemory, profile: KernelProfile, agent: Agent
+) -> int | None:
     """The EFI stub's ``install_memreserve_table()``: an empty root in EFI_LOADER_DATA.
 
     Runs once per firmware boot (a kexec'd kernel does not re-enter the stub).
@@ -149,9 +150,9 @@ def efi_mem_reserve_persistent(
     try:
         if profile.memreserve_layout == "v4.20":
             node = alloc_page()
-            head = MemreserveV420.from_bytes(mem.read(root, MEMRESERVE_V420_BYTES))
-            mem.write(node, MemreserveV420(head.next, addr, size).to_bytes(), agent)
-            mem.write(root, MemreserveV420(node, head.base, head.size).to_bytes(), agent)
+            old = MemreserveV420.from_bytes(mem.read(root, MEMRESERVE_V420_BYTES))
+            mem.write(node, MemreserveV420(old.next, addr, size).to_bytes(), agent)
+            mem.write(root, MemreserveV420(node, old.base, old.size).to_bytes(), agent)
             efi.nodes_added += 1
             efi.entries_added += 1
             return 0
@@ -161,18 +162,23 @@ def efi_mem_reserve_persistent(
             seen.add(prsv)
             rsv = MemreserveHeader.from_bytes(mem.read(prsv, MEMRESERVE_HEADER_BYTES))
             if rsv.count < rsv.size:  # atomic_fetch_add_unless(&count, 1, size)
-                mem.write(prsv, MemreserveHeader(rsv.size, rsv.count + 1, rsv.next).to_bytes(),
-                          agent)
-                mem.write(prsv + MemreserveHeader.entry_offset(rsv.count),
-                          MemreserveHeader.pack_entry(addr, size), agent)
+                mem.write(
+                    prsv, MemreserveHeader(rsv.size, rsv.count + 1, rsv.next).to_bytes(), agent
+                )
+                mem.write(
+                    prsv + MemreserveHeader.entry_offset(rsv.count),
+                    MemreserveHeader.pack_entry(addr, size),
+                    agent,
+                )
                 efi.entries_added += 1
                 return 0
             prsv = rsv.next
         node = alloc_page()
         capacity = efi_memreserve_count(profile.memreserve_node_bytes)
         mem.write(node, MemreserveHeader(capacity, 1, head.next).to_bytes(), agent)
-        mem.write(node + MemreserveHeader.entry_offset(0), MemreserveHeader.pack_entry(addr, size),
-                  agent)
+        mem.write(
+            node + MemreserveHeader.entry_offset(0), MemreserveHeader.pack_entry(addr, size), agent
+        )
         mem.write(root, MemreserveHeader(head.size, head.count, node).to_bytes(), agent)
         efi.nodes_added += 1
         efi.entries_added += 1

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gickexec.arch.gicv3 import (
-    CACHE_RaWaWb,
     GICR_PROPBASER,
+    LPI_INTID_BASE,
+    BaserType,
+    CACHE_RaWaWb,
     GicrCtlr,
     GicrOffset,
     GicrPendbaser,
@@ -25,12 +27,10 @@ from gickexec.arch.gicv3 import (
     GitsCtlr,
     GitsOffset,
     GitsTyper,
-    BaserType,
-    LPI_INTID_BASE,
     LpiConfig,
     SHARE_InnerShareable,
 )
-from gickexec.arch.its import CMD_BYTES, Inv, Invall, ItsCommand, Mapc, Mapd, Mapti, Discard, Sync
+from gickexec.arch.its import CMD_BYTES, Discard, Inv, Invall, ItsCommand, Mapc, Mapd, Mapti, Sync
 from gickexec.kernel import printk
 from gickexec.kernel.efi import efi_mem_reserve_persistent
 from gickexec.kernel.mm import OutOfMemory, Owner, Role
@@ -38,7 +38,7 @@ from gickexec.kernel.mm import OutOfMemory, Owner, Role
 if TYPE_CHECKING:
     from gickexec.kernel.kernel import Kernel
 
-__all__ = ["ItsDevice", "GicV3Its"]
+__all__ = ["GicV3Its", "ItsDevice"]
 
 SZ_64K = 0x10000
 ITS_CMD_QUEUE_SZ = SZ_64K
@@ -196,11 +196,10 @@ class GicV3Its:
         if not self.k.machine.gicd.lpis_supported:
             return
         base = self.its_phys
-        if self.profile.its_reset_baser_before_probe:
-            # its_reset_one(): quiesce via its_map_one(), then zero every GITS_BASER<n>.
-            if self.its_force_quiescent():
-                for n in range(8):
-                    self._write(base + GitsOffset.BASER + 8 * n, 0, 8)
+        # its_reset_one(): quiesce via its_map_one(), then zero every GITS_BASER<n>.
+        if self.profile.its_reset_baser_before_probe and self.its_force_quiescent():
+            for n in range(8):
+                self._write(base + GitsOffset.BASER + 8 * n, 0, 8)
         if not self.its_probe_one():
             return
         self.its_ok = True
@@ -239,7 +238,9 @@ class GicV3Its:
         self.cmd_write = 0
         self._write(base + GitsOffset.CWRITER, 0, 8)
         ctlr = GitsCtlr.decode(self._readl(base + GitsOffset.CTLR))
-        self._write(base + GitsOffset.CTLR, GitsCtlr(Enabled=1, ITS_Number=ctlr.ITS_Number).encode(), 4)
+        self._write(
+            base + GitsOffset.CTLR, GitsCtlr(Enabled=1, ITS_Number=ctlr.ITS_Number).encode(), 4
+        )
         return True
 
     def its_alloc_tables(self, typer: GitsTyper) -> None:
@@ -253,7 +254,7 @@ class GicV3Its:
             psz = SZ_64K
             if b.Type == BaserType.DEVICE:
                 ids = typer.Devbits + 1
-                # Two levels when a flat table would need more than one page (its_parse_indirect_baser).
+                # Two levels when a flat table needs more than a page (its_parse_indirect_baser).
                 indirect = (esz << ids) > psz
                 nr = psz // (GITS_LVL1_ENTRY_SIZE if indirect else esz)
                 size = psz if indirect else max(psz, esz << ids)
@@ -298,7 +299,9 @@ class GicV3Its:
         """Before the v4.20 series: always a fresh property table, nothing reserved."""
         self.lpi_id_bits = min(self.k.machine.gicd.id_bits, ITS_MAX_LPI_NRBITS)
         size = _lpi_propbase_sz(self.lpi_id_bits)
-        self.prop_table_pa = self.k.alloc_pages(size, "LPI property table", Role("prop"), zero=False)
+        self.prop_table_pa = self.k.alloc_pages(
+            size, "LPI property table", Role("prop"), zero=False
+        )
         self.k.log.printk(printk.ITS_PROP_TABLE_OLD, self.prop_table_pa)
         self.gic_reset_prop_table()
         self.its_lpi_init()
@@ -322,24 +325,32 @@ class GicV3Its:
             self.rd.setdefault(cpu, _RdistState()).pend_page = page
 
     def enabled_lpis_allowed(self) -> bool:
-        val = GicrPropbaser.decode(self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.PROPBASER))
+        val = GicrPropbaser.decode(
+            self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.PROPBASER)
+        )
         # lpi_id_bits is still 0 here, so LPI_PROPBASE_SZ is 64 KiB (linux-kernel.md §2.3).
         return self.gic_check_reserved_range(val.address, _lpi_propbase_sz(0))
 
     def its_setup_lpi_prop_table(self) -> None:
         if self.preallocated:
-            val = GicrPropbaser.decode(self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.PROPBASER))
+            val = GicrPropbaser.decode(
+                self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.PROPBASER)
+            )
             self.lpi_id_bits = val.lpi_id_bits
             self.prop_table_pa = val.address
-            self.k.claim(self.prop_table_pa, _lpi_propbase_sz(self.lpi_id_bits),
-                         Owner("LPI property table (reused)", Role("prop")))
+            self.k.claim(
+                self.prop_table_pa,
+                _lpi_propbase_sz(self.lpi_id_bits),
+                Owner("LPI property table (reused)", Role("prop")),
+            )
             self.gic_reset_prop_table()
         else:
             self.lpi_id_bits = min(self.k.machine.gicd.id_bits, ITS_MAX_LPI_NRBITS)
             size = _lpi_propbase_sz(self.lpi_id_bits)
             try:
-                self.prop_table_pa = self.k.alloc_pages(size, "LPI property table", Role("prop"),
-                                                        zero=False)
+                self.prop_table_pa = self.k.alloc_pages(
+                    size, "LPI property table", Role("prop"), zero=False
+                )
             except OutOfMemory:
                 self.k.log.line("Failed to allocate PROPBASE")
                 return
@@ -428,7 +439,9 @@ class GicV3Its:
             if not self.gic_check_reserved_range(paddr, size):
                 self.k.log.warn(cpu, 0, "drivers/irqchip/irq-gic-v3-its.c", "its_cpu_init_lpis")
             st.pendtable_preallocated = True
-            self.k.claim(paddr, size, Owner(f"LPI pending table CPU{cpu} (reused)", Role("pend", cpu)))
+            self.k.claim(
+                paddr, size, Owner(f"LPI pending table CPU{cpu} (reused)", Role("pend", cpu))
+            )
             if not self.profile.pending_memreserve_at_online and st.pend_page is not None:
                 self.k.free_pages(st.pend_page, size)
                 st.pend_page = None
@@ -437,11 +450,16 @@ class GicV3Its:
             paddr = st.pend_page
             self._program_rd(cpu, paddr)
             if not self.profile.pending_memreserve_at_online:
-                self._warn_on_reserve(paddr, _lpi_pendbase_sz(self.lpi_id_bits), cpu, "its_cpu_init")
+                self._warn_on_reserve(
+                    paddr, _lpi_pendbase_sz(self.lpi_id_bits), cpu, "its_cpu_init"
+                )
         st.pend_addr = paddr
         st.lpi_enabled = True
         self.k.log.printk(
-            printk.ITS_PEND_TABLE, cpu, "reserved" if st.pendtable_preallocated else "allocated", paddr
+            printk.ITS_PEND_TABLE,
+            cpu,
+            "reserved" if st.pendtable_preallocated else "allocated",
+            paddr,
         )
 
     def its_cpu_init_lpis_blind(self, cpu: int) -> None:
@@ -450,8 +468,11 @@ class GicV3Its:
         st = self.rd.setdefault(cpu, _RdistState())
         if st.pend_page is None:
             try:
-                st.pend_page = self.k.alloc_pages(_lpi_pendbase_sz(self.lpi_id_bits),
-                                                  f"LPI pending table CPU{cpu}", Role("pend", cpu))
+                st.pend_page = self.k.alloc_pages(
+                    _lpi_pendbase_sz(self.lpi_id_bits),
+                    f"LPI pending table CPU{cpu}",
+                    Role("pend", cpu),
+                )
             except OutOfMemory:
                 self.k.log.line(f"Failed to allocate PENDBASE for CPU{cpu}")
                 return
@@ -480,8 +501,11 @@ class GicV3Its:
             Physical_Address=pend >> 16,
         )
         self._write(rbase + GicrOffset.PENDBASER, pendval.encode(), 8, cpu)
-        self.k.claim(pend, _lpi_pendbase_sz(self.lpi_id_bits),
-                     Owner(f"LPI pending table CPU{cpu}", Role("pend", cpu)))
+        self.k.claim(
+            pend,
+            _lpi_pendbase_sz(self.lpi_id_bits),
+            Owner(f"LPI pending table CPU{cpu}", Role("pend", cpu)),
+        )
         val = self._readl(rbase + GicrOffset.CTLR)
         self._write(rbase + GicrOffset.CTLR, val | 1, 4, cpu)
 
@@ -540,8 +564,11 @@ class GicV3Its:
         creadr = self._readq(self.its_phys + GitsOffset.CREADR)
         if creadr & ~1 != self.cmd_write and self._timeouts_logged < _RATELIMIT_BURST:
             self._timeouts_logged += 1
-            self.k.log.printk("ITS queue timeout (%llu %llu)", self.cmd_write // CMD_BYTES,
-                              (creadr & ~1) // CMD_BYTES)
+            self.k.log.printk(
+                "ITS queue timeout (%llu %llu)",
+                self.cmd_write // CMD_BYTES,
+                (creadr & ~1) // CMD_BYTES,
+            )
 
     # -- MSI domain ---------------------------------------------------------------------
 
@@ -569,15 +596,18 @@ class GicV3Its:
         itt = self.k.alloc_pages(0x1000, f"ITT of device {device_id:#06x}", Role("its", 0))
         dev = ItsDevice(device_id, itt, nr_ites, lpis[0], lpis[1])
         self.devices[device_id] = dev
-        self.its_send(Mapd(DeviceID=device_id, Size=nr_ites.bit_length() - 2, ITT_addr=itt >> 8, V=1),
-                      None)
+        self.its_send(
+            Mapd(DeviceID=device_id, Size=nr_ites.bit_length() - 2, ITT_addr=itt >> 8, V=1), None
+        )
         return dev
 
     def its_irq_domain_activate(self, dev: ItsDevice, event: int, cpu: int) -> None:
         dev.col_map[event] = cpu
         col = self.collections.setdefault(cpu, _Collection())
         self.its_send(
-            Mapti(DeviceID=dev.device_id, EventID=event, pINTID=dev.lpi_base + event, ICID=col.col_id),
+            Mapti(
+                DeviceID=dev.device_id, EventID=event, pINTID=dev.lpi_base + event, ICID=col.col_id
+            ),
             col,
         )
 
@@ -585,8 +615,9 @@ class GicV3Its:
         """Set or clear LPI_PROP_ENABLED in the property table, then INV (+SYNC)."""
         hwirq = dev.lpi_base + event
         cfg = LpiConfig(Enable=int(enable), Group1=1, Priority=LPI_PROP_DEFAULT_PRIO >> 2)
-        self.k.machine.mem.write_u8(self.prop_table_pa + hwirq - LPI_INTID_BASE, cfg.encode(),
-                                    self.k.agent(self.k.boot_cpu))
+        self.k.machine.mem.write_u8(
+            self.prop_table_pa + hwirq - LPI_INTID_BASE, cfg.encode(), self.k.agent(self.k.boot_cpu)
+        )
         col = self.collections.setdefault(dev.col_map.get(event, 0), _Collection())
         self.its_send(Inv(DeviceID=dev.device_id, EventID=event), col)
 

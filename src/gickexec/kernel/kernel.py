@@ -80,7 +80,8 @@ class MsiDriver:
         dev.bus_master = True
 
     def shutdown(self) -> None:
-        """``.shutdown`` at kexec: free the vectors, disable MSI-X; PCI core clears bus mastering."""
+        """``.shutdown`` at kexec: free the vectors, disable MSI-X; the PCI core clears
+        bus mastering."""
         if not self.shutdown_hook or self.its_dev is None:
             return
         gic = self.k.gic
@@ -148,7 +149,9 @@ class Kernel:
         self.memblock.reserve(addr, size)
         self.claim(addr, size, Owner(label))
 
-    def alloc_pages(self, size: int, label: str, role: Role | None = None, *, zero: bool = True) -> int:
+    def alloc_pages(
+        self, size: int, label: str, role: Role | None = None, *, zero: bool = True
+    ) -> int:
         """``alloc_pages()`` of a naturally aligned block, labelled; zeroed unless asked not."""
         assert self.pages is not None, "page allocator used before mm_init"
         addr = self.pages.alloc(size)
@@ -194,7 +197,10 @@ class Kernel:
         fw = self.firmware.layout if self.firmware is not None else None
         avoid = list(self._avoid)
         if fw is not None:
-            avoid += [(fw.runtime.start, fw.runtime.size), (fw.loader_pool.start, fw.loader_pool.size)]
+            avoid += [
+                (fw.runtime.start, fw.runtime.size),
+                (fw.loader_pool.start, fw.loader_pool.size),
+            ]
         slots = []
         for bank in self.machine.mem.ram:
             first = (bank.start + _2M - 1) & ~(_2M - 1)

@@ -220,7 +220,8 @@ class PageAllocator:
         """Give ``[addr, addr + size)`` back, merging with neighbours."""
         end = addr + size
         i = bisect.bisect_left(self._free, (addr, end))
-        if i > 0 and self._free[i - 1][1] > addr or i < len(self._free) and self._free[i][0] < end:
+        overlaps_prev = i > 0 and self._free[i - 1][1] > addr
+        if overlaps_prev or (i < len(self._free) and self._free[i][0] < end):
             raise ValueError(f"double free of [{addr:#x}, {end:#x})")
         self._free.insert(i, (addr, end))
         if i + 1 < len(self._free) and self._free[i][1] == self._free[i + 1][0]:

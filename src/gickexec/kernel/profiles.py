@@ -40,7 +40,7 @@ FEATURE_SOURCES: dict[str, str] = {
         'memory") (v5.2): nodes sized SZ_4K and memremap()ed'
     ),
     "memreserve_in_iomem": (
-        'Linux commit ab0eb16205b4 ("efi/memreserve: Register reservations as \'reserved\' in '
+        "Linux commit ab0eb16205b4 (\"efi/memreserve: Register reservations as 'reserved' in "
         '/proc/iomem") (v5.5)'
     ),
     "pending_memreserve_at_online": (
@@ -48,7 +48,7 @@ FEATURE_SOURCES: dict[str, str] = {
         'and memreserve") (v5.17)'
     ),
     "its_reset_baser_before_probe": (
-        'Linux commit (Marc Zyngier, 2022-01) ("irqchip/gic-v3-its: Reset each ITS\'s BASERn '
+        "Linux commit (Marc Zyngier, 2022-01) (\"irqchip/gic-v3-its: Reset each ITS's BASERn "
         'register before probe") (v5.17; hash not confirmed)'
     ),
     "checks_lpi_disable": (

@@ -37,16 +37,22 @@ def render_scenario(result: dict[str, Any], *, logs: bool = True) -> str:
     out.append(_RULE * 3 + title + _RULE * max(3, 76 - len(title)))
     if result["description"]:
         out.append(result["description"])
-    out.append(f"platform {p['name']} ({p['cpus']} CPUs, {p['firmware'].upper()} boot), "
-               f"seed {result['seed']}")
+    out.append(
+        f"platform {p['name']} ({p['cpus']} CPUs, {p['firmware'].upper()} boot), "
+        f"seed {result['seed']}"
+    )
     for g in result["generations"]:
         how = "booted by firmware" if g["entry"] == "firmware" else "entered by kexec"
         out.append("")
-        out.append(f"── generation {g['index']}: Linux {g['kernel']}, {g['boot'].upper()}, {how} ──")
+        out.append(
+            f"── generation {g['index']}: Linux {g['kernel']}, {g['boot'].upper()}, {how} ──"
+        )
         if logs:
             out.extend("  " + line for line in g["log"])
-        out.append(f"── /proc/interrupts, generation {g['index']} "
-                   f"({g['msis_delivered']} of {g['msis_sent']} MSIs handled) ──")
+        out.append(
+            f"── /proc/interrupts, generation {g['index']} "
+            f"({g['msis_delivered']} of {g['msis_sent']} MSIs handled) ──"
+        )
         out.extend(render_proc_interrupts(g))
     out.append("")
     out.extend(_verdict(result))
@@ -64,28 +70,35 @@ def _verdict(result: dict[str, Any]) -> list[str]:
         out.append(f"  lost per CPU: {per}")
     c = result["corruption"]
     if c["bits"]:
-        out.append(f"corruption  {c['bits']} bit(s) written by the GIC outside the tables it was given:")
+        out.append(
+            f"corruption  {c['bits']} bit(s) written by the GIC outside the tables it was given:"
+        )
         for e in c["events"][:MAX_EVENTS_SHOWN]:
             later = ""
             if e["owner_later"] and e["owner_later"] != e["owner"]:
                 later = f", later {e['owner_later']}"
             when = "between kernels" if e["between_kernels"] else f"gen {e['generation']}"
             verb = "set" if e["value"] else "cleared"
-            out.append(f"  {_hex(e['addr'])} bit {e['bit']} {verb} by {e['writer']}: "
-                       f"{e['owner']}{later} ({when})")
+            out.append(
+                f"  {_hex(e['addr'])} bit {e['bit']} {verb} by {e['writer']}: "
+                f"{e['owner']}{later} ({when})"
+            )
         if c["bits"] > MAX_EVENTS_SHOWN:
             out.append(f"  ... {c['bits'] - MAX_EVENTS_SHOWN} more")
     else:
         out.append("corruption  none: every GIC write landed in a table the running kernel gave it")
     taints = ", ".join(f"gen{g['index']} {g['taints'] or '-'}" for g in result["generations"])
     out.append(f"taints      {taints}")
-    reuse = ", ".join(f"gen{g['index']} {'yes' if g['reused_tables'] else 'no'}"
-                      for g in result["generations"])
+    reuse = ", ".join(
+        f"gen{g['index']} {'yes' if g['reused_tables'] else 'no'}" for g in result["generations"]
+    )
     out.append(f"reused LPI tables  {reuse}")
     mr = result["memreserve"]
     if mr["present"]:
-        out.append(f"memreserve  {mr['nodes']} node(s), {mr['entries']} entr{'y' if mr['entries'] == 1 else 'ies'}"
-                   f" (root {_hex(mr['root'])})")
+        out.append(
+            f"memreserve  {mr['nodes']} node(s), {mr['entries']} "
+            f"entr{'y' if mr['entries'] == 1 else 'ies'} (root {_hex(mr['root'])})"
+        )
     else:
         out.append("memreserve  no LINUX_EFI_MEMRESERVE_TABLE")
     checks = result.get("expectations", [])
@@ -107,8 +120,10 @@ def render_summary(results: list[dict[str, Any]]) -> str:
     for r in results:
         m = r["msis"]
         status = "ok  " if r["ok"] else "FAIL"
-        lines.append(f"{status} {r['name']:<22} MSIs {m['delivered']}/{m['sent']} delivered, "
-                     f"{m['lost']} lost; {r['corruption']['bits']} corrupted bit(s)")
+        lines.append(
+            f"{status} {r['name']:<22} MSIs {m['delivered']}/{m['sent']} delivered, "
+            f"{m['lost']} lost; {r['corruption']['bits']} corrupted bit(s)"
+        )
     passed = sum(1 for r in results if r["ok"])
     lines.append(f"{passed} passed, {len(results) - passed} failed")
     return "\n".join(lines)

@@ -64,10 +64,20 @@ def evaluate(expect: Expect, result: dict[str, Any]) -> list[dict[str, Any]]:
     if expect.memreserve_stable is not None:
         counts = [g["memreserve"]["entries"] if g["memreserve"] else None for g in gens]
         stable = len(counts) > 1 and counts[0] is not None and all(c == counts[0] for c in counts)
-        add("memreserve_stable", expect.memreserve_stable, counts, stable == expect.memreserve_stable)
+        add(
+            "memreserve_stable",
+            expect.memreserve_stable,
+            counts,
+            stable == expect.memreserve_stable,
+        )
     lines = [line for g in gens for line in g["log"]]
     for text in expect.log_contains:
-        add("log_contains", text, any(text in line for line in lines), any(text in line for line in lines))
+        add(
+            "log_contains",
+            text,
+            any(text in line for line in lines),
+            any(text in line for line in lines),
+        )
     for text in expect.log_absent:
         found = any(text in line for line in lines)
         add("log_absent", text, not found, not found)

@@ -20,7 +20,9 @@ def play(scenario: Scenario) -> World:
     """Run every step and close the books; returns the world for inspection."""
     world = World(scenario.platform, seed=scenario.seed)
     for d in scenario.devices:
-        world.add_device(d.name, device_id=d.device_id, nvec=d.vectors, shutdown_hook=d.shutdown_hook)
+        world.add_device(
+            d.name, device_id=d.device_id, nvec=d.vectors, shutdown_hook=d.shutdown_hook
+        )
     for step in scenario.steps:
         _do(world, step)
     world.finish()
@@ -67,7 +69,11 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
     ledger = world.ledger
     gens: list[dict[str, Any]] = []
     for k in world.generations:
-        mr = world.memreserve_after[k.generation] if k.generation < len(world.memreserve_after) else None
+        mr = (
+            world.memreserve_after[k.generation]
+            if k.generation < len(world.memreserve_after)
+            else None
+        )
         gens.append(
             {
                 "index": k.generation,
@@ -117,8 +123,12 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
             entries=len(chain.entries),
             error=chain.error,
             list=[
-                {"addr": n.addr, "size": n.size, "count": n.count,
-                 "entries": [[b, s] for b, s in n.entries]}
+                {
+                    "addr": n.addr,
+                    "size": n.size,
+                    "count": n.count,
+                    "entries": [[b, s] for b, s in n.entries],
+                }
                 for n in chain.list_nodes
             ],
         )
@@ -127,7 +137,12 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
         "name": scenario.name,
         "description": scenario.description,
         "source": scenario.source,
-        "platform": {"name": p.name, "cpus": p.cpus, "firmware": p.firmware, "knobs": p.knobs.as_dict()},
+        "platform": {
+            "name": p.name,
+            "cpus": p.cpus,
+            "firmware": p.firmware,
+            "knobs": p.knobs.as_dict(),
+        },
         "seed": scenario.seed,
         "generations": gens,
         "msis": {

@@ -166,8 +166,10 @@ class _Ctx:
     def keys(self, table: Mapping[str, Any], path: str, allowed: set[str]) -> None:
         for k in table:
             if k not in allowed:
-                raise self.fail(f"{path}.{k}" if path else k,
-                                f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+                raise self.fail(
+                    f"{path}.{k}" if path else k,
+                    f"unknown field (expected one of: {', '.join(sorted(allowed))})",
+                )
 
     def int_(self, value: Any, path: str, lo: int = 0, hi: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -205,9 +207,14 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
-        raise ScenarioError(source, "", f"not valid TOML: {e}", int(m.group(1)) if m else None) from None
-    ctx.keys(data, "", {"name", "description", "platform", "seed", "cpus", "knobs", "devices",
-                        "steps", "expect"})
+        raise ScenarioError(
+            source, "", f"not valid TOML: {e}", int(m.group(1)) if m else None
+        ) from None
+    ctx.keys(
+        data,
+        "",
+        {"name", "description", "platform", "seed", "cpus", "knobs", "devices", "steps", "expect"},
+    )
     name = ctx.str_(data.get("name", Path(source).stem), "name")
     description = data.get("description", "")
     if not isinstance(description, str):
@@ -274,15 +281,19 @@ def _step(ctx: _Ctx, raw: Any, path: str, devices: set[str], *, top: bool) -> St
     t = ctx.table(raw, path)
     action = ctx.str_(t.get("action"), f"{path}.action")
     if action not in _STEP_FIELDS:
-        raise ctx.fail(f"{path}.action",
-                       f"unknown action {action!r} (expected one of: {', '.join(_STEP_FIELDS)})")
+        raise ctx.fail(
+            f"{path}.action",
+            f"unknown action {action!r} (expected one of: {', '.join(_STEP_FIELDS)})",
+        )
     ctx.keys(t, path, _STEP_FIELDS[action] | {"action"})
     kernel = ""
     if action in ("boot", "kexec"):
         kernel = ctx.str_(t.get("kernel"), f"{path}.kernel")
         if kernel not in PROFILES:
-            raise ctx.fail(f"{path}.kernel",
-                           f"unknown kernel profile {kernel!r} (known: {', '.join(PROFILES)})")
+            raise ctx.fail(
+                f"{path}.kernel",
+                f"unknown kernel profile {kernel!r} (known: {', '.join(PROFILES)})",
+            )
     device = ""
     msis = 0
     if action == "traffic":
@@ -306,8 +317,9 @@ def _step(ctx: _Ctx, raw: Any, path: str, devices: set[str], *, top: bool) -> St
         raw_sub = t.get("steps")
         if not isinstance(raw_sub, list) or not raw_sub:
             raise ctx.fail(f"{path}.steps", "must be a non-empty array of step tables")
-        sub = tuple(_step(ctx, s, f"{path}.steps[{i}]", devices, top=False)
-                    for i, s in enumerate(raw_sub))
+        sub = tuple(
+            _step(ctx, s, f"{path}.steps[{i}]", devices, top=False) for i, s in enumerate(raw_sub)
+        )
     return Step(action, kernel, device, msis, fraction, handover, times, sub)
 
 
@@ -315,15 +327,24 @@ def _count_steps(steps: tuple[Step, ...]) -> int:
     return sum(s.times * _count_steps(s.steps) if s.action == "repeat" else 1 for s in steps)
 
 
-_EXPECT_RANGES = ("msis_sent", "msis_delivered", "msis_lost", "corrupted_bits",
-                  "memreserve_nodes", "memreserve_entries")
+_EXPECT_RANGES = (
+    "msis_sent",
+    "msis_delivered",
+    "msis_lost",
+    "corrupted_bits",
+    "memreserve_nodes",
+    "memreserve_entries",
+)
 _EXPECT_PERGEN = ("tainted", "reused_tables")
 
 
 def _expect(ctx: _Ctx, raw: Any) -> Expect:
     t = ctx.table(raw, "expect")
-    allowed = set(_EXPECT_RANGES) | set(_EXPECT_PERGEN) | {"memreserve_stable", "log_contains",
-                                                            "log_absent"}
+    allowed = (
+        set(_EXPECT_RANGES)
+        | set(_EXPECT_PERGEN)
+        | {"memreserve_stable", "log_contains", "log_absent"}
+    )
     ctx.keys(t, "expect", allowed)
     values: dict[str, Any] = {}
     for k in _EXPECT_RANGES:
@@ -366,7 +387,12 @@ def _pergen(ctx: _Ctx, v: Any, path: str) -> PerGen:
         ctx.keys(v, path, {"first", "rest"})
         if set(v) != {"first", "rest"}:
             raise ctx.fail(path, "needs both 'first' and 'rest'")
-        return ("first-rest", ctx.bool_(v["first"], f"{path}.first"),
-                ctx.bool_(v["rest"], f"{path}.rest"))
-    raise ctx.fail(path, "must be true/false, an array of them (one per generation), "
-                         "or { first = ..., rest = ... }")
+        return (
+            "first-rest",
+            ctx.bool_(v["first"], f"{path}.first"),
+            ctx.bool_(v["rest"], f"{path}.rest"),
+        )
+    raise ctx.fail(
+        path,
+        "must be true/false, an array of them (one per generation), or { first = ..., rest = ... }",
+    )

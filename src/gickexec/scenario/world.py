@@ -19,9 +19,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gickexec.arch.efi import LINUX_EFI_MEMRESERVE_TABLE_GUID
 from gickexec.fw.memreserve import MemreserveChain, walk_memreserve
 from gickexec.fw.uefi import UefiFirmware, read_config_tables
-from gickexec.arch.efi import LINUX_EFI_MEMRESERVE_TABLE_GUID
 from gickexec.hw.machine import Machine
 from gickexec.hw.memory import Agent, AgentKind, GicWrite
 from gickexec.hw.platform import PLATFORMS, Platform
@@ -63,8 +63,15 @@ class MsiLedger:
     def in_flight(self) -> int:
         return sum(len(v) for v in self._pending.values())
 
-    def record_send(self, token: _Token, outcome: str, cpu: int | None, intid: int | None,
-                    pended: bool, intended_cpu: int | None = None) -> None:
+    def record_send(
+        self,
+        token: _Token,
+        outcome: str,
+        cpu: int | None,
+        intid: int | None,
+        pended: bool,
+        intended_cpu: int | None = None,
+    ) -> None:
         """An MSI was sent; ``intended_cpu`` is where the kernel meant it to go."""
         self.sent += 1
         self.sent_per_generation[token.generation] += 1
@@ -96,7 +103,10 @@ class MsiLedger:
                 why = "pending state erased from memory before delivery"
             elif not rd.config(intid).Enable:
                 table = f"{rd.prop_addr:#x}" if rd.prop_addr is not None else "none"
-                why = f"stuck pending: LPI disabled in the property table the redistributor uses ({table})"
+                why = (
+                    "stuck pending: LPI disabled in the property table the redistributor "
+                    f"uses ({table})"
+                )
             else:
                 why = "stuck pending: no CPU took it"
             self.lost_reasons[why] += len(tokens)
@@ -144,8 +154,15 @@ class CorruptionMonitor:
             self.bits += 1
             if len(self.events) < MAX_CORRUPTION_EVENTS:
                 self.events.append(
-                    CorruptionEvent(addr, pos % 8, (new >> pos) & 1, str(w.agent), owner,
-                                    self.generation, self.between_kernels)
+                    CorruptionEvent(
+                        addr,
+                        pos % 8,
+                        (new >> pos) & 1,
+                        str(w.agent),
+                        owner,
+                        self.generation,
+                        self.between_kernels,
+                    )
                 )
 
 
@@ -178,7 +195,9 @@ class World:
         try:
             return cls(PLATFORMS[platform], seed=seed)
         except KeyError:
-            raise KeyError(f"unknown platform {platform!r} (known: {', '.join(PLATFORMS)})") from None
+            raise KeyError(
+                f"unknown platform {platform!r} (known: {', '.join(PLATFORMS)})"
+            ) from None
 
     @property
     def kernel(self) -> Kernel:
@@ -186,7 +205,9 @@ class World:
             raise RuntimeError("no kernel has booted yet")
         return self.generations[-1]
 
-    def add_device(self, name: str, *, device_id: int, nvec: int, shutdown_hook: bool = True) -> None:
+    def add_device(
+        self, name: str, *, device_id: int, nvec: int, shutdown_hook: bool = True
+    ) -> None:
         self.machine.add_device(name, device_id, nvec)
         self._shutdown_hooks[name] = shutdown_hook
         self._next_vector[name] = 0
@@ -224,7 +245,9 @@ class World:
         avoid = published if old.profile.memreserve_in_iomem else []
         return self._start(profile, "kexec", avoid)
 
-    def _start(self, profile_name: str, entry: str, avoid: list[tuple[int, int]] | None = None) -> Kernel:
+    def _start(
+        self, profile_name: str, entry: str, avoid: list[tuple[int, int]] | None = None
+    ) -> Kernel:
         profile = get_profile(profile_name)
         gen = len(self.generations)
         k = Kernel(
@@ -266,8 +289,14 @@ class World:
             self._next_vector[device] = (vec + 1) % dev.nvec
             result = self.machine.signal_msi(dev, vec)
             desc = k.irq_of_vector.get((device, vec))
-            self.ledger.record_send(_Token(k.generation, device, vec), result.outcome, result.cpu,
-                                    result.intid, result.pended, desc.cpu if desc else None)
+            self.ledger.record_send(
+                _Token(k.generation, device, vec),
+                result.outcome,
+                result.cpu,
+                result.intid,
+                result.pended,
+                desc.cpu if desc else None,
+            )
             if result.cpu is not None and k.online_cpus:
                 k.handle_interrupts([result.cpu])
 
@@ -279,8 +308,13 @@ class World:
                 result = self.machine.signal_msi(dev, vec)
                 if result.outcome.startswith("device not allowed"):
                     break
-                self.ledger.record_send(_Token(generation, name, vec), result.outcome, result.cpu,
-                                        result.intid, result.pended)
+                self.ledger.record_send(
+                    _Token(generation, name, vec),
+                    result.outcome,
+                    result.cpu,
+                    result.intid,
+                    result.pended,
+                )
 
     def fill_page_cache(self, fraction: float) -> int:
         return self.kernel.fill_page_cache(fraction)
@@ -295,7 +329,9 @@ class World:
         root = next((t.table for t in tables if t.guid == LINUX_EFI_MEMRESERVE_TABLE_GUID), None)
         if root is None:
             return None
-        layout = (self.generations[-1].profile.memreserve_layout if self.generations else None) or "v5.0"
+        layout = (
+            self.generations[-1].profile.memreserve_layout if self.generations else None
+        ) or "v5.0"
         return walk_memreserve(self.machine.mem.read, self.machine.mem.is_ram, root, layout)
 
     def _published_reservations(self, k: Kernel) -> list[tuple[int, int]]:

@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from gickexec.arch.gicv3 import GicrOffset
 from gickexec.hw.events import EventLog
 from gickexec.hw.gicd import Distributor
 from gickexec.hw.gicr import Redistributor
@@ -38,46 +39,37 @@ def _floor(n: int) -> None:
     b[:] = b"\xa2" * n
 
 
+def _measure(bits: int) -> dict[str, float]:
+    lpis = 1 << bits
+    mem = PhysicalMemory([MemRegion(0x8000_0000, 1 << 32)])
+    prop, pend = 0x9000_0000, 0xA000_0000
+    out = {
+        "memset floor (property table bytes)": _median(lambda: _floor(lpis)),
+        "property table reset (fill 0xa2)": _median(lambda: mem.fill(prop, lpis, 0xA2, KERNEL)),
+        "pending table zeroing (fill 0)": _median(lambda: mem.fill(pend, lpis // 8, 0, KERNEL)),
+    }
+    gicd = Distributor(id_bits=bits, lpis=True, spis=32, events=EventLog())
+    knobs = GicKnobs(enable_lpis_clearable=True, rwp_clear_after_reads=0)
+    rd = Redistributor(0, affinity=0, last=True, mem=mem, gicd=gicd, knobs=knobs, events=EventLog())
+    for intid in (8192, lpis // 2, lpis - 1):
+        mem.write_u8(pend + intid // 8, 1 << (intid % 8), KERNEL)
+    rd.mmio_write(GicrOffset.PROPBASER, 8, prop | (bits - 1), KERNEL)
+    rd.mmio_write(GicrOffset.PENDBASER, 8, pend, KERNEL)
+
+    def scan() -> None:
+        rd.mmio_write(GicrOffset.CTLR, 4, 1, KERNEL)
+        assert len(rd.pending_lpis()) == 3
+        rd.mmio_write(GicrOffset.CTLR, 4, 0, KERNEL)
+
+    out["pending table scan at EnableLPIs"] = _median(scan)
+    return out
+
+
 def main() -> None:
     print(f"{'operation':<40}{'2^16 LPIs':>14}{'2^24 LPIs':>14}")
-    rows: dict[str, list[float]] = {}
-    for bits in (16, 24):
-        lpis = 1 << bits
-        mem = PhysicalMemory([MemRegion(0x8000_0000, 1 << 32)])
-        prop, pend = 0x9000_0000, 0xA000_0000
-        rows.setdefault("memset floor (property table bytes)", []).append(
-            _median(lambda: _floor(lpis))
-        )
-        rows.setdefault("property table reset (fill 0xa2)", []).append(
-            _median(lambda: mem.fill(prop, lpis, 0xA2, KERNEL))
-        )
-        rows.setdefault("pending table zeroing (fill 0)", []).append(
-            _median(lambda: mem.fill(pend, lpis // 8, 0, KERNEL))
-        )
-        gicd = Distributor(id_bits=bits, lpis=True, spis=32, events=EventLog())
-        rd = Redistributor(
-            0,
-            affinity=0,
-            last=True,
-            mem=mem,
-            gicd=gicd,
-            knobs=GicKnobs(enable_lpis_clearable=True),
-            events=EventLog(),
-        )
-        for intid in (8192, lpis // 2, lpis - 1):
-            mem.write_u8(pend + intid // 8, 1 << (intid % 8), KERNEL)
-        rd.propbaser = prop | (bits - 1)
-        rd.pendbaser = pend
-
-        def scan() -> None:
-            rd._enable()
-            assert len(rd.pending_lpis()) == 3
-            rd._disable()
-            rd._rwp_reads = 0
-
-        rows.setdefault("pending table scan at EnableLPIs", []).append(_median(scan))
-    for name, (a, b) in rows.items():
-        print(f"{name:<40}{a * 1e3:>11.3f} ms{b * 1e3:>11.3f} ms")
+    small, large = _measure(16), _measure(24)
+    for name, a in small.items():
+        print(f"{name:<40}{a * 1e3:>11.3f} ms{large[name] * 1e3:>11.3f} ms")
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ def test_malformed_scenario_exits_2_with_file_line_field(
     text = builtin_text("efi-kexec-fixed").replace(*mutation, 1)
     f = tmp_path / "wrong.toml"
     f.write_text(text)
-    code, out, err = _run("run", str(f))
+    code, _, err = _run("run", str(f))
     assert code == 2
     m = re.search(message, err)
     assert m, err

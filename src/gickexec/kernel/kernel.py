@@ -326,14 +326,18 @@ class Kernel:
             self.claim(addr, size, Owner("page cache"))
         return sum(s for _, s in taken)
 
-    def shutdown_for_kexec(self) -> None:
-        """``kernel_kexec()``: device shutdown, secondary CPUs off, jump.  The GIC is not reset."""
+    def device_shutdown(self) -> None:
+        """``device_shutdown()``: every driver's ``.shutdown``; CPUs stop taking interrupts."""
         for driver in self.drivers:
             driver.shutdown()
-        self.log.printk(printk.KEXEC_STARTING)
         for cpu in self.online_cpus:
             self.machine.cpuifs[cpu].igrpen1 = False
         self.online_cpus = []
+
+    def shutdown_for_kexec(self) -> None:
+        """``kernel_kexec()``: device shutdown, secondary CPUs off, jump.  The GIC is not reset."""
+        self.device_shutdown()
+        self.log.printk(printk.KEXEC_STARTING)
 
     # -- views ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ pin a hash or version, the citation says so.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -108,7 +109,9 @@ _V4_19 = KernelProfile(
     printk_era="classic",
 )
 
-_V5_10 = KernelProfile(
+# Each later profile is the earlier one plus what changed, so a reader sees the deltas.
+_V5_10 = dataclasses.replace(
+    _V4_19,
     name="v5.10",
     release="5.10.0",
     description="the fix with v5.0 memreserve nodes; pending tables reserved at STARTING",
@@ -116,27 +119,17 @@ _V5_10 = KernelProfile(
     registers_lpi_tables_with_efi=True,
     memreserve_layout="v5.0",
     efi_stub_installs_memreserve_root=True,
-    memreserve_node_bytes=4096,
     memreserve_in_iomem=True,
-    pending_memreserve_at_online=False,
-    its_reset_baser_before_probe=False,
     checks_lpi_disable=True,
-    printk_era="classic",
 )
 
-_V6_6 = KernelProfile(
+_V6_6 = dataclasses.replace(
+    _V5_10,
     name="v6.6",
     release="6.6.0",
     description="current: pending tables reserved from the CPUHP online callback",
-    reuses_preallocated_lpi_tables=True,
-    registers_lpi_tables_with_efi=True,
-    memreserve_layout="v5.0",
-    efi_stub_installs_memreserve_root=True,
-    memreserve_node_bytes=4096,
-    memreserve_in_iomem=True,
     pending_memreserve_at_online=True,
     its_reset_baser_before_probe=True,
-    checks_lpi_disable=True,
     printk_era="modern",
 )
 

@@ -217,7 +217,8 @@ class World:
     def boot(self, profile: str) -> Kernel:
         """Power on and boot ``profile`` through the platform's firmware."""
         if self.generations:
-            self.generations[-1].shutdown_for_kexec()
+            self.generations[-1].device_shutdown()
+            self._record_memreserve(self.generations[-1])
             self.machine.power_on()
             if self.firmware is not None:
                 self.firmware.power_on()

@@ -145,7 +145,7 @@ class GicV3Its:
             return 0
         if not self.profile.registers_lpi_tables_with_efi:
             return 0
-        rc = efi_mem_reserve_persistent(
+        return efi_mem_reserve_persistent(
             self.k.machine.mem,
             efi,
             self.profile,
@@ -154,13 +154,11 @@ class GicV3Its:
             self.k.agent(cpu),
             lambda: self.k.alloc_pages(0x1000, "EFI memreserve list page", zero=False),
         )
-        if rc == 0 and self.profile.memreserve_in_iomem:
-            self.k.iomem_reserved.append((addr, size))
-        return rc
 
     def _warn_on_reserve(self, addr: int, size: int, cpu: int, function: str) -> None:
         if self._reserve(addr, size, cpu):
-            self.k.log.warn(cpu, 0 if cpu else 1, "drivers/irqchip/irq-gic-v3-its.c", function)
+            # init_IRQ and the STARTING callbacks run in the idle task: PID 0
+            self.k.log.warn(cpu, 0, "drivers/irqchip/irq-gic-v3-its.c", function)
 
     def gic_check_reserved_range(self, addr: int, size: int) -> bool:
         """Is ``[addr, addr+size)`` inside one reserved region (always true for kdump)?"""
@@ -546,6 +544,7 @@ class GicV3Its:
         if col.target_address & 0xFFFF:
             if not self._warned_valid_col:
                 self._warned_valid_col = True
+                # reached from driver probe, which runs in kernel_init (PID 1)
                 self.k.log.warn(self.k.boot_cpu, 1, "drivers/irqchip/irq-gic-v3-its.c", "valid_col")
             return False
         return True

@@ -125,7 +125,6 @@ class Kernel:
         self.pages: PageAllocator | None = None
         self.efi: EfiState | None = None
         self.gic = GicV3Its(self)
-        self.iomem_reserved: list[tuple[int, int]] = []
         self.irqs: dict[int, IrqDesc] = {}
         self.irq_of_vector: dict[tuple[str, int], IrqDesc] = {}
         self.drivers: list[MsiDriver] = []

@@ -55,6 +55,8 @@ class OwnershipMap:
 
     def assign(self, start: int, size: int, owner: Owner | None) -> None:
         """Label ``[start, start + size)`` (None frees it), splitting what it overlaps."""
+        if size <= 0:
+            return
         end = start + size
         i = bisect.bisect_right(self._ends, start)
         j = i

@@ -24,22 +24,27 @@ def kformat(fmt: str, *args: object) -> str:
     """Format a C printk format string with Python values (``%pa`` takes an int)."""
     out: list[str] = []
     pos = 0
-    it = iter(args)
+    used = 0
     for m in _CONV.finditer(fmt):
         out.append(fmt[pos : m.start()])
         spec = m.group(1)
+        pos = m.end()
         if spec == "%":
             out.append("%")
-        elif spec == "pa":
-            value = next(it)
-            assert isinstance(value, int)
+            continue
+        if used >= len(args):
+            raise ValueError(f"too few arguments for {fmt!r}")
+        value = args[used]
+        used += 1
+        if spec == "pa":
+            if not isinstance(value, int):
+                raise TypeError(f"%pa takes an address, not {value!r}")
             out.append(pa(value))
         else:
             py = "%" + re.sub(r"(ll|l|h|z)(?=[diuxXsc])", "", spec).replace("u", "d")
-            out.append(py % (next(it),))
-        pos = m.end()
+            out.append(py % (value,))
     out.append(fmt[pos:])
-    if next(it, None) is not None:
+    if used != len(args):
         raise ValueError(f"too many arguments for {fmt!r}")
     return "".join(out)
 

@@ -230,7 +230,8 @@ class World:
         old = self.kernel
         old.shutdown_for_kexec()
         self._record_memreserve(old)
-        published = self._published_reservations(old)
+        chain = self.memreserve_chain()
+        published = chain.entries if chain is not None else []
         self.corruption.generation = old.generation + 1
         self.corruption.between_kernels = True
 
@@ -243,7 +244,9 @@ class World:
         self.corruption.judge = window_judge
         if handover_msis:
             self._traffic_all(handover_msis, old.generation + 1)
-        avoid = published if old.profile.memreserve_in_iomem else []
+        # Since v5.5 the list's entries and node pages are "reserved" in /proc/iomem,
+        # which kexec-tools keeps the next kernel's segments away from.
+        avoid = self._published_pages() if old.profile.memreserve_in_iomem else []
         return self._start(profile, "kexec", avoid)
 
     def _start(
@@ -335,9 +338,11 @@ class World:
         ) or "v5.0"
         return walk_memreserve(self.machine.mem.read, self.machine.mem.is_ram, root, layout)
 
-    def _published_reservations(self, k: Kernel) -> list[tuple[int, int]]:
+    def _published_pages(self) -> list[tuple[int, int]]:
         chain = self.memreserve_chain()
-        return chain.entries if chain is not None else []
+        if chain is None:
+            return []
+        return chain.entries + [(n.addr, n.footprint) for n in chain.list_nodes]
 
     def _record_memreserve(self, k: Kernel) -> None:
         chain = self.memreserve_chain()

@@ -1,0 +1,106 @@
+"""printk formatting and the kernel's message strings (linux-kernel.md §2.9)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gickexec.kernel import printk
+from gickexec.kernel.printk import KernelLog, kformat, pa
+
+
+@pytest.mark.parametrize(
+    ("fmt", "args", "expected"),
+    [
+        ("CPU%d", (3,), "CPU3"),
+        ("%d SPIs", (-1,), "-1 SPIs"),
+        ("CPU%u:", (7,), "CPU7:"),
+        ("%x", (0xABC,), "abc"),
+        ("@%lx", (0x92A170000,), "@92a170000"),
+        ("[%016llx]", (0xFD460000,), "[00000000fd460000]"),
+        ("0x%010lx", (0x101,), "0x0000000101"),
+        ("[0x%08x]", (0x413FD0C1,), "[0x413fd0c1]"),
+        ("by %s", ("EDK II",), "by EDK II"),
+        ("100%% of %d", (5,), "100% of 5"),
+        ("@%pa", (0x9FC0480000,), "@0x0000009fc0480000"),
+        ("v%u.%.02u", (2, 7), "v2.07"),
+        ("no conversions", (), "no conversions"),
+    ],
+)
+def test_kformat_conversions(fmt: str, args: tuple[object, ...], expected: str) -> None:
+    assert kformat(fmt, *args) == expected
+
+
+def test_pa_prints_0x_and_16_hex_digits() -> None:
+    # The real dmesg quoted in linux-kernel.md §2.9.
+    assert pa(0x9FC0480000) == "0x0000009fc0480000"
+    assert pa(0) == "0x0000000000000000"
+    assert pa(0xFFFF_FFFF_FFFF_FFFF) == "0xffffffffffffffff"
+
+
+def test_kformat_reproduces_the_quoted_kdump_dmesg() -> None:
+    assert (
+        kformat(printk.ITS_PROP_TABLE, 0x9FC0480000)
+        == "GICv3: using LPI property table @0x0000009fc0480000"
+    )
+    assert (
+        kformat(printk.ITS_PEND_TABLE, 0, "reserved", 0x9FC0630000)
+        == "GICv3: CPU0: using reserved LPI pending table @0x0000009fc0630000"
+    )
+    assert (
+        kformat(printk.ITS_PEND_TABLE, 0, "allocated", 0xA3C3860000)
+        == "GICv3: CPU0: using allocated LPI pending table @0x000000a3c3860000"
+    )
+
+
+def test_kformat_mixed_pa_and_integers() -> None:
+    line = kformat(printk.ITS_EXPECTED_RESERVED, 0xDB2F0000, 0xDB2FFFFF)
+    assert line == (
+        "GICv3: Expected reserved range [0x00000000db2f0000:0x00000000db2fffff], not found"
+    )
+
+
+def test_kformat_too_many_arguments_raises() -> None:
+    with pytest.raises(ValueError, match="too many arguments"):
+        kformat("CPU%d", 1, 2)
+    with pytest.raises(ValueError, match="too many arguments"):
+        kformat("plain", 1)
+
+
+# linux-kernel.md §2.9, verbatim without the trailing "\n".
+KERNEL_STRINGS = {
+    "ITS_PREALLOCATED": "GICv3: Using preallocated redistributor tables",
+    "ITS_PROP_TABLE": "GICv3: using LPI property table @%pa",
+    "ITS_PEND_TABLE": "GICv3: CPU%d: using %s LPI pending table @%pa",
+    "ITS_EXPECTED_RESERVED": "GICv3: Expected reserved range [%pa:%pa], not found",
+    "ITS_BOOTED_ENABLED": "GICv3: CPU%d: Booted with LPIs enabled, memory probably corrupted",
+    "ITS_NO_LPIS": "CPU%d: LPIs not supported",
+    "ITS_TIMEOUT_DISABLE": "CPU%d: Timeout while disabling LPIs",
+    "ITS_FAILED_DISABLE": "CPU%d: Failed to disable LPIs",
+    "ITS_ALLOCATED": "ITS@%pa: allocated %d %s @%lx (%s, esz %d, psz %dK, shr %d)",
+    "EFI_MEMRESERVE_MAP_FAIL": "efi: Could not map UEFI memreserve entry!",
+}
+
+
+@pytest.mark.parametrize(("name", "kernel_string"), sorted(KERNEL_STRINGS.items()))
+def test_message_constants_are_the_kernel_strings(name: str, kernel_string: str) -> None:
+    assert getattr(printk, name) == kernel_string
+
+
+def test_taint_letters() -> None:
+    # TAINT_CRAP is 'C', WARN_ON adds 'W' (§2.9).
+    assert printk.TAINT_CRAP == "C"
+    assert printk.TAINT_WARN == "W"
+
+
+def test_kernel_log_printk_warn_and_taints() -> None:
+    log = KernelLog()
+    log.printk(printk.ITS_FAILED_DISABLE, 2)
+    log.add_taint(printk.TAINT_CRAP)
+    log.warn(1, 0, "drivers/irqchip/irq-gic-v3-its.c", "its_cpu_init")
+    assert log.lines == [
+        "CPU2: Failed to disable LPIs",
+        "------------[ cut here ]------------",
+        "WARNING: CPU: 1 PID: 0 at drivers/irqchip/irq-gic-v3-its.c its_cpu_init",
+    ]
+    assert log.taints == {"C", "W"}
+    assert log.taint_string == "CW"

@@ -107,6 +107,8 @@ def _read_node(
     # The parser maps one page from ALIGN_DOWN(prsv) and does not clamp count to size.
     room = (_KERNEL_PAGE - addr % _KERNEL_PAGE - MEMRESERVE_HEADER_BYTES) // MEMRESERVE_ENTRY_BYTES
     count = max(0, min(hdr.count, room))
+    if count and not is_ram(addr + MEMRESERVE_HEADER_BYTES, count * MEMRESERVE_ENTRY_BYTES):
+        return None  # the entries run past the end of RAM
     blob = read(addr + MEMRESERVE_HEADER_BYTES, count * MEMRESERVE_ENTRY_BYTES) if count else b""
     entries = tuple(MemreserveHeader.unpack_entries(blob))
     footprint = MEMRESERVE_HEADER_BYTES + MEMRESERVE_ENTRY_BYTES * max(hdr.size, 0)

@@ -395,8 +395,10 @@ class Its:
                 _, ite, _ = self._lookup(cmd.OPCODE, cmd.DeviceID, cmd.EventID)
                 self._target_or_error(cmd.OPCODE, ite.ICID).set_pending(ite.pINTID)
             case Clear():
-                _, ite, _ = self._lookup(cmd.OPCODE, cmd.DeviceID, cmd.EventID)
-                self._target_or_error(cmd.OPCODE, ite.ICID).clear_pending(ite.pINTID)
+                # CLEAR (0x04) errors are numbered 0x0105EE: E_ITS_CLEAR_UNMAPPED_INTERRUPT
+                # is 0x010507 (gic-architecture.md §3.7; Linux and KVM agree).
+                _, ite, _ = self._lookup(0x05, cmd.DeviceID, cmd.EventID)
+                self._target_or_error(0x05, ite.ICID).clear_pending(ite.pINTID)
             case Discard():
                 _, ite, addr = self._lookup(cmd.OPCODE, cmd.DeviceID, cmd.EventID)
                 rd = self._target(ite.ICID)

@@ -137,8 +137,8 @@ class PhysicalMemory:
 
     def map_mmio(self, region: MemRegion, device: MmioDevice) -> None:
         """Map a register block; MMIO windows may not overlap RAM or each other."""
-        if self.ram_region(region.start) or any(r.start < region.end and region.start < r.end
-                                                 for r, _ in self._mmio):
+        windows = [*self.ram, *(r for r, _ in self._mmio)]
+        if any(r.start < region.end and region.start < r.end for r in windows):
             raise ValueError(f"MMIO window {region} overlaps RAM or another window")
         i = bisect.bisect(self._mmio_starts, region.start)
         self._mmio.insert(i, (region, device))

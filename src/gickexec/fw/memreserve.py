@@ -99,8 +99,9 @@ def _read_node(
             return None
         n = MemreserveV420.from_bytes(read(addr, MEMRESERVE_V420_BYTES))
         entries: tuple[tuple[int, int], ...] = ((n.base, n.size),) if n.size else ()
-        return MemreserveNode(addr, int(bool(n.size)), len(entries), n.next, entries,
-                              MEMRESERVE_V420_BYTES)
+        return MemreserveNode(
+            addr, int(bool(n.size)), len(entries), n.next, entries, MEMRESERVE_V420_BYTES
+        )
     if not is_ram(addr, MEMRESERVE_HEADER_BYTES):
         return None
     hdr = MemreserveHeader.from_bytes(read(addr, MEMRESERVE_HEADER_BYTES))

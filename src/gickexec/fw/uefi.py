@@ -30,7 +30,6 @@ class EfiMemoryType:
     LOADER_DATA = 2
     RUNTIME_SERVICES_DATA = 6
     CONVENTIONAL = 7
-    NAMES = {2: "Loader Data", 6: "Runtime Data", 7: "Conventional Memory"}
 
 
 class SystemTableError(Exception):
@@ -129,7 +128,9 @@ class UefiFirmware:
                 if not bank.contains(region.start, region.size):
                     continue
                 if region.start > cursor:
-                    out.append((MemRegion(cursor, region.start - cursor), EfiMemoryType.CONVENTIONAL))
+                    out.append(
+                        (MemRegion(cursor, region.start - cursor), EfiMemoryType.CONVENTIONAL)
+                    )
                 out.append((region, kind))
                 cursor = region.end
             if cursor < bank.end:
@@ -137,7 +138,9 @@ class UefiFirmware:
         return out
 
 
-def read_config_tables(mem: PhysicalMemory, systab: int) -> tuple[EfiSystemTable, list[ConfigTableEntry]]:
+def read_config_tables(
+    mem: PhysicalMemory, systab: int
+) -> tuple[EfiSystemTable, list[ConfigTableEntry]]:
     """Read and validate the system table at ``systab`` and its configuration array."""
     if not mem.is_ram(systab, EFI_SYSTEM_TABLE_BYTES):
         raise SystemTableError(f"EFI system table {systab:#x} is not in RAM")

@@ -51,4 +51,6 @@ class Distributor:
             # RWP is RO and the model completes writes at once.
             self.ctlr = value & ~GICD_CTLR.field("RWP").mask & 0xFFFFFFFF
             return
-        self.events.emit(GuestError("GICD", f"write to RO/unmodelled offset {offset:#x}", "ignored"))
+        self.events.emit(
+            GuestError("GICD", f"write to RO/unmodelled offset {offset:#x}", "ignored")
+        )

@@ -264,7 +264,9 @@ class Redistributor:
                 return LpiOutcome.ALREADY_PENDING
             self.mem.write_u8(addr, old | bit, self.agent)
         except BusFault:
-            self.events.emit(GuestError(self.name, f"pending table {addr:#x} not in RAM", "LPI lost"))
+            self.events.emit(
+                GuestError(self.name, f"pending table {addr:#x} not in RAM", "LPI lost")
+            )
             return LpiOutcome.BUS_FAULT
         self._pending.add(intid)
         if not self.knobs.config_cache:

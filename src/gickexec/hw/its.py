@@ -366,7 +366,9 @@ class Its:
             raise _err(opcode, _UNMAPPED_INTERRUPT, f"device {device_id:#x} not mapped")
         ite = self.read_ite(dte, event_id)
         if ite is None:
-            raise _err(opcode, _UNMAPPED_INTERRUPT, f"event {event_id} of {device_id:#x} not mapped")
+            raise _err(
+                opcode, _UNMAPPED_INTERRUPT, f"event {event_id} of {device_id:#x} not mapped"
+            )
         return dte, ite, dte.itt_address + event_id * _ENTRY_BYTES
 
     def _target_or_error(self, opcode: int, icid: int) -> Redistributor:
@@ -466,4 +468,3 @@ class Its:
         for intid in sorted(src.pending_lpis()):
             if src.clear_pending(intid):
                 dst.set_pending(intid)
-

@@ -10,6 +10,7 @@ after, to observers, which is how corruption is detected (:mod:`gickexec.scenari
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -121,7 +122,7 @@ class PhysicalMemory:
 
     def __init__(self, ram: Sequence[MemRegion]) -> None:
         regions = sorted(ram, key=lambda r: r.start)
-        for a, b in zip(regions, regions[1:], strict=False):
+        for a, b in itertools.pairwise(regions):
             if b.start < a.end:
                 raise ValueError(f"RAM regions overlap: {a} and {b}")
         self.ram: tuple[MemRegion, ...] = tuple(regions)

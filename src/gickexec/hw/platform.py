@@ -86,7 +86,7 @@ _EFI_SERVER = Platform(
 # EnableLPIs set (user report, linux-kernel.md §4 item 8, ecosystem.md §0 item 4).
 _DT_BOARD = Platform(
     name="rk3566-dt",
-    description="4-CPU RK3566-class board, GIC-600 (EnableLPIs sticky), U-Boot + device tree, 4 GiB",
+    description="4-CPU RK3566-class board, GIC-600 (EnableLPIs sticky), U-Boot + DT, 4 GiB",
     cpus=4,
     ram=(MemRegion(0x0000200000, 4 * _GiB - 0x200000 - 0x10000000, "System RAM"),),
     firmware="dt",

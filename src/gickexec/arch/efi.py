@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "CONFIG_TABLE_ENTRY_BYTES",
-    "EFI_SYSTEM_TABLE_SIGNATURE",
     "EFI_SYSTEM_TABLE_BYTES",
+    "EFI_SYSTEM_TABLE_SIGNATURE",
     "LINUX_EFI_MEMRESERVE_TABLE_GUID",
     "MEMRESERVE_ENTRY_BYTES",
     "MEMRESERVE_HEADER_BYTES",
@@ -107,9 +107,25 @@ class EfiSystemTable:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EfiSystemTable:
-        (sig, rev, hsize, crc, _res, vendor, fwrev, _h1, _p1, _h2, _p2, _h3, _p3, rt, bs, n, cfg) = (
-            _SYSTAB.unpack(data[: _SYSTAB.size])
-        )
+        (
+            sig,
+            rev,
+            hsize,
+            crc,
+            _res,
+            vendor,
+            fwrev,
+            _h1,
+            _p1,
+            _h2,
+            _p2,
+            _h3,
+            _p3,
+            rt,
+            bs,
+            n,
+            cfg,
+        ) = _SYSTAB.unpack(data[: _SYSTAB.size])
         return cls(rev, vendor, fwrev, rt, bs, n, cfg, crc, hsize, sig)
 
     def crc_ok(self, data: bytes) -> bool:

@@ -9,6 +9,8 @@ immutable; raw integers do not travel further than the device that owns them.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from gickexec.arch.fields import Layout, LayoutRecord, layout_record
 
 __all__ = [
@@ -25,28 +27,28 @@ __all__ = [
     "GITS_CTLR",
     "GITS_CWRITER",
     "GITS_TYPER",
+    "INTID_SPURIOUS",
     "LPI_CONFIG",
     "LPI_INTID_BASE",
-    "INTID_SPURIOUS",
-    "GicdOffset",
-    "GicrOffset",
-    "GitsOffset",
-    "GicrCtlr",
-    "GicrPendbaser",
-    "GicrPropbaser",
-    "GitsBaser",
-    "GitsCbaser",
-    "GitsCtlr",
-    "GitsTyper",
-    "GicdTyper",
-    "GicrTyper",
-    "LpiConfig",
+    "PAGE_SIZE_FIELD",
     "BaserType",
     "CACHE_RaWaWb",
     "CACHE_nC",
+    "GicdOffset",
+    "GicdTyper",
+    "GicrCtlr",
+    "GicrOffset",
+    "GicrPendbaser",
+    "GicrPropbaser",
+    "GicrTyper",
+    "GitsBaser",
+    "GitsCbaser",
+    "GitsCtlr",
+    "GitsOffset",
+    "GitsTyper",
+    "LpiConfig",
     "SHARE_InnerShareable",
     "SHARE_NonShareable",
-    "PAGE_SIZE_FIELD",
 ]
 
 #: First LPI INTID (§2.1).
@@ -448,7 +450,12 @@ class BaserType:
     DEVICE = 0b001
     VPE = 0b010
     COLLECTION = 0b100
-    NAMES = {NONE: "Unimplemented", DEVICE: "Devices", VPE: "Virtual CPUs", COLLECTION: "Interrupt Collections"}
+    NAMES: ClassVar[dict[int, str]] = {
+        NONE: "Unimplemented",
+        DEVICE: "Devices",
+        VPE: "Virtual CPUs",
+        COLLECTION: "Interrupt Collections",
+    }
 
 
 @layout_record(GITS_BASER)

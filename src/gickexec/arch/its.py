@@ -17,11 +17,12 @@ from gickexec.arch.fields import Layout, LayoutRecord, layout_record
 __all__ = [
     "CMD_BYTES",
     "CTE",
+    "CTE_BYTES",
     "DTE",
+    "DTE_BYTES",
     "ITE",
     "ITE_BYTES",
-    "DTE_BYTES",
-    "CTE_BYTES",
+    "OPCODE_NAMES",
     "Clear",
     "Discard",
     "Int",
@@ -37,7 +38,6 @@ __all__ = [
     "Sync",
     "UnknownCommand",
     "decode_command",
-    "OPCODE_NAMES",
 ]
 
 CMD_BYTES = 32
@@ -103,7 +103,9 @@ _MAPTI = _record_layout(
     "MAPTI",
     {"DeviceID": "DW0[63:32]", "EventID": "DW1[31:0]", "pINTID": "DW1[63:32]", "ICID": "DW2[15:0]"},
 )
-_MAPI = _record_layout("MAPI", {"DeviceID": "DW0[63:32]", "EventID": "DW1[31:0]", "ICID": "DW2[15:0]"})
+_MAPI = _record_layout(
+    "MAPI", {"DeviceID": "DW0[63:32]", "EventID": "DW1[31:0]", "ICID": "DW2[15:0]"}
+)
 _DEV_EVENT = {"DeviceID": "DW0[63:32]", "EventID": "DW1[31:0]"}
 _MOVI = _record_layout("MOVI", {**_DEV_EVENT, "ICID": "DW2[15:0]"})
 _INV = _record_layout("INV", _DEV_EVENT)

@@ -175,7 +175,7 @@ class Kernel:
         p = m.platform
         for cpuif in m.cpuifs:
             cpuif.reset()
-        if self.entry == "firmware" and self.firmware is not None:
+        if self.entry == "firmware" and self.firmware is not None and p.efi_stub:
             install_memreserve_table(self.firmware, m.mem, self.profile, self.agent())
         self.log.printk(printk.BOOTING, p.mpidr(0), p.midr)
         self.log.printk(printk.LINUX_VERSION, self.profile.release)

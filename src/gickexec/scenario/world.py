@@ -191,7 +191,10 @@ class World:
         self._next_vector: dict[str, int] = {}
 
     @classmethod
-    def build(cls, platform: str, *, seed: int = 0) -> World:
+    def build(cls, platform: str | Platform, *, seed: int = 0) -> World:
+        """A world on a preset (by name) or on any :class:`Platform`."""
+        if isinstance(platform, Platform):
+            return cls(platform, seed=seed)
         try:
             return cls(PLATFORMS[platform], seed=seed)
         except KeyError:

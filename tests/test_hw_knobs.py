@@ -400,3 +400,56 @@ def test_sync_to_an_unknown_redistributor_is_an_error_under_both_addressings() -
         rig = Rig(pta=pta)
         rig.send(Sync(RDbase=0x7777))
         assert rig.codes() == [0x010501]
+
+
+# -- 32-bit halves of 64-bit registers ---------------------------------------------------
+
+
+def test_64bit_its_registers_written_as_two_halves_equal_one_64bit_write() -> None:
+    one, two = Rig(), Rig()
+    for rig in (one, two):
+        rig.set_enabled(False)
+    value = GitsBaser(
+        Size=3, Page_Size=0b10, Shareability=1, Physical_Address=(DT >> 12), Valid=1
+    ).encode()
+    one.mmio(GitsOffset.BASER, value)
+    two.mmio(GitsOffset.BASER, value & 0xFFFFFFFF, size=4)
+    two.mmio(GitsOffset.BASER + 4, value >> 32, size=4)
+    assert one.read(GitsOffset.BASER) == two.read(GitsOffset.BASER)
+    full = one.read(GitsOffset.BASER)  # Type and Entry_Size are the ITS's own
+    assert GitsBaser.decode(full).address == DT
+    assert two.read(GitsOffset.BASER + 4, 4) == full >> 32
+    assert two.read(GitsOffset.BASER, 4) == full & 0xFFFFFFFF
+
+
+def test_32bit_cwriter_write_processes_commands_and_creadr_reads_in_halves() -> None:
+    rig = Rig()
+    rig.put(Mapd(DeviceID=DEV, Size=4, ITT_addr=ITT >> 8, V=1))
+    rig.mmio(GitsOffset.CWRITER, rig.cmd_write, size=4)
+    assert rig.its.read_dte(DEV) is not None
+    assert rig.read(GitsOffset.CREADR, 4) == 32
+    assert rig.read(GitsOffset.CREADR + 4, 4) == 0
+    typer = rig.read(GitsOffset.TYPER)
+    assert rig.read(GitsOffset.TYPER + 4, 4) << 32 | rig.read(GitsOffset.TYPER, 4) == typer
+
+
+def test_32bit_halves_of_redistributor_registers() -> None:
+    m = _machine()
+    base = m.gicr_base(2)
+    value = GicrPropbaser(
+        IDbits=15, Shareability=1, Physical_Address=(0x88_8010_0000 >> 12)
+    ).encode()
+    m.mem.mmio_write(base + GicrOffset.PROPBASER, 4, value & 0xFFFFFFFF, _kernel(2))
+    m.mem.mmio_write(base + GicrOffset.PROPBASER + 4, 4, value >> 32, _kernel(2))
+    assert m.mem.mmio_read(base + GicrOffset.PROPBASER, 8) == value
+    typer = m.mem.mmio_read(base + GicrOffset.TYPER, 8)
+    assert m.mem.mmio_read(base + GicrOffset.TYPER + 4, 4) == typer >> 32
+    assert GicrTyper.decode(typer).Processor_Number == 2
+
+
+def test_half_writes_while_enabled_are_ignored_like_full_ones() -> None:
+    m = _machine()
+    rd = _enable(m)
+    m.mem.mmio_write(m.gicr_base(0) + GicrOffset.PROPBASER + 4, 4, 0x1, _kernel())
+    assert rd.propbaser >> 32 == 0
+    assert "GICR_PROPBASER written while EnableLPIs=1 -> write ignored" in str(m.events.errors[-1])

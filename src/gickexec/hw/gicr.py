@@ -33,7 +33,7 @@ from gickexec.arch.gicv3 import (
 from gickexec.hw.events import EventLog, GuestError
 from gickexec.hw.gicd import Distributor
 from gickexec.hw.knobs import GicKnobs
-from gickexec.hw.memory import Agent, AgentKind, BusFault, PhysicalMemory
+from gickexec.hw.memory import Agent, AgentKind, BusFault, PhysicalMemory, RegisterBlock
 
 __all__ = ["LpiOutcome", "Redistributor"]
 
@@ -60,7 +60,7 @@ class LpiOutcome(StrEnum):
     BUS_FAULT = "pending table not in RAM"
 
 
-class Redistributor:
+class Redistributor(RegisterBlock):
     """One CPU's redistributor (RD_base frame)."""
 
     def __init__(
@@ -116,16 +116,33 @@ class Redistributor:
             RWP=int(self._rwp_reads > 0),
         )
 
-    def mmio_read(self, offset: int, size: int) -> int:
+    regs64 = frozenset(
+        (
+            GicrOffset.TYPER,
+            GicrOffset.PROPBASER,
+            GicrOffset.PENDBASER,
+            GicrOffset.SETLPIR,
+            GicrOffset.CLRLPIR,
+            GicrOffset.INVLPIR,
+            GicrOffset.INVALLR,
+        )
+    )
+
+    def current(self, offset: int) -> int:
+        if offset == GicrOffset.PROPBASER:
+            return self.propbaser
+        if offset == GicrOffset.PENDBASER:
+            return self.pendbaser
+        return 0
+
+    def read_reg(self, offset: int, size: int) -> int:
         if offset == GicrOffset.CTLR:
             value = self.ctlr().encode()
             if self._rwp_reads:
                 self._rwp_reads -= 1
             return value
         if offset == GicrOffset.TYPER:
-            return self.typer.encode() if size == 8 else self.typer.encode() & 0xFFFFFFFF
-        if offset == GicrOffset.TYPER + 4:
-            return self.typer.encode() >> 32
+            return self.typer.encode()
         if offset == GicrOffset.WAKER:
             return (int(self.processor_sleep) << 1) | (int(self.processor_sleep) << 2)
         if offset == GicrOffset.PROPBASER:
@@ -137,7 +154,7 @@ class Redistributor:
         # invalidations at once (§1.7).
         return 0
 
-    def mmio_write(self, offset: int, size: int, value: int, agent: Agent) -> None:
+    def write_reg(self, offset: int, value: int, agent: Agent) -> None:
         if offset == GicrOffset.CTLR:
             self._write_ctlr(GicrCtlr.decode(value))
         elif offset in (GicrOffset.PROPBASER, GicrOffset.PENDBASER):

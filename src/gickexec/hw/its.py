@@ -50,7 +50,7 @@ from gickexec.hw.events import EventLog, GuestError
 from gickexec.hw.gicd import Distributor
 from gickexec.hw.gicr import LpiOutcome, Redistributor
 from gickexec.hw.knobs import GicKnobs
-from gickexec.hw.memory import Agent, AgentKind, BusFault, PhysicalMemory
+from gickexec.hw.memory import Agent, AgentKind, BusFault, PhysicalMemory, RegisterBlock
 
 __all__ = ["Its", "MsiResult"]
 
@@ -96,7 +96,7 @@ _DEVICE_OOR, _ITTSIZE_OOR, _COLLECTION_OOR, _UNMAPPED_DEVICE = 0x01, 0x02, 0x03,
 _ID_OOR, _PHYSICALID_OOR, _UNMAPPED_INTERRUPT, _UNMAPPED_COLLECTION = 0x05, 0x06, 0x07, 0x09
 
 
-class Its:
+class Its(RegisterBlock):
     """One ITS: control frame registers plus the translation frame's GITS_TRANSLATER."""
 
     def __init__(
@@ -160,22 +160,30 @@ class Its:
         # The model completes all work synchronously: quiescent whenever disabled.
         return GitsCtlr(Enabled=int(self.enabled), Quiescent=int(not self.enabled))
 
-    def mmio_read(self, offset: int, size: int) -> int:
-        if offset == GitsOffset.CTLR:
-            return self.ctlr().encode()
-        if offset == GitsOffset.TYPER:
-            return self.typer.encode()
+    regs64 = frozenset(
+        [GitsOffset.TYPER, GitsOffset.CBASER, GitsOffset.CWRITER, GitsOffset.CREADR]
+        + [GitsOffset.BASER + 8 * n for n in range(8)]
+    )
+
+    def current(self, offset: int) -> int:
         if offset == GitsOffset.CBASER:
             return self.cbaser
         if offset == GitsOffset.CWRITER:
             return self.cwriter
-        if offset == GitsOffset.CREADR:
-            return self.creadr | int(self.stalled)
         if GitsOffset.BASER <= offset < GitsOffset.BASER + 64 and offset % 8 == 0:
             return self.baser[(offset - GitsOffset.BASER) // 8]
         return 0
 
-    def mmio_write(self, offset: int, size: int, value: int, agent: Agent) -> None:
+    def read_reg(self, offset: int, size: int) -> int:
+        if offset == GitsOffset.CTLR:
+            return self.ctlr().encode()
+        if offset == GitsOffset.TYPER:
+            return self.typer.encode()
+        if offset == GitsOffset.CREADR:
+            return self.creadr | int(self.stalled)
+        return self.current(offset)
+
+    def write_reg(self, offset: int, value: int, agent: Agent) -> None:
         if offset == GitsOffset.TRANSLATER:
             # The DeviceID comes from the bus, i.e. from the writing agent.
             self.translate_msi(agent.index, value & 0xFFFFFFFF)

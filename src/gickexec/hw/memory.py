@@ -25,6 +25,7 @@ __all__ = [
     "MemRegion",
     "MmioDevice",
     "PhysicalMemory",
+    "RegisterBlock",
 ]
 
 PAGE_SHIFT = 12
@@ -115,6 +116,48 @@ class MmioDevice(Protocol):
     def mmio_read(self, offset: int, size: int) -> int: ...
 
     def mmio_write(self, offset: int, size: int, value: int, agent: Agent) -> None: ...
+
+
+_LOW32 = 0xFFFFFFFF
+
+
+class RegisterBlock:
+    """An MMIO frame whose 64-bit registers may also be accessed as two 32-bit halves.
+
+    The GIC architecture lets software access bits [31:0] and [63:32] of its 64-bit
+    registers separately (gic-architecture.md §3.4 for GITS_CREADR; arm32 kernels do
+    this for every *BASER).  A 32-bit write updates one half of the register's current
+    value and is then handled as a write of the whole register, so every rule about that
+    register (ignored while enabled, side effects of CWRITER) applies unchanged.
+    Subclasses list their 64-bit offsets in ``regs64`` and implement the full-width
+    ``read_reg``/``write_reg`` plus ``current`` (the value without read side effects).
+    """
+
+    regs64: frozenset[int] = frozenset()
+
+    def read_reg(self, offset: int, size: int) -> int:
+        raise NotImplementedError
+
+    def write_reg(self, offset: int, value: int, agent: Agent) -> None:
+        raise NotImplementedError
+
+    def current(self, offset: int) -> int:
+        return 0
+
+    def mmio_read(self, offset: int, size: int) -> int:
+        if size == 4 and offset in self.regs64:
+            return self.read_reg(offset, 8) & _LOW32
+        if size == 4 and offset - 4 in self.regs64:
+            return self.read_reg(offset - 4, 8) >> 32
+        return self.read_reg(offset, size)
+
+    def mmio_write(self, offset: int, size: int, value: int, agent: Agent) -> None:
+        if size == 4 and offset in self.regs64:
+            value = (self.current(offset) & ~_LOW32) | (value & _LOW32)
+        elif size == 4 and offset - 4 in self.regs64:
+            offset -= 4
+            value = (self.current(offset) & _LOW32) | ((value & _LOW32) << 32)
+        self.write_reg(offset, value, agent)
 
 
 class PhysicalMemory:

@@ -532,6 +532,7 @@ def _permissive(p: Platform) -> Platform:
             direct_lpi=not p.knobs.direct_lpi,
             common_lpi_aff=3 - p.knobs.common_lpi_aff,
             config_cache_entries=4,
+            pending_cache_entries=0 if p.knobs.pending_cache_entries else 3,
             pending_first_kb="table-ignored",
             ptz_reads_back=not p.knobs.ptz_reads_back,
             its_table_writes_while_enabled="accepted",

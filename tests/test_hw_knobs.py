@@ -453,3 +453,65 @@ def test_half_writes_while_enabled_are_ignored_like_full_ones() -> None:
     m.mem.mmio_write(m.gicr_base(0) + GicrOffset.PROPBASER + 4, 4, 0x1, _kernel())
     assert rd.propbaser >> 32 == 0
     assert "GICR_PROPBASER written while EnableLPIs=1 -> write ignored" in str(m.events.errors[-1])
+
+
+# -- pending state held inside the redistributor (§7.7) ----------------------------------
+
+
+def test_pending_cache_holds_bits_until_evicted_or_quiesced() -> None:
+    m = _machine(pending_cache_entries=2)
+    rd = _enable(m, 0)
+    _open_cpu(m)
+    writes: list[int] = []
+    m.mem.observe_gic_writes(lambda w: writes.append(w.addr))
+    for intid in (8200, 8201, 8202):
+        _set_cfg(m, intid)
+        rd.set_pending(intid)
+    # only the oldest was written back to make room; all three are pending
+    assert writes == [PEND + 8200 // 8]
+    assert all(rd.is_pending(i) for i in (8200, 8201, 8202))
+    assert m.mem.read_u8(PEND + 8201 // 8) == 1 << (8200 % 8)
+    # acknowledging a held LPI never touches memory
+    assert m.cpuifs[0].acknowledge() == 8200
+    m.cpuifs[0].eoi(8200)
+    assert m.cpuifs[0].acknowledge() == 8201
+    n = len(writes)
+    assert n == 2  # 8200's bit cleared in memory; 8201 was only held
+    # the quiesce sequence writes what is held
+    waker = m.gicr_base(0) + GicrOffset.WAKER
+    m.mem.mmio_write(waker, 4, 0b00, _kernel())  # awake (reset state is asleep)
+    assert not m.mem.read_u8(PEND + 8202 // 8)
+    m.mem.mmio_write(waker, 4, 0b10, _kernel())  # ProcessorSleep: quiesce
+    assert m.mem.read_u8(PEND + 8202 // 8) & 1 << (8202 % 8)
+
+
+def test_pending_cache_written_back_when_lpis_are_disabled() -> None:
+    m = _machine(pending_cache_entries=8, enable_lpis_clearable=True)
+    rd = _enable(m, 0)
+    rd.set_pending(8300)
+    assert not m.mem.read_u8(PEND + 8300 // 8)
+    m.mem.mmio_write(m.gicr_base(0) + GicrOffset.CTLR, 4, 0, _kernel())
+    assert m.mem.read_u8(PEND + 8300 // 8) == 1 << (8300 % 8)
+
+
+def test_kexec_corruption_appears_later_with_a_pending_cache() -> None:
+    """Held bits reach the stale table only when written back: no corruption while the
+    redistributors hold them, the same damage once they quiesce."""
+    base = PLATFORMS["efi-server-8"]
+
+    def run(entries: int, quiesce: bool) -> int:
+        knobs = dataclasses.replace(base.knobs, pending_cache_entries=entries)
+        w = World.build(base.with_knobs(knobs), seed=3)
+        w.add_device("eth0", device_id=0x100, nvec=8)
+        w.boot("v4.19")
+        w.kexec("v4.19")
+        w.fill_page_cache(1.0)
+        w.traffic("eth0", 8)
+        if quiesce:
+            for rd in w.machine.rdists:
+                rd.write_back_pending()
+        return w.corruption.bits
+
+    assert run(0, False) > 0
+    assert run(64, False) == 0  # all eight held inside the redistributors
+    assert run(64, True) == run(0, False)

@@ -101,6 +101,9 @@ class Redistributor(RegisterBlock):
         self.id_bits = 0
         self._config: dict[int, int] = {}
         self._pending: set[int] = set()
+        # Pending LPIs not yet written to the pending table (knob pending_cache_entries),
+        # oldest first.
+        self._unwritten: dict[int, None] = {}
 
     @property
     def name(self) -> str:
@@ -160,7 +163,10 @@ class Redistributor(RegisterBlock):
         elif offset in (GicrOffset.PROPBASER, GicrOffset.PENDBASER):
             self._write_baser(offset, value)
         elif offset == GicrOffset.WAKER:
-            self.processor_sleep = bool(value & 0b10)
+            sleep = bool(value & 0b10)
+            if sleep and not self.processor_sleep:
+                self.write_back_pending()  # the quiesce that makes memory current (§1.6)
+            self.processor_sleep = sleep
         elif offset in _DIRECT_LPI_OFFSETS:
             self._write_direct_lpi(offset, value)
         else:
@@ -242,6 +248,7 @@ class Redistributor(RegisterBlock):
         self.id_bits = min(prop.lpi_id_bits, self.gicd.id_bits)
         self._config.clear()
         self._pending.clear()
+        self._unwritten.clear()
         self._check_common_property_table()
         if pend.PTZ:
             self.pendbaser &= ~_PTZ
@@ -270,6 +277,7 @@ class Redistributor(RegisterBlock):
             return
 
     def _disable(self) -> None:
+        self.write_back_pending()
         self.enable_lpis = False
         self._rwp_reads = self.knobs.rwp_clear_after_reads
         self.prop_addr = self.pend_addr = None
@@ -348,6 +356,29 @@ class Redistributor(RegisterBlock):
             return LpiOutcome.LPIS_DISABLED
         if not self._in_range(intid):
             return LpiOutcome.OUT_OF_RANGE
+        if intid in self._unwritten:
+            return LpiOutcome.ALREADY_PENDING
+        if self.knobs.pending_cache_entries:
+            if self.is_pending(intid):
+                self._pending.add(intid)
+                return LpiOutcome.ALREADY_PENDING
+            self._unwritten[intid] = None
+            self._pending.add(intid)
+            if len(self._unwritten) > self.knobs.pending_cache_entries:
+                oldest = next(iter(self._unwritten))
+                del self._unwritten[oldest]
+                self._write_pending_bit(oldest)
+        else:
+            outcome = self._write_pending_bit(intid)
+            if outcome is not LpiOutcome.PENDED:
+                return outcome
+        if not self.knobs.config_cache:
+            return LpiOutcome.PENDED
+        self.config(intid)  # an arrival fills the configuration cache
+        return LpiOutcome.PENDED
+
+    def _write_pending_bit(self, intid: int) -> LpiOutcome:
+        """Set ``intid``'s bit in the latched pending table."""
         assert self.pend_addr is not None
         addr = self.pend_addr + intid // 8
         bit = 1 << (intid % 8)
@@ -361,12 +392,18 @@ class Redistributor(RegisterBlock):
             self.events.emit(
                 GuestError(self.name, f"pending table {addr:#x} not in RAM", "LPI lost")
             )
+            self._pending.discard(intid)
             return LpiOutcome.BUS_FAULT
         self._pending.add(intid)
-        if not self.knobs.config_cache:
-            return LpiOutcome.PENDED
-        self.config(intid)  # an arrival fills the configuration cache
         return LpiOutcome.PENDED
+
+    def write_back_pending(self) -> None:
+        """Write every internally held pending LPI to the pending table, oldest first."""
+        if not self.enable_lpis:
+            return
+        held, self._unwritten = list(self._unwritten), {}
+        for intid in held:
+            self._write_pending_bit(intid)
 
     def clear_pending(self, intid: int) -> bool:
         """Clear an LPI's pending bit; True if it was pending."""
@@ -374,6 +411,9 @@ class Redistributor(RegisterBlock):
             return False
         assert self.pend_addr is not None
         self._pending.discard(intid)
+        if intid in self._unwritten:
+            del self._unwritten[intid]
+            return True
         addr = self.pend_addr + intid // 8
         bit = 1 << (intid % 8)
         try:
@@ -386,9 +426,11 @@ class Redistributor(RegisterBlock):
         return True
 
     def is_pending(self, intid: int) -> bool:
-        """Whether the pending table in memory has ``intid``'s bit set."""
+        """Whether ``intid`` is pending: held internally or set in the pending table."""
         if not self.enable_lpis or not self._in_range(intid):
             return False
+        if intid in self._unwritten:
+            return True
         assert self.pend_addr is not None
         try:
             return bool(self.mem.read_u8(self.pend_addr + intid // 8) & (1 << (intid % 8)))

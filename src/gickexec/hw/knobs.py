@@ -133,6 +133,16 @@ class GicKnobs:
         IMPDEF,
         "§2.4 (KVM, QEMU do); §7.7",
     )
+    pending_cache_entries: int = _knob(
+        0,
+        "LPIs whose pending state the redistributor may hold internally before writing "
+        "it to the pending table (the oldest is written back when more arrive; all on "
+        "GICR_WAKER.ProcessorSleep or when EnableLPIs is cleared).  0: the table in "
+        "memory is always current",
+        f"{IMPDEF}; memory current only after an IMPDEF quiesce",
+        "§1.6, §2.4, §7.7 (GIC-500/600 TRMs; QEMU/gem5 write through)",
+        maximum=1 << 24,
+    )
     pending_first_kb: str = _knob(
         "ignored",
         "what a redistributor does at enable when the IMPDEF first 1 KiB of the pending "

@@ -122,8 +122,6 @@ def platforms_markdown() -> str:
         "  unsupported command errors), GITS_STATUSR/GITS_UMSIR (offsets unconfirmed, §3.1).",
         "- An ITS translation cache (so §7.18, invalidation on disable, has nothing to",
         "  invalidate; GITS_TYPER.INV reads 1).",
-        "- Redistributor-internal pending state written back late (§7.7): the model's",
-        "  pending table in memory is always current.",
         "- 4-byte ITT entries (GIC-600 reports them; the model's ITE needs 8 bytes).",
         "",
     ]

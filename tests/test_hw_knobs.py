@@ -515,3 +515,34 @@ def test_kexec_corruption_appears_later_with_a_pending_cache() -> None:
     assert run(0, False) > 0
     assert run(64, False) == 0  # all eight held inside the redistributors
     assert run(64, True) == run(0, False)
+
+
+# -- scenarios name a preset and override knobs ----------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PLATFORMS))
+def test_fixed_kernel_keeps_every_msi_on_every_preset_that_boots_the_efi_stub(
+    name: str, tmp_path: Path
+) -> None:
+    """The built-in fixed scenario replayed per preset through the CLI, with one knob
+    overridden: EFI presets with the stub lose nothing; DT and Xen (no MEMRESERVE
+    table) lose the second kernel's MSIs."""
+    text = CliRunner().invoke(main, ["show", "efi-kexec-fixed"]).output
+    text = text.replace(
+        'platform = "efi-server-8"',
+        f'platform = "{name}"\nknobs = {{ pending_cache_entries = 4 }}',
+    )
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    r = CliRunner().invoke(main, ["run", "--json", str(path)])
+    assert r.exit_code in (0, 1), r.output
+    doc = json.loads(r.output)["scenarios"][0]
+    assert doc["platform"]["name"] == name
+    assert doc["platform"]["knobs"]["pending_cache_entries"] == 4
+    p = PLATFORMS[name]
+    msis = doc["msis"]
+    if p.firmware == "efi" and p.efi_stub:
+        assert msis["lost"] == 0 and doc["corruption"]["bits"] == 0
+        assert doc["generations"][1]["reused_tables"] or p.knobs.enable_lpis_clearable
+    else:
+        assert msis["lost"] > 0

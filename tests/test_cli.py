@@ -224,7 +224,7 @@ def test_listing_commands() -> None:
     code, out, _ = _run("scenarios")
     assert code == 0 and all(n in out for n in DEFAULTS)
     code, out, _ = _run("platforms")
-    assert code == 0 and "efi-server-8" in out and "enable_lpis_clearable = false" in out
+    assert code == 0 and "efi-server-8" in out and "enable_lpis_clearable=true" in out
     code, out, _ = _run("profiles")
     assert code == 0 and "v4.19" in out and "80424b02d42b" in out
 

@@ -60,16 +60,20 @@ def platforms_text() -> str:
     for p in PLATFORMS.values():
         out.append(f"{p.name}: {p.description}")
         out.append(f"    {p.cpus} CPUs, boots via {p.firmware}; source: {p.source}")
-        for k in KNOB_INFO:
-            value = getattr(p.knobs, k.name)
-            mark = "" if value == k.default else "   (not default)"
-            out.append(f"    {k.name} = {_value(value)}{mark}")
+        changed = [
+            f"{k.name}={_value(getattr(p.knobs, k.name))}"
+            for k in KNOB_INFO
+            if getattr(p.knobs, k.name) != k.default
+        ]
+        out.append("    knobs: " + (", ".join(changed) if changed else "all defaults"))
     out.append("")
-    out.append("knobs:")
+    out.append("knobs (name, allowed values, default, architectural status):")
     for k in KNOB_INFO:
         out.append(f"  {k.name} ({k.allowed}; default {_value(k.default)}; {k.status})")
         out.append(f"      {k.meaning}")
         out.append(f"      source: {k.source}")
+    out.append("")
+    out.append("A scenario picks a preset (platform = NAME) and overrides knobs in [knobs].")
     return "\n".join(out) + "\n"
 
 

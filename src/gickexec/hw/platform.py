@@ -106,6 +106,20 @@ _KVM = GicKnobs(
 _VIRT_RAM = (MemRegion(0x40000000, 4 * _GiB, "System RAM"),)
 _VIRT_GICD, _VIRT_ITS, _VIRT_GICR = 0x08000000, 0x08080000, 0x080A0000
 
+_KVM_GUEST = Platform(
+    name="kvm-guest",
+    description="KVM guest (QEMU -accel kvm, virt, gic-version=3): 8 vCPUs, vITS, UEFI",
+    cpus=8,
+    ram=_VIRT_RAM,
+    firmware="efi",
+    knobs=_KVM,
+    gicd_base=_VIRT_GICD,
+    gicr_base=_VIRT_GICR,
+    its_base=_VIRT_ITS,
+    source="KVM vgic-mmio-v3.c, vgic-its.c (gic-architecture.md §5.2)",
+    model="linux,dummy-virt",
+)
+
 _PRESETS = (
     # An Arm server booted through UEFI, GIC-600 class, two RAM banks like Arm server
     # memory maps (2 GiB below 4 GiB, the rest at 0x88_0000_0000).
@@ -165,32 +179,14 @@ _PRESETS = (
         source="LKML 1809.2/06246 (TX2 host and guest tests); EnableLPIs one-way assumed",
         model="Cavium ThunderX2 CN9980",
     ),
-    Platform(
+    _KVM_GUEST,
+    dataclasses.replace(
+        _KVM_GUEST,
         name="thunderx2-kvm-guest",
         description="KVM guest on ThunderX2: 32 vCPUs, KVM vGICv3 + vITS, QEMU virt, UEFI",
         cpus=32,
-        ram=_VIRT_RAM,
-        firmware="efi",
-        knobs=_KVM,
-        gicd_base=_VIRT_GICD,
-        gicr_base=_VIRT_GICR,
-        its_base=_VIRT_ITS,
         midr=0x431F0AF1,
         source="LKML 1809.2/06246 (TX2 guest test); KVM behaviour gic-architecture.md §5.2",
-        model="linux,dummy-virt",
-    ),
-    Platform(
-        name="kvm-guest",
-        description="KVM guest (QEMU -accel kvm, virt, gic-version=3): 8 vCPUs, vITS, UEFI",
-        cpus=8,
-        ram=_VIRT_RAM,
-        firmware="efi",
-        knobs=_KVM,
-        gicd_base=_VIRT_GICD,
-        gicr_base=_VIRT_GICR,
-        its_base=_VIRT_ITS,
-        source="KVM vgic-mmio-v3.c, vgic-its.c (gic-architecture.md §5.2)",
-        model="linux,dummy-virt",
     ),
     # QEMU TCG's GICv3 + ITS (gic-architecture.md §5.1): clearable EnableLPIs with CES=1,
     # no RWP, base writes accepted at any time, CommonLPIAff=1, no configuration cache

@@ -153,7 +153,7 @@ def _its_write_allowed(m: Machine, addr: int, size: int) -> bool:
                 v = int(d)
                 itt = ((v >> 6) & ((1 << 44) - 1)) << 8
                 events = 1 << (((v >> 1) & 0x1F) + 1)
-                if inside(itt, events * 8):
+                if inside(itt, events * its.knobs.itt_entry_size):
                     return True
     return False
 
@@ -211,7 +211,9 @@ class GicFuzz(RuleBasedStateMachine):
             mem.mmio_write(its + GitsOffset.BASER + 8 * n, 8, val.encode(), KERNEL)
         mem.mmio_write(its + GitsOffset.CWRITER, 8, 0, KERNEL)
         mem.mmio_write(its + GitsOffset.CTLR, 4, 1, KERNEL)
-        cmds: list[ItsCommand] = [Mapc(ICID=c, RDbase=c) for c in range(m.platform.cpus)]
+        cmds: list[ItsCommand] = [
+            Mapc(ICID=c, RDbase=self._rdbase(c)) for c in range(m.platform.cpus)
+        ]
         for i, dev in enumerate(DEVICES):
             cmds.append(Mapd(DeviceID=dev, Size=4, ITT_addr=lay.itt[i] >> 8))
             cmds += [
@@ -243,6 +245,10 @@ class GicFuzz(RuleBasedStateMachine):
             self.violations.append(f"{w.agent} wrote {w.addr:#x}+{size} outside its tables")
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _rdbase(self, cpu: int) -> int:
+        """RDbase naming ``cpu``'s redistributor (an address with GITS_TYPER.PTA)."""
+        return self.m.gicr_base(cpu) >> 16 if self.platform.knobs.pta else cpu
 
     def _queue(self, raw: bytes) -> None:
         """Put 32 bytes at the ITS's write pointer and advance GITS_CWRITER past them."""
@@ -392,6 +398,8 @@ class GicFuzz(RuleBasedStateMachine):
         valid: int,
     ) -> None:
         itt_field = self.lay.itt[itt] >> 8 if itt < len(DEVICES) else itt
+        # 0..8 name redistributors (as RDbase is encoded for this ITS); 9, 10 are raw
+        rdbase = self._rdbase(rdbase % self.platform.cpus) if rdbase < 9 else rdbase
         cmd: ItsCommand
         match kind:
             case "MAPD":
@@ -405,7 +413,7 @@ class GicFuzz(RuleBasedStateMachine):
             case "MOVI":
                 cmd = Movi(DeviceID=dev, EventID=event, ICID=icid)
             case "MOVALL":
-                cmd = Movall(RDbase1=rdbase, RDbase2=icid % 10)
+                cmd = Movall(RDbase1=rdbase, RDbase2=self._rdbase(icid % self.platform.cpus))
             case "INT":
                 cmd = Int(DeviceID=dev, EventID=event)
             case "CLEAR":
@@ -520,6 +528,25 @@ def _permissive(p: Platform) -> Platform:
             equal_priority_lowest_intid=not p.knobs.equal_priority_lowest_intid,
             scan_pending_table_on_enable=not p.knobs.scan_pending_table_on_enable,
             rwp_clear_after_reads=2,
+            report_ir=not p.knobs.report_ir,
+            direct_lpi=not p.knobs.direct_lpi,
+            common_lpi_aff=3 - p.knobs.common_lpi_aff,
+            config_cache_entries=4,
+            pending_first_kb="table-ignored",
+            ptz_reads_back=not p.knobs.ptz_reads_back,
+            its_table_writes_while_enabled="accepted",
+            its_enable_invalid_tables="refused",
+            cwriter_out_of_range="write-ignored",
+            mapti_overwrite="ignored",
+            move_to_disabled_rdist="drop",
+            itt_entry_size=16 if p.knobs.itt_entry_size != 16 else 12,
+            collection_id_bits=8,
+            hcc=4,
+            pta=not p.knobs.pta,
+            its_page_size_64k_only=not p.knobs.its_page_size_64k_only,
+            shareability=not p.knobs.shareability,
+            translater_high_event_bits="write-ignored",
+            its_indirect=True,  # this variant runs with a two-level device table
         )
     )
 

@@ -80,7 +80,7 @@ def test_first_step_must_boot() -> None:
             'platform = "efi-server-8"',
             'platform = "efi-server-8"\n[knobs]\nenable_lpis_clearable = 1',
             "knobs",
-            "must be bool",
+            "must be true or false",
         ),
     ],
 )

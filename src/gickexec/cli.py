@@ -14,9 +14,8 @@ from typing import Any, NoReturn
 
 import click
 
-from gickexec.hw.knobs import KNOB_INFO
-from gickexec.hw.platform import PLATFORMS
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES
+from gickexec.report.hardware import platforms_doc, platforms_markdown, platforms_text
 from gickexec.report.text import render_scenario, render_summary
 from gickexec.scenario.builtin import builtin_names, builtin_text, load_builtin
 from gickexec.scenario.runner import run_scenario
@@ -104,15 +103,16 @@ def show(name: str) -> None:
 
 
 @main.command()
-def platforms() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@click.option("--markdown", is_flag=True, help="Print docs/hardware.md.")
+def platforms(as_json: bool, markdown: bool) -> None:
     """List the platform presets and their GIC knob settings."""
-    for p in PLATFORMS.values():
-        click.echo(f"{p.name}: {p.description}")
-        for k, v in p.knobs.as_dict().items():
-            click.echo(f"    {k} = {json.dumps(v)}")
-    click.echo("\nknobs:")
-    for info in KNOB_INFO:
-        click.echo(f"  {info.name} ({info.allowed}; {info.status})\n      {info.meaning}")
+    if as_json:
+        click.echo(json.dumps(platforms_doc(), indent=1))
+    elif markdown:
+        click.echo(platforms_markdown(), nl=False)
+    else:
+        click.echo(platforms_text(), nl=False)
 
 
 @main.command()

@@ -82,6 +82,12 @@ class GicrOffset:
     WAKER = 0x0014
     PROPBASER = 0x0070
     PENDBASER = 0x0078
+    # Direct LPI registers (§1.7), implemented when GICR_TYPER.DirectLPI == 1.
+    SETLPIR = 0x0040
+    CLRLPIR = 0x0048
+    INVLPIR = 0x00A0
+    INVALLR = 0x00B0
+    SYNCR = 0x00C0
     #: RD_base + SGI_base frames per redistributor in GICv3.
     STRIDE = 0x20000
 

@@ -37,10 +37,16 @@ from gickexec.hw.memory import Agent, AgentKind, BusFault, PhysicalMemory
 
 __all__ = ["LpiOutcome", "Redistributor"]
 
+_DIRECT_LPI_OFFSETS = frozenset(
+    (GicrOffset.SETLPIR, GicrOffset.CLRLPIR, GicrOffset.INVLPIR, GicrOffset.INVALLR)
+)
+
 # Bits of GICR_PROPBASER/PENDBASER that hold state (the rest are RES0).
 _PROPBASER_RW = sum(f.mask for f in GICR_PROPBASER.fields)
 _PENDBASER_RW = sum(f.mask for f in GICR_PENDBASER.fields)
 _PTZ = GICR_PENDBASER.field("PTZ").mask
+_SHAREABILITY = GICR_PROPBASER.field("Shareability").mask
+assert GICR_PENDBASER.field("Shareability").mask == _SHAREABILITY
 _PENDING_IMPDEF_BYTES = LPI_INTID_BASE // 8  # the first 1 KiB (§2.3)
 
 
@@ -76,10 +82,14 @@ class Redistributor:
         self.agent = Agent(AgentKind.GICR, cpu)
         self.typer = GicrTyper(
             PLPIS=int(gicd.lpis_supported),
+            DirectLPI=int(knobs.direct_lpi),
             Last=int(last),
             Processor_Number=cpu,
+            CommonLPIAff=knobs.common_lpi_aff,
             Affinity_Value=affinity,
         )
+        #: All redistributors of the machine, for the CommonLPIAff check (set by Machine).
+        self.peers: list[Redistributor] = [self]
         self.enable_lpis = False
         self._rwp_reads = 0
         self.propbaser = 0
@@ -102,6 +112,7 @@ class Redistributor:
         return GicrCtlr(
             EnableLPIs=int(self.enable_lpis),
             CES=int(self.knobs.report_ces),
+            IR=int(self.knobs.report_ir),
             RWP=int(self._rwp_reads > 0),
         )
 
@@ -120,7 +131,10 @@ class Redistributor:
         if offset == GicrOffset.PROPBASER:
             return self.propbaser
         if offset == GicrOffset.PENDBASER:
-            return self.pendbaser & ~_PTZ  # PTZ is WO, reads as 0 (§1.5)
+            # PTZ is WO and reads as 0 (§1.5); QEMU reads it back (knob).
+            return self.pendbaser if self.knobs.ptz_reads_back else self.pendbaser & ~_PTZ
+        # GICR_SYNCR.Busy and everything unimplemented read as 0: the model completes
+        # invalidations at once (§1.7).
         return 0
 
     def mmio_write(self, offset: int, size: int, value: int, agent: Agent) -> None:
@@ -130,6 +144,8 @@ class Redistributor:
             self._write_baser(offset, value)
         elif offset == GicrOffset.WAKER:
             self.processor_sleep = bool(value & 0b10)
+        elif offset in _DIRECT_LPI_OFFSETS:
+            self._write_direct_lpi(offset, value)
         else:
             self.events.emit(GuestError(self.name, f"write to offset {offset:#x}", "ignored"))
 
@@ -168,10 +184,35 @@ class Redistributor:
                     "register updated; tables latched at enable stay in use",
                 )
             )
+        if not self.knobs.shareability:
+            value &= ~_SHAREABILITY  # RAZ/WI; Linux reads back and goes non-cacheable
         if offset == GicrOffset.PROPBASER:
             self.propbaser = value & _PROPBASER_RW
         else:
             self.pendbaser = value & _PENDBASER_RW
+
+    def _write_direct_lpi(self, offset: int, value: int) -> None:
+        """GICR_SETLPIR/CLRLPIR/INVLPIR/INVALLR (§1.7); WI without DirectLPI."""
+        # SETLPIR/CLRLPIR need DirectLPI; the invalidation registers also exist with IR=1
+        # (KVM implements those alone).
+        implemented = self.knobs.direct_lpi or (
+            self.knobs.report_ir and offset in (GicrOffset.INVLPIR, GicrOffset.INVALLR)
+        )
+        if not implemented:
+            self.events.emit(
+                GuestError(self.name, f"direct LPI register {offset:#x} written", "ignored")
+            )
+            return
+        intid = value & 0xFFFFFFFF
+        if offset == GicrOffset.SETLPIR:
+            # No effect with LPIs disabled, out of range or already pending.
+            self.set_pending(intid)
+        elif offset == GicrOffset.CLRLPIR:
+            self.clear_pending(intid)
+        elif offset == GicrOffset.INVLPIR:
+            self.invalidate(intid)
+        elif offset == GicrOffset.INVALLR:
+            self.invalidate_all()
 
     def _enable(self) -> None:
         prop = GicrPropbaser.decode(self.propbaser)
@@ -184,10 +225,32 @@ class Redistributor:
         self.id_bits = min(prop.lpi_id_bits, self.gicd.id_bits)
         self._config.clear()
         self._pending.clear()
+        self._check_common_property_table()
         if pend.PTZ:
             self.pendbaser &= ~_PTZ
         elif self.knobs.scan_pending_table_on_enable:
             self._pending = self._scan_pending_table()
+
+    def _lpi_group(self) -> int:
+        """The CommonLPIAff group key: the affinity levels that must match (§1.3)."""
+        levels = self.knobs.common_lpi_aff  # 0: all, 1: Aff3, 2: Aff3.Aff2, 3: +Aff1
+        return self.typer.Affinity_Value >> (32 - 8 * levels) if levels else 0
+
+    def _check_common_property_table(self) -> None:
+        group = self._lpi_group()
+        for rd in self.peers:
+            if rd is self or not rd.enable_lpis or rd._lpi_group() != group:
+                continue
+            if rd.prop_addr != self.prop_addr:
+                self.events.emit(
+                    GuestError(
+                        self.name,
+                        f"property table {self.prop_addr:#x} differs from {rd.name}'s "
+                        f"{rd.prop_addr:#x} in one CommonLPIAff group",
+                        "UNPREDICTABLE: each redistributor uses its own (knob common_lpi_aff)",
+                    )
+                )
+            return
 
     def _disable(self) -> None:
         self.enable_lpis = False
@@ -212,6 +275,17 @@ class Redistributor:
         if size <= 0:
             return set()
         try:
+            if self.knobs.pending_first_kb == "table-ignored" and any(
+                self.mem.read(self.pend_addr, _PENDING_IMPDEF_BYTES)
+            ):
+                self.events.emit(
+                    GuestError(
+                        self.name,
+                        "first 1 KiB of the pending table is not zero at enable",
+                        "UNPREDICTABLE: table taken as empty (knob pending_first_kb)",
+                    )
+                )
+                return set()
             pages = self.mem.nonzero_pages(start, size)
             if not pages:
                 return set()
@@ -237,6 +311,9 @@ class Redistributor:
             except BusFault:
                 cached = 0
             if self.knobs.config_cache:
+                limit = self.knobs.config_cache_entries
+                if limit and len(self._config) >= limit:
+                    del self._config[next(iter(self._config))]  # evict the oldest
                 self._config[intid] = cached
         return LpiConfig.decode(cached)
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gickexec.arch.gicv3 import (
+    GITS_BASER,
     GITS_CWRITER,
     LPI_INTID_BASE,
     BaserType,
@@ -53,7 +54,11 @@ from gickexec.hw.memory import Agent, AgentKind, BusFault, PhysicalMemory
 
 __all__ = ["Its", "MsiResult"]
 
+#: Bytes of the model's DTE, CTE and ITE formats (arch/its.py); an ITT entry may be
+#: larger (knob itt_entry_size), the rest of it is left as zeros.
 _ENTRY_BYTES = 8
+_PAGE_64K = 0b10
+_SHAREABILITY = GITS_BASER.field("Shareability").mask
 # The model's fixed GITS_BASER<n>.Type assignment (RO fields).
 _BASER_TYPES = (BaserType.DEVICE, BaserType.COLLECTION) + (BaserType.NONE,) * 6
 _L1_VALID = 1 << 63
@@ -101,10 +106,9 @@ class Its:
         mem: PhysicalMemory,
         gicd: Distributor,
         rdists: Sequence[Redistributor],
+        rd_bases: Sequence[int],
         knobs: GicKnobs,
         events: EventLog,
-        device_id_bits: int = 16,
-        event_id_bits: int = 16,
     ) -> None:
         self.index = index
         self.mem = mem
@@ -113,15 +117,23 @@ class Its:
         self.knobs = knobs
         self.events = events
         self.agent = Agent(AgentKind.ITS, index)
+        # With PTA=1, RDbase in commands is the redistributor frame's address >> 16.
+        self._rd_by_rdbase = {base >> 16: rd for base, rd in zip(rd_bases, rdists, strict=True)}
+        cil = knobs.collection_id_bits < 16
         self.typer = GitsTyper(
             Physical=1,
-            ITT_entry_size=_ENTRY_BYTES - 1,
-            ID_bits=event_id_bits - 1,
-            Devbits=device_id_bits - 1,
-            PTA=0,
-            HCC=0,
-            CIL=0,  # 16-bit collection IDs
+            ITT_entry_size=knobs.itt_entry_size - 1,
+            ID_bits=knobs.event_id_bits - 1,
+            Devbits=knobs.device_id_bits - 1,
+            PTA=int(knobs.pta),
+            HCC=knobs.hcc,
+            CIL=int(cil),
+            CIDbits=knobs.collection_id_bits - 1 if cil else 0,
+            # The model has no ITS caches, so "invalidated on disable" holds trivially.
+            INV=1,
         )
+        #: Collections held in the ITS (ICID < HCC): ICID -> RDbase (§3.3).
+        self.hw_collections: dict[int, int] = {}
         self.enabled = False
         self.cbaser = 0
         self.cwriter = 0
@@ -142,7 +154,7 @@ class Its:
         t = _BASER_TYPES[n]
         if t == BaserType.NONE:
             return 0
-        return GitsBaser(Type=t, Entry_Size=_ENTRY_BYTES - 1, Page_Size=0b10).encode()
+        return GitsBaser(Type=t, Entry_Size=_ENTRY_BYTES - 1, Page_Size=_PAGE_64K).encode()
 
     def ctlr(self) -> GitsCtlr:
         # The model completes all work synchronously: quiescent whenever disabled.
@@ -180,15 +192,36 @@ class Its:
 
     def _write_ctlr(self, ctlr: GitsCtlr) -> None:
         was = self.enabled
+        if ctlr.Enabled and not was and self.knobs.its_enable_invalid_tables == "refused":
+            invalid = [n for n, t in enumerate(_BASER_TYPES) if t and not self.baser[n] >> 63]
+            if not GitsCbaser.decode(self.cbaser).Valid or invalid:
+                self.events.emit(
+                    GuestError(
+                        self.name,
+                        "ITS enabled with GITS_CBASER or GITS_BASER<n> not Valid",
+                        "refused: Enabled stays 0 (knob its_enable_invalid_tables)",
+                    )
+                )
+                return
         self.enabled = bool(ctlr.Enabled)
         if self.enabled and not was:
             self.process_commands()
 
+    def _table_write_ignored(self, reg: str) -> bool:
+        """UNPREDICTABLE writes while enabled (§3.4, §3.5): knob-selected outcome."""
+        if not self.enabled:
+            return False
+        ignored = self.knobs.its_table_writes_while_enabled == "ignored"
+        self.events.emit(
+            GuestError(self.name, f"{reg} written while enabled", "ignored" if ignored else "taken")
+        )
+        return ignored
+
     def _write_cbaser(self, value: int) -> None:
-        if self.enabled:
-            # UNPREDICTABLE while enabled (§3.4); QEMU and KVM treat it as RO.
-            self.events.emit(GuestError(self.name, "GITS_CBASER written while enabled", "ignored"))
+        if self._table_write_ignored("GITS_CBASER"):
             return
+        if not self.knobs.shareability:
+            value &= ~_SHAREABILITY
         self.cbaser = GitsCbaser.decode(value).encode()
         self.creadr = 0  # "cleared to 0 when a value is written to GITS_CBASER"
         self.stalled = False
@@ -198,11 +231,16 @@ class Its:
         offset = GITS_CWRITER.extract(value, "Offset") << 5
         retry = GITS_CWRITER.extract(value, "Retry")
         if offset >= GitsCbaser.decode(self.cbaser).queue_bytes:
-            # CONSTRAINED UNPREDICTABLE (§3.4): the model picks "queue invalid until a
-            # valid value is written".
-            self._queue_invalid = True
+            # CONSTRAINED UNPREDICTABLE (§3.4): "queue invalid until a valid value is
+            # written", or (KVM) the write is ignored.
+            invalid = self.knobs.cwriter_out_of_range == "queue-invalid"
+            self._queue_invalid = self._queue_invalid or invalid
             self.events.emit(
-                GuestError(self.name, f"GITS_CWRITER {offset:#x} beyond the queue", "queue invalid")
+                GuestError(
+                    self.name,
+                    f"GITS_CWRITER {offset:#x} beyond the queue",
+                    "queue invalid" if invalid else "write ignored",
+                )
             )
             return
         self._queue_invalid = False
@@ -214,18 +252,19 @@ class Its:
     def _write_baser(self, n: int, value: int) -> None:
         if _BASER_TYPES[n] == BaserType.NONE:
             return  # unimplemented registers are RES0
-        if self.enabled:
-            self.events.emit(
-                GuestError(self.name, f"GITS_BASER{n} written while enabled", "ignored")
-            )
+        if self._table_write_ignored(f"GITS_BASER{n}"):
             return
         b = GitsBaser.decode(value)
-        # Type and Entry_Size are RO; only flat tables for collections.
-        indirect = b.Indirect if _BASER_TYPES[n] == BaserType.DEVICE else 0
+        # Type and Entry_Size are RO; only flat tables for collections; Indirect is
+        # RAZ/WI where only flat tables are supported.
+        device = _BASER_TYPES[n] == BaserType.DEVICE
+        indirect = b.Indirect if device and self.knobs.its_indirect else 0
+        # Page_Size 0b11 is reserved; like QEMU, the model takes it as 64 KiB.
+        page = _PAGE_64K if self.knobs.its_page_size_64k_only or b.Page_Size == 3 else b.Page_Size
         self.baser[n] = GitsBaser(
             Size=b.Size,
-            Page_Size=b.Page_Size,
-            Shareability=b.Shareability,
+            Page_Size=page,
+            Shareability=b.Shareability if self.knobs.shareability else 0,
             Physical_Address=b.Physical_Address,
             Entry_Size=_ENTRY_BYTES - 1,
             OuterCache=b.OuterCache,
@@ -273,29 +312,58 @@ class Its:
         dte = DTE.decode(raw)
         return dte if dte.Valid else None
 
+    def _held_in_its(self, icid: int) -> bool:
+        """Collections below GITS_TYPER.HCC live in the ITS; the table is indexed by ICID."""
+        return icid < self.typer.HCC
+
+    def _icid_in_range(self, icid: int) -> bool:
+        return icid < 1 << self.knobs.collection_id_bits
+
     def read_cte(self, icid: int) -> CTE | None:
+        if not self._icid_in_range(icid):
+            return None
+        if self._held_in_its(icid):
+            rdbase = self.hw_collections.get(icid)
+            return None if rdbase is None else CTE(Valid=1, RDbase=rdbase)
         raw = self._read_entry(BaserType.COLLECTION, icid)
         if raw is None:
             return None
         cte = CTE.decode(raw)
         return cte if cte.Valid else None
 
+    def ite_address(self, dte: DTE, event_id: int) -> int:
+        return dte.itt_address + event_id * self.knobs.itt_entry_size
+
     def read_ite(self, dte: DTE, event_id: int) -> ITE | None:
         if event_id >= dte.num_events:
             return None
-        ite = ITE.decode(self.mem.read_u64(dte.itt_address + event_id * _ENTRY_BYTES))
+        ite = ITE.decode(self.mem.read_u64(self.ite_address(dte, event_id)))
         return ite if ite.Valid and ite.IntType == 1 else None
+
+    def _write_ite(self, addr: int, ite: ITE | None) -> None:
+        """Write a whole ITT entry: the model's 8 bytes, then zeros (None: invalidate)."""
+        raw = (ite.encode() if ite else 0).to_bytes(_ENTRY_BYTES, "little")
+        self.mem.write(addr, raw.ljust(self.knobs.itt_entry_size, b"\0"), self.agent)
+
+    def rdist(self, rdbase: int) -> Redistributor | None:
+        """The redistributor an RDbase names: a processor number, or with PTA an address."""
+        if self.knobs.pta:
+            return self._rd_by_rdbase.get(rdbase)
+        return self.rdists[rdbase] if rdbase < len(self.rdists) else None
 
     def _target(self, icid: int) -> Redistributor | None:
         cte = self.read_cte(icid)
-        if cte is None or cte.RDbase >= len(self.rdists):
-            return None
-        return self.rdists[cte.RDbase]
+        return None if cte is None else self.rdist(cte.RDbase)
 
     # -- translation ----------------------------------------------------------------
 
     def translate_msi(self, device_id: int, event_id: int) -> MsiResult:
         """A write of ``event_id`` to GITS_TRANSLATER by device ``device_id``."""
+        if event_id >> (self.typer.ID_bits + 1):
+            # CONSTRAINED UNPREDICTABLE (§3.6): ignore the extra bits or the write.
+            if self.knobs.translater_high_event_bits == "write-ignored":
+                return MsiResult("EventID beyond GITS_TYPER.ID_bits")
+            event_id &= (1 << (self.typer.ID_bits + 1)) - 1
         try:
             return self._translate(device_id, event_id)
         except BusFault as fault:
@@ -357,7 +425,9 @@ class Its:
             self.creadr = (self.creadr + CMD_BYTES) % qsize
 
     def _check_icid(self, opcode: int, icid: int) -> None:
-        if self._entry_addr(BaserType.COLLECTION, icid) is None:
+        if not self._icid_in_range(icid):
+            raise _err(opcode, _COLLECTION_OOR, f"ICID {icid} beyond the collection ID bits")
+        if not self._held_in_its(icid) and self._entry_addr(BaserType.COLLECTION, icid) is None:
             raise _err(opcode, _COLLECTION_OOR, f"ICID {icid} beyond the collection table")
 
     def _lookup(self, opcode: int, device_id: int, event_id: int) -> tuple[DTE, ITE, int]:
@@ -369,7 +439,7 @@ class Its:
             raise _err(
                 opcode, _UNMAPPED_INTERRUPT, f"event {event_id} of {device_id:#x} not mapped"
             )
-        return dte, ite, dte.itt_address + event_id * _ENTRY_BYTES
+        return dte, ite, self.ite_address(dte, event_id)
 
     def _target_or_error(self, opcode: int, icid: int) -> Redistributor:
         rd = self._target(icid)
@@ -391,7 +461,7 @@ class Its:
             case Invall():
                 self._target_or_error(cmd.OPCODE, cmd.ICID).invalidate_all()
             case Sync():
-                if cmd.RDbase >= len(self.rdists):
+                if self.rdist(cmd.RDbase) is None:
                     raise _err(cmd.OPCODE, 0x01, f"SYNC RDbase {cmd.RDbase} out of range")
             case Int():
                 _, ite, _ = self._lookup(cmd.OPCODE, cmd.DeviceID, cmd.EventID)
@@ -406,7 +476,7 @@ class Its:
                 rd = self._target(ite.ICID)
                 if rd is not None:
                     rd.clear_pending(ite.pINTID)
-                self.mem.write_u64(addr, 0, self.agent)
+                self._write_ite(addr, None)
             case Movi():
                 self._movi(cmd)
             case Movall():
@@ -426,11 +496,17 @@ class Its:
         self.mem.write_u64(addr, dte.encode(), self.agent)
 
     def _mapc(self, cmd: Mapc) -> None:
+        if cmd.V and self.rdist(cmd.RDbase) is None:
+            raise _err(cmd.OPCODE, 0x02, f"MAPC RDbase {cmd.RDbase:#x} is no redistributor")
+        self._check_icid(cmd.OPCODE, cmd.ICID)
+        if self._held_in_its(cmd.ICID):
+            if cmd.V:
+                self.hw_collections[cmd.ICID] = cmd.RDbase
+            else:
+                self.hw_collections.pop(cmd.ICID, None)
+            return
         addr = self._entry_addr(BaserType.COLLECTION, cmd.ICID)
-        if addr is None:
-            raise _err(cmd.OPCODE, _COLLECTION_OOR, f"MAPC ICID {cmd.ICID} beyond the table")
-        if cmd.V and cmd.RDbase >= len(self.rdists):
-            raise _err(cmd.OPCODE, 0x02, f"MAPC RDbase {cmd.RDbase} is no processor")
+        assert addr is not None  # _check_icid
         cte = CTE(Valid=cmd.V, RDbase=cmd.RDbase if cmd.V else 0)
         self.mem.write_u64(addr, cte.encode(), self.agent)
 
@@ -445,8 +521,14 @@ class Its:
         self._check_icid(op, cmd.ICID)
         if not LPI_INTID_BASE <= pintid < 1 << self.gicd.id_bits:
             raise _err(op, _PHYSICALID_OOR, f"pINTID {pintid} is no LPI")
-        ite = ITE(Valid=1, IntType=1, pINTID=pintid, ICID=cmd.ICID)
-        self.mem.write_u64(dte.itt_address + cmd.EventID * _ENTRY_BYTES, ite.encode(), self.agent)
+        addr = self.ite_address(dte, cmd.EventID)
+        if self.knobs.mapti_overwrite == "ignored" and self.read_ite(dte, cmd.EventID):
+            # UNPREDICTABLE (§7.14): KVM keeps the existing mapping.
+            self.events.emit(
+                GuestError(self.name, f"MAPTI over mapped event {cmd.EventID}", "ignored")
+            )
+            return
+        self._write_ite(addr, ITE(Valid=1, IntType=1, pINTID=pintid, ICID=cmd.ICID))
 
     def _movi(self, cmd: Movi) -> None:
         _, ite, addr = self._lookup(cmd.OPCODE, cmd.DeviceID, cmd.EventID)
@@ -454,17 +536,22 @@ class Its:
         if new_rd is None:
             raise _err(cmd.OPCODE, _UNMAPPED_COLLECTION, f"collection {cmd.ICID} not mapped")
         old_rd = self._target(ite.ICID)
-        if old_rd is not None and old_rd is not new_rd and old_rd.clear_pending(ite.pINTID):
-            new_rd.set_pending(ite.pINTID)
-        moved = ITE(Valid=1, IntType=1, pINTID=ite.pINTID, ICID=cmd.ICID)
-        self.mem.write_u64(addr, moved.encode(), self.agent)
+        if old_rd is not None and old_rd is not new_rd:
+            self._move_pending(old_rd, new_rd, ite.pINTID)
+        self._write_ite(addr, ITE(Valid=1, IntType=1, pINTID=ite.pINTID, ICID=cmd.ICID))
+
+    def _move_pending(self, src: Redistributor, dst: Redistributor, intid: int) -> None:
+        """Move one LPI's pending state; to a disabled target per knob (§7.15)."""
+        if not dst.enable_lpis and self.knobs.move_to_disabled_rdist == "nop":
+            return
+        if src.clear_pending(intid):
+            dst.set_pending(intid)  # dropped by a disabled target
 
     def _movall(self, cmd: Movall) -> None:
-        if max(cmd.RDbase1, cmd.RDbase2) >= len(self.rdists):
+        src, dst = self.rdist(cmd.RDbase1), self.rdist(cmd.RDbase2)
+        if src is None or dst is None:
             raise _err(cmd.OPCODE, 0x01, "MOVALL RDbase out of range")
-        src, dst = self.rdists[cmd.RDbase1], self.rdists[cmd.RDbase2]
-        if src is dst or not dst.enable_lpis:
-            return  # CONSTRAINED UNPREDICTABLE with LPIs off at dst: NOP, like QEMU
+        if src is dst:
+            return
         for intid in sorted(src.pending_lpis()):
-            if src.clear_pending(intid):
-                dst.set_pending(intid)
+            self._move_pending(src, dst, intid)

@@ -82,8 +82,16 @@ class Machine:
             )
             for cpu in range(p.cpus)
         ]
+        for rd in self.rdists:
+            rd.peers = self.rdists
         self.its = Its(
-            0, mem=self.mem, gicd=self.gicd, rdists=self.rdists, knobs=p.knobs, events=self.events
+            0,
+            mem=self.mem,
+            gicd=self.gicd,
+            rdists=self.rdists,
+            rd_bases=[self.gicr_base(cpu) for cpu in range(p.cpus)],
+            knobs=p.knobs,
+            events=self.events,
         )
         self.cpuifs = [CpuInterface(cpu, rd) for cpu, rd in enumerate(self.rdists)]
         self.mem.map_mmio(MemRegion(p.gicd_base, 0x10000, "GICD"), self.gicd)

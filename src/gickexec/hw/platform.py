@@ -2,12 +2,17 @@
 
 A platform is hardware plus how it boots (``firmware="efi"`` boots through UEFI and the
 Linux EFI stub; ``"dt"`` through a device-tree bootloader such as U-Boot ``booti``).
+Each preset says where its knob choices come from.  Where a product's choice is not
+documented anywhere we could read, the preset says so and takes the behaviour Marc
+Zyngier describes for "most implementations" (EnableLPIs one-way, gic-architecture.md
+§0); MMIO and RAM addresses are representative of the platform's memory map, not
+taken from a firmware dump unless the source says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from gickexec.hw.knobs import GicKnobs
@@ -35,16 +40,27 @@ class Platform:
     its_base: int
     id_bits: int = 16
     spis: int = 224
-    #: MPIDR affinity of CPU n is (cluster << 8 | core) with this many cores per cluster
+    #: MPIDR: Aff0 = CPU within its cluster, Aff1 = cluster, Aff2 = socket
     cores_per_cluster: int = 4
+    sockets: int = 1
     #: MIDR printed in "Booting Linux on physical CPU" lines
     midr: int = 0x413FD0C1
+    #: The kernel is entered through the Linux EFI stub, which installs the empty
+    #: LINUX_EFI_MEMRESERVE_TABLE root; False for EFI guests started by a hypervisor
+    #: (Xen dom0 gets an EFI system table from Xen without one).
+    efi_stub: bool = True
     source: str = ""
-    model: str = field(default="")
+    model: str = ""
 
     def affinity(self, cpu: int) -> int:
         """Aff3.Aff2.Aff1.Aff0 of ``cpu`` as GICR_TYPER.Affinity_Value packs it."""
-        return ((cpu // self.cores_per_cluster) << 8) | (cpu % self.cores_per_cluster)
+        per_socket = -(-self.cpus // self.sockets)
+        socket, local = divmod(cpu, per_socket)
+        return (
+            (socket << 16)
+            | ((local // self.cores_per_cluster) << 8)
+            | (local % self.cores_per_cluster)
+        )
 
     def mpidr(self, cpu: int) -> int:
         return self.affinity(cpu)
@@ -53,56 +69,216 @@ class Platform:
         return dataclasses.replace(self, knobs=knobs)
 
     def with_cpus(self, cpus: int) -> Platform:
-        return dataclasses.replace(self, cpus=cpus)
+        return dataclasses.replace(self, cpus=cpus, sockets=min(self.sockets, cpus))
 
 
-# An Arm server booted through UEFI: GIC-600-class redistributors with EnableLPIs
-# RES1 once set and base-register writes ignored while enabled, which is the behaviour
-# Marc Zyngier describes for "most implementations" (gic-architecture.md §0).  RAM in
-# two banks like Arm server memory maps (2 GiB below 4 GiB, the rest at 0x88_0000_0000).
-_EFI_SERVER = Platform(
-    name="efi-server-8",
-    description="8-CPU Arm server, GIC-600-class (EnableLPIs sticky), UEFI firmware, 8 GiB",
-    cpus=8,
-    ram=(
-        MemRegion(0x0080000000, 2 * _GiB, "System RAM"),
-        MemRegion(0x0880000000, 6 * _GiB, "System RAM"),
-    ),
-    firmware="efi",
-    knobs=GicKnobs(
-        enable_lpis_clearable=False,
-        report_ces=False,
-        base_writes_ignored_while_enabled=True,
-        its_error_policy="stall",
-    ),
-    gicd_base=0x0030000000,
-    gicr_base=0x0030100000,
-    its_base=0x0030040000,
-    source="GIC-600 TRM (stall on command error); Marc Zyngier, LKML 2018-09-21",
-    model="gickexec efi-server-8",
+# The hardware GICs: EnableLPIs RES1 once set, base-register writes ignored while
+# enabled, commands stall on error (GIC-600 TRM 3.10.2), no direct LPI registers with an
+# ITS (GIC-600AE TRM p.125: DirectLPI = 0).
+_ARM_GIC_HW = GicKnobs(
+    enable_lpis_clearable=False,
+    report_ces=False,
+    base_writes_ignored_while_enabled=True,
+    its_error_policy="stall",
 )
 
-# A device-tree board booted by U-Boot: an RK3566-class SoC whose GIC-600 keeps
-# EnableLPIs set (user report, linux-kernel.md §4 item 8, ecosystem.md §0 item 4).
-_DT_BOARD = Platform(
-    name="rk3566-dt",
-    description="4-CPU RK3566-class board, GIC-600 (EnableLPIs sticky), U-Boot + DT, 4 GiB",
-    cpus=4,
-    ram=(MemRegion(0x0000200000, 4 * _GiB - 0x200000 - 0x10000000, "System RAM"),),
-    firmware="dt",
-    knobs=GicKnobs(
-        enable_lpis_clearable=False,
-        report_ces=False,
-        base_writes_ignored_while_enabled=True,
-        its_error_policy="stall",
-    ),
-    gicd_base=0x00FD400000,
-    gicr_base=0x00FD460000,
-    its_base=0x00FD440000,
-    spis=320,
-    midr=0x412FD050,
-    source="rk3566 user report of 'Failed to disable LPIs' on all four CPUs",
-    model="Pine64 PineNote (rk3566-class)",
+# KVM's vGICv3 + vITS (gic-architecture.md §5.2): EnableLPIs clearable with RWP and
+# CES=IR=1 (2022 series), base writes ignored while enabled, full configuration cache,
+# commands never stall, GITS_BASER/CBASER read-only while enabled, enabling with invalid
+# tables refused, out-of-range CWRITER ignored, MAPTI over a mapping ignored, 64 KiB
+# ITS pages, flat collection table, 8-byte ITT entries.
+_KVM = GicKnobs(
+    enable_lpis_clearable=True,
+    report_ces=True,
+    report_ir=True,
+    base_writes_ignored_while_enabled=True,
+    rwp_clear_after_reads=1,
+    config_cache=True,
+    its_error_policy="skip",
+    its_enable_invalid_tables="refused",
+    cwriter_out_of_range="write-ignored",
+    mapti_overwrite="ignored",
+    its_page_size_64k_only=True,
 )
 
-PLATFORMS: dict[str, Platform] = {p.name: p for p in (_EFI_SERVER, _DT_BOARD)}
+# QEMU's `virt` board memory map (hw/arm/virt.c): GICD 0x08000000, ITS 0x08080000,
+# redistributors from 0x080A0000, RAM from 0x40000000.
+_VIRT_RAM = (MemRegion(0x40000000, 4 * _GiB, "System RAM"),)
+_VIRT_GICD, _VIRT_ITS, _VIRT_GICR = 0x08000000, 0x08080000, 0x080A0000
+
+_PRESETS = (
+    # An Arm server booted through UEFI, GIC-600 class, two RAM banks like Arm server
+    # memory maps (2 GiB below 4 GiB, the rest at 0x88_0000_0000).
+    Platform(
+        name="efi-server-8",
+        description="8-CPU Arm server, GIC-600-class (EnableLPIs sticky), UEFI firmware, 8 GiB",
+        cpus=8,
+        ram=(
+            MemRegion(0x0080000000, 2 * _GiB, "System RAM"),
+            MemRegion(0x0880000000, 6 * _GiB, "System RAM"),
+        ),
+        firmware="efi",
+        knobs=_ARM_GIC_HW,
+        gicd_base=0x0030000000,
+        gicr_base=0x0030100000,
+        its_base=0x0030040000,
+        source="GIC-600 TRM 3.10.2 (stall on command error); Marc Zyngier, LKML 2018-09-21",
+        model="gickexec efi-server-8",
+    ),
+    # A device-tree board booted by U-Boot: an RK3566-class SoC whose GIC-600 keeps
+    # EnableLPIs set (user report, linux-kernel.md §4 item 8, ecosystem.md §1.2).
+    Platform(
+        name="rk3566-dt",
+        description="4-CPU RK3566-class board, GIC-600 (EnableLPIs sticky), U-Boot + DT, 4 GiB",
+        cpus=4,
+        ram=(MemRegion(0x0000200000, 4 * _GiB - 0x200000 - 0x10000000, "System RAM"),),
+        firmware="dt",
+        knobs=_ARM_GIC_HW,
+        gicd_base=0x00FD400000,
+        gicr_base=0x00FD460000,
+        its_base=0x00FD440000,
+        spis=320,
+        midr=0x412FD050,
+        source="rk3566 user report of 'Failed to disable LPIs' on all four CPUs",
+        model="Pine64 PineNote (rk3566-class)",
+    ),
+    # Marc Zyngier tested the 2018 series "on a TX2 system both as a host and a guest"
+    # (LKML 1809.2/06246).  2 sockets x 28 cores x SMT4.  GIC-500-class as issue 3 puts
+    # it; the product's EnableLPIs and error behaviour are not documented (assumed as
+    # the hardware GICs above).
+    Platform(
+        name="thunderx2",
+        description="Cavium ThunderX2 host: 2 sockets, 224 CPUs, GIC-500-class, UEFI, 64 GiB",
+        cpus=224,
+        sockets=2,
+        ram=(
+            MemRegion(0x0080000000, 2 * _GiB, "System RAM"),
+            MemRegion(0x0880000000, 30 * _GiB, "System RAM"),
+            MemRegion(0x8800000000, 32 * _GiB, "System RAM"),
+        ),
+        firmware="efi",
+        knobs=_ARM_GIC_HW,
+        gicd_base=0x0400080000,
+        gicr_base=0x0401000000,
+        its_base=0x0400100000,
+        midr=0x431F0AF1,
+        source="LKML 1809.2/06246 (TX2 host and guest tests); EnableLPIs one-way assumed",
+        model="Cavium ThunderX2 CN9980",
+    ),
+    Platform(
+        name="thunderx2-kvm-guest",
+        description="KVM guest on ThunderX2: 32 vCPUs, KVM vGICv3 + vITS, QEMU virt, UEFI",
+        cpus=32,
+        ram=_VIRT_RAM,
+        firmware="efi",
+        knobs=_KVM,
+        gicd_base=_VIRT_GICD,
+        gicr_base=_VIRT_GICR,
+        its_base=_VIRT_ITS,
+        midr=0x431F0AF1,
+        source="LKML 1809.2/06246 (TX2 guest test); KVM behaviour gic-architecture.md §5.2",
+        model="linux,dummy-virt",
+    ),
+    Platform(
+        name="kvm-guest",
+        description="KVM guest (QEMU -accel kvm, virt, gic-version=3): 8 vCPUs, vITS, UEFI",
+        cpus=8,
+        ram=_VIRT_RAM,
+        firmware="efi",
+        knobs=_KVM,
+        gicd_base=_VIRT_GICD,
+        gicr_base=_VIRT_GICR,
+        its_base=_VIRT_ITS,
+        source="KVM vgic-mmio-v3.c, vgic-its.c (gic-architecture.md §5.2)",
+        model="linux,dummy-virt",
+    ),
+    # QEMU TCG's GICv3 + ITS (gic-architecture.md §5.1): clearable EnableLPIs with CES=1,
+    # no RWP, base writes accepted at any time, CommonLPIAff=1, no configuration cache
+    # beyond its HPPI, PTZ read back, commands skipped on parameter errors, 12-byte ITT
+    # entries, pending state in guest memory.
+    Platform(
+        name="qemu-virt",
+        description="QEMU TCG virt (gic-version=3, its=on): 4 CPUs, UEFI (edk2), 4 GiB",
+        cpus=4,
+        ram=_VIRT_RAM,
+        firmware="efi",
+        knobs=GicKnobs(
+            enable_lpis_clearable=True,
+            report_ces=True,
+            base_writes_ignored_while_enabled=False,
+            rwp_clear_after_reads=0,
+            common_lpi_aff=1,
+            config_cache=False,
+            ptz_reads_back=True,
+            its_error_policy="skip",
+            itt_entry_size=12,
+        ),
+        gicd_base=_VIRT_GICD,
+        gicr_base=_VIRT_GICR,
+        its_base=_VIRT_ITS,
+        source="QEMU hw/intc/arm_gicv3_redist.c, arm_gicv3_its.c (gic-architecture.md §5.1)",
+        model="linux,dummy-virt",
+    ),
+    # GIC-600 (TRM 3.10.2 stall; 4.6.2 GITS_TYPER).  GIC-600 reports 4-byte ITT entries;
+    # the model's ITE needs 8 bytes, so this preset uses 8 (ITTs are twice the size).
+    Platform(
+        name="ampere-altra",
+        description="Ampere Altra Q80: 80 cores, Arm GIC-600, UEFI, 32 GiB",
+        cpus=80,
+        ram=(
+            MemRegion(0x0088300000, 2 * _GiB - 0x300000, "System RAM"),
+            MemRegion(0x0880000000, 30 * _GiB, "System RAM"),
+        ),
+        firmware="efi",
+        knobs=_ARM_GIC_HW,
+        gicd_base=0x100100140000,
+        gicr_base=0x100100540000,
+        its_base=0x100100040000,
+        midr=0x413FD0C1,
+        source="GIC-600 TRM 3.10.2, 4.6.2; EnableLPIs one-way assumed (not documented)",
+        model="Ampere Altra",
+    ),
+    # Qualcomm's own GICv3 in the QDF2400: erratum 0065 makes ITT entries 16 bytes while
+    # GITS_TYPER says 8 (Linux its_enable_quirk_qdf2400_e0065); the model reports 16, as
+    # Linux's quirk patches it.
+    Platform(
+        name="centriq-2400",
+        description="Qualcomm Centriq 2400 (QDF2400): 46 cores, Qualcomm GICv3, UEFI, 64 GiB",
+        cpus=46,
+        cores_per_cluster=2,
+        ram=(MemRegion(0x0000200000, 64 * _GiB, "System RAM"),),
+        firmware="efi",
+        knobs=dataclasses.replace(_ARM_GIC_HW, itt_entry_size=16),
+        gicd_base=0xFF7EFE0000,
+        gicr_base=0xFF7F000000,
+        its_base=0xFF7EFC0000,
+        midr=0x510FC000,
+        source="Linux its_enable_quirk_qdf2400_e0065 (16-byte ITEs); EnableLPIs assumed one-way",
+        model="Qualcomm Centriq 2400",
+    ),
+    # Xen's vGICv3 + vITS (gic-architecture.md §5.4): "LPIs can only be enabled once, but
+    # never disabled again", PROPBASER/PENDBASER writes ignored while enabled, direct LPI
+    # registers WI, flat ITS tables only.  dom0 gets its EFI system table from Xen, with
+    # no MEMRESERVE table (Leo Yan, Ampere Altra, Xen 4.16, linux-kernel.md §4 item 7).
+    Platform(
+        name="xen-guest",
+        description="Xen 4.16 dom0 on Ampere Altra: 8 vCPUs, Xen vGICv3 + vITS, EFI from Xen",
+        cpus=8,
+        ram=(MemRegion(0x0088300000, 2 * _GiB - 0x300000, "System RAM"),),
+        firmware="efi",
+        efi_stub=False,
+        knobs=GicKnobs(
+            enable_lpis_clearable=False,
+            rwp_clear_after_reads=0,
+            its_error_policy="skip",
+            its_indirect=False,
+        ),
+        gicd_base=0x100100140000,
+        gicr_base=0x100100540000,
+        its_base=0x100100040000,
+        source="Xen vgic-v3.c, vgic-v3-its.c; xen-devel 2022-08 (Leo Yan, Ard Biesheuvel)",
+        model="Xen dom0",
+    ),
+)
+
+PLATFORMS: dict[str, Platform] = {p.name: p for p in _PRESETS}

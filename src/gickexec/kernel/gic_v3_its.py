@@ -123,6 +123,7 @@ class GicV3Its:
         self.rd: dict[int, _RdistState] = {}
         self.collections: dict[int, _Collection] = {}
         self.cmd_base = 0
+        self.its_typer = GitsTyper()
         self.cmd_write = 0
         self.device_table = 0
         self.device_table_indirect = False
@@ -247,7 +248,7 @@ class GicV3Its:
         base = self.its_phys
         if not self.its_force_quiescent():
             return False
-        typer = GitsTyper.decode(self._readq(base + GitsOffset.TYPER))
+        typer = self.its_typer = GitsTyper.decode(self._readq(base + GitsOffset.TYPER))
         self.cmd_base = self.k.alloc_pages(ITS_CMD_QUEUE_SZ, "ITS command queue", Role("its", 0))
         self.its_alloc_tables(typer)
         cbaser = GitsCbaser(
@@ -277,10 +278,15 @@ class GicV3Its:
             psz = SZ_64K
             if b.Type == BaserType.DEVICE:
                 ids = typer.Devbits + 1
-                # Two levels when a flat table needs more than a page (its_parse_indirect_baser).
-                indirect = (esz << ids) > psz
-                nr = psz // (GITS_LVL1_ENTRY_SIZE if indirect else esz)
+                # its_parse_indirect_baser(): two levels when a flat table needs more than
+                # two pages and the ITS keeps GITS_BASER.Indirect when it is written.
+                indirect = False
+                if (esz << ids) > psz * 2:
+                    probe = GitsBaser(Type=b.Type, Entry_Size=esz - 1, Indirect=1).encode()
+                    self._write(reg, probe, 8)
+                    indirect = bool(GitsBaser.decode(self._readq(reg)).Indirect)
                 size = psz if indirect else max(psz, esz << ids)
+                nr = size // (GITS_LVL1_ENTRY_SIZE if indirect else esz)
                 label, role = "ITS device table", Role("its", 0)
             else:
                 indirect = False
@@ -535,9 +541,14 @@ class GicV3Its:
         self._write(rbase + GicrOffset.CTLR, val | 1, 4, cpu)
 
     def its_cpu_init_collections(self, cpu: int) -> None:
-        typer = GicrTyper.decode(self._readq(self._rd_base(cpu) + GicrOffset.TYPER))
         col = self.collections.setdefault(cpu, _Collection())
-        col.target_address = typer.Processor_Number << 16
+        if self.its_typer.PTA:
+            # physical target address of the redistributor
+            col.target_address = self._rd_base(cpu)
+        else:
+            # Linux processor number
+            typer = GicrTyper.decode(self._readq(self._rd_base(cpu) + GicrOffset.TYPER))
+            col.target_address = typer.Processor_Number << 16
         col.col_id = cpu
         self.its_send(Mapc(ICID=col.col_id, RDbase=col.target_address >> 16, V=1), col, cpu)
         self.its_send(Invall(ICID=col.col_id), None, cpu)
@@ -619,7 +630,12 @@ class GicV3Its:
         lpis = self.its_lpi_alloc(nvecs)
         if lpis is None:
             return None
-        itt = self.k.alloc_pages(0x1000, f"ITT of device {device_id:#06x}", Role("its", 0))
+        # its_create_device(): nr_ites * ITT_entry_size bytes, at least ITS_ITT_ALIGN (the
+        # model allocates whole pages).
+        sz = max(nr_ites * (self.its_typer.ITT_entry_size + 1), ITS_ITT_ALIGN)
+        itt = self.k.alloc_pages(
+            -(-sz // 0x1000) * 0x1000, f"ITT of device {device_id:#06x}", Role("its", 0)
+        )
         dev = ItsDevice(device_id, itt, nr_ites, lpis[0], lpis[1])
         self.devices[device_id] = dev
         self.its_send(

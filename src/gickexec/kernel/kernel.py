@@ -137,7 +137,6 @@ class Kernel:
         avoid: Sequence[tuple[int, int]] = (),
         cmdline: KernelCmdline | None = None,
         kdump: KdumpParams | None = None,
-        install_memreserve_root: bool = True,
     ) -> None:
         self.machine = machine
         self.profile = profile
@@ -146,7 +145,6 @@ class Kernel:
         self.firmware = firmware
         self.cmdline = cmdline or KernelCmdline()
         self.kdump = kdump
-        self._install_root = install_memreserve_root
         self.boot_method: Literal["efi", "dt"] = "efi" if firmware is not None else "dt"
         self.rng = random.Random(f"{seed}:{generation}:{profile.name}")
         self.is_kdump = kdump is not None
@@ -239,7 +237,7 @@ class Kernel:
         p = m.platform
         for cpuif in m.cpuifs:
             cpuif.reset()
-        if self.entry == "firmware" and self.firmware is not None and self._install_root:
+        if self.entry == "firmware" and self.firmware is not None and p.efi_stub:
             install_memreserve_table(self.firmware, m.mem, self.profile, self.agent())
         self.log.printk(printk.BOOTING, p.mpidr(self.boot_cpu), p.midr)
         self.log.printk(printk.LINUX_VERSION, self.profile.release)

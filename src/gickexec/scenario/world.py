@@ -194,7 +194,10 @@ class World:
         self._next_vector: dict[str, int] = {}
 
     @classmethod
-    def build(cls, platform: str, *, seed: int = 0) -> World:
+    def build(cls, platform: str | Platform, *, seed: int = 0) -> World:
+        """A world on a preset (by name) or on any :class:`Platform`."""
+        if isinstance(platform, Platform):
+            return cls(platform, seed=seed)
         try:
             return cls(PLATFORMS[platform], seed=seed)
         except KeyError:
@@ -350,8 +353,6 @@ class World:
             avoid=avoid or [],
             cmdline=cmdline,
             kdump=kdump,
-            # Xen dom0 and other EFI environments that do not run the Linux EFI stub
-            install_memreserve_root=getattr(self.platform, "efi_memreserve_table", True),
         )
         k.on_irq = lambda cpu, intid, desc: self.ledger.record_irq(cpu, intid, desc, gen)
         self.generations.append(k)

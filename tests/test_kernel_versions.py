@@ -193,3 +193,20 @@ def test_efi_banner_format_per_era(profile: str, efi_line: str, cfg_line: str) -
 def test_arm64_va_is_page_offset_plus_offset_into_dram() -> None:
     assert arm64_va(0x9_4000_1000, 0x9_4000_0000) == 0xFFFF_8000_0000_1000
     assert arm64_va(0x9_8000_0000, 0x9_5000_0000) == 0xFFFF_8000_4000_0000
+
+
+def test_image_loaded_over_an_unpublished_property_table_destroys_the_kernel() -> None:
+    """v4.19 publishes nothing; the loader put the v6.6 image over the live property
+    table, the image's reservation passes gic_check_reserved_range(), the kernel reuses
+    the table and its reset overwrites its own code (hypothesis found this seed)."""
+    w = World.build("kvm-guest", seed=425)
+    w.add_device("eth0", device_id=0x100, nvec=4, shutdown_hook=False)
+    w.boot("v4.19")
+    w.kexec("v4.19")
+    k = w.kexec("v6.6")
+    img, size = k.image
+    assert img <= k.gic.prop_table_pa < img + size
+    assert "GICv3: Using preallocated redistributor tables" in k.log.lines
+    assert k.crashed is not None and k.crashed.startswith("gic_reset_prop_table()")
+    assert k.log.lines[-1] == "Kernel panic - not syncing: Fatal exception"
+    assert k.online_cpus == []

@@ -44,7 +44,7 @@ from gickexec.arch.its import (
 )
 from gickexec.kernel import printk
 from gickexec.kernel.efi import efi_mem_reserve_persistent
-from gickexec.kernel.mm import OutOfMemory, Owner, Role
+from gickexec.kernel.mm import KernelFault, OutOfMemory, Owner, Role
 
 if TYPE_CHECKING:
     from gickexec.kernel.kernel import Kernel
@@ -389,7 +389,21 @@ class GicV3Its:
         self.its_lpi_init()
 
     def gic_reset_prop_table(self) -> None:
-        """Every LPI: priority 0xa0, Group-1, disabled."""
+        """Every LPI: priority 0xa0, Group-1, disabled.
+
+        A "reused" table that lies in this kernel's own image (a kexec loader put the
+        image over the old, unpublished table, whose range then looks reserved) is
+        overwritten with 0xa2 bytes: the kernel's code and data are gone.
+        """
+        size = _lpi_propbase_sz(self.lpi_id_bits)
+        img, img_size = self.k.image
+        if self.prop_table_pa < img + img_size and img < self.prop_table_pa + size:
+            raise KernelFault(
+                f"gic_reset_prop_table() overwrote the kernel's own image: the 'reused' "
+                f"property table @{self.prop_table_pa:#x} is inside the image "
+                f"[{img:#x}, {img + img_size:#x}) that the loader placed over it",
+                [printk.kformat(printk.PANIC, "Fatal exception")],
+            )
         self.k.machine.mem.fill(
             self.prop_table_pa,
             _lpi_propbase_sz(self.lpi_id_bits),

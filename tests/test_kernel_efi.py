@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -167,9 +168,10 @@ def _record_reservations(monkeypatch: pytest.MonkeyPatch, w: World) -> list[tupl
         size: int,
         agent: Agent,
         alloc_page: Callable[[], int],
+        *rest: Any,
     ) -> int:
         calls.append((agent.index, addr, agent.index in w.kernel.online_cpus))
-        return real(mem, efi, profile, addr, size, agent, alloc_page)
+        return real(mem, efi, profile, addr, size, agent, alloc_page, *rest)
 
     monkeypatch.setattr(gic_v3_its, "efi_mem_reserve_persistent", spy)
     return calls

@@ -98,4 +98,7 @@ def test_any_kexec_sequence_keeps_the_books_balanced(
     for i, cur in enumerate(w.generations):
         if cur.reused_tables:
             assert cur.profile.reuses_preallocated_lpi_tables
-            assert any(g.profile.registers_lpi_tables_with_efi for g in w.generations[:i])
+            # ... unless the "reserved" range was its own image, loaded over an unpublished
+            # table: then resetting the table destroyed the kernel
+            published = any(g.profile.registers_lpi_tables_with_efi for g in w.generations[:i])
+            assert published or (cur.crashed or "").startswith("gic_reset_prop_table()")

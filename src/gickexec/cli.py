@@ -9,15 +9,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import click
 
+from gickexec.hw.platform import PLATFORMS
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES
 from gickexec.report.hardware import platforms_doc, platforms_markdown, platforms_text
 from gickexec.report.text import render_scenario, render_summary
 from gickexec.scenario.builtin import builtin_names, builtin_text, load_builtin
+from gickexec.scenario.matrix import (
+    MATRIX_PLATFORMS,
+    MATRIX_PROFILES,
+    Boot,
+    Mode,
+    cells,
+    matrix_markdown,
+    matrix_text,
+    run_cell,
+)
 from gickexec.scenario.runner import run_scenario
 from gickexec.scenario.schema import Scenario, ScenarioError, load_scenario
 
@@ -124,3 +136,69 @@ def profiles() -> None:
     for name, source in FEATURE_SOURCES.items():
         values = ", ".join(f"{p.name}={getattr(p, name)}" for p in PROFILES.values())
         click.echo(f"  {name}: {values}\n      {source}")
+
+
+def _split(value: str, known: Sequence[str], what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in known]
+    if bad or not items:
+        _bad_input(f"unknown {what} {', '.join(bad) or repr(value)} (known: {', '.join(known)})")
+    return items
+
+
+@main.command()
+@click.option(
+    "--from",
+    "froms",
+    default="same",
+    show_default=True,
+    help="Comma-separated profiles to kexec from; 'same' pairs each --to with itself, "
+    "'all' uses every --to profile.",
+)
+@click.option("--to", "tos", default=",".join(MATRIX_PROFILES), show_default=True)
+@click.option("--mode", "modes", default="kexec,kdump", show_default=True)
+@click.option("--boot", "boots", default="efi,dt", show_default=True)
+@click.option("--platform", "platforms", default=",".join(MATRIX_PLATFORMS), show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"cells": [...]}.')
+@click.option("--markdown", is_flag=True, help="Print docs/compatibility.md.")
+def matrix(
+    froms: str,
+    tos: str,
+    modes: str,
+    boots: str,
+    platforms: str,
+    seed: int,
+    as_json: bool,
+    markdown: bool,
+) -> None:
+    """What happens when kernel X kexecs (or kdumps) into kernel Y, per platform and boot."""
+    to_list = _split(tos, list(PROFILES), "profile")
+    if froms == "same":
+        from_list: list[str] | None = None
+    elif froms == "all":
+        from_list = to_list
+    else:
+        from_list = _split(froms, list(PROFILES), "profile")
+    grid = cells(
+        from_list,
+        to_list,
+        cast("list[Mode]", _split(modes, ["kexec", "kdump"], "mode")),
+        cast("list[Boot]", _split(boots, ["efi", "dt"], "boot method")),
+        _split(platforms, list(PLATFORMS), "platform"),
+    )
+    results = [run_cell(c, seed) for c in grid]
+    if as_json:
+        click.echo(json.dumps({"cells": results}))
+    elif markdown:
+        ctx = click.get_current_context()
+        args = ["gickexec matrix"]
+        for name in ("froms", "tos", "modes", "boots", "platforms", "seed"):
+            value = ctx.params[name]
+            if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+                flag = {"froms": "from"}.get(name, name.rstrip("s") if name != "seed" else name)
+                args.append(f"--{flag} {value}")
+        args.append("--markdown")
+        click.echo(matrix_markdown(results, " ".join(args)), nl=False)
+    else:
+        click.echo(matrix_text(results))

@@ -18,17 +18,22 @@ from gickexec.arch.efi import (
     MemreserveV420,
     efi_memreserve_count,
 )
-from gickexec.fw.memreserve import MemreserveChain, walk_memreserve
+from gickexec.fw.memreserve import MemreserveChain, MemreserveNode, walk_memreserve
 from gickexec.fw.uefi import EfiMemoryType, SystemTableError, UefiFirmware, read_config_tables
 from gickexec.hw.memory import Agent, PhysicalMemory
 from gickexec.kernel import printk
-from gickexec.kernel.mm import Memblock, OutOfMemory
+from gickexec.kernel.mm import KernelFault, Memblock, OutOfMemory
 from gickexec.kernel.profiles import KernelProfile
 
 __all__ = ["ENODEV", "ENOMEM", "EfiState", "efi_config_parse_tables", "install_memreserve_table"]
 
 ENODEV = -19
 ENOMEM = -12
+PHYS_ADDR_MAX = (1 << 64) - 1
+#: arm64 with VA_BITS=48 (the v5.0-era defconfig): the linear map starts here
+PAGE_OFFSET = 0xFFFF_8000_0000_0000
+#: ARM64_MEMSTART_ALIGN with 4K pages: PHYS_OFFSET is DRAM start rounded down to 1 GiB
+ARM64_MEMSTART_ALIGN = 1 << 30
 
 _TABLE_NAMES = {SMBIOS3_TABLE_GUID: "SMBIOS 3.0", LINUX_EFI_MEMRESERVE_TABLE_GUID: "MEMRESERVE"}
 
@@ -109,14 +114,36 @@ def efi_config_parse_tables(
     state.chain = chain
     for i, node in enumerate(chain.nodes):
         what = "EFI memreserve root" if i == 0 else "EFI memreserve node"
-        memblock.reserve(node.addr, node.footprint)
-        on_reserve(node.addr, node.footprint, what)
+        footprint = memreserve_node_footprint(node, profile)
+        memblock.reserve(node.addr, footprint)
+        on_reserve(node.addr, footprint, what)
         for base, size in node.entries:
             memblock.reserve(base, size)
             on_reserve(base, size, "EFI memreserve entry")
     if chain.error is not None:
         log.line(printk.EFI_MEMRESERVE_MAP_FAIL)
     return state
+
+
+def memreserve_node_footprint(node: MemreserveNode, profile: KernelProfile) -> int:
+    """What the parser ``memblock_reserve()``s for a node, as the C arithmetic has it.
+
+    Era B computes ``EFI_MEMRESERVE_SIZE(rsv->size)`` (v5.0) or ``struct_size(rsv, entry,
+    rsv->size)`` (v5.8+) from the *signed* ``int size``: a negative size converts to a huge
+    ``size_t`` (or saturates to ``SIZE_MAX``), and ``memblock_reserve()`` caps it at
+    ``PHYS_ADDR_MAX - base`` (``memblock_cap_size``), reserving everything above the node.
+    That is what a v5.0+ kernel does with a v4.20 root whose ``next`` has bit 31 set
+    (linux-kernel.md §1.9, derived from the code).
+    """
+    if profile.memreserve_layout == "v4.20" or node.size >= 0:
+        return node.footprint
+    return PHYS_ADDR_MAX - node.addr
+
+
+def arm64_va(pa: int, linear_base: int) -> int:
+    """``__va(pa)`` on arm64 (VA_BITS=48): ``(pa - PHYS_OFFSET) | PAGE_OFFSET``."""
+    phys_offset = linear_base & ~(ARM64_MEMSTART_ALIGN - 1)
+    return ((pa - phys_offset) & PHYS_ADDR_MAX) | PAGE_OFFSET
 
 
 def _read_vendor(mem: PhysicalMemory, addr: int) -> str:
@@ -135,6 +162,8 @@ def efi_mem_reserve_persistent(
     size: int,
     agent: Agent,
     alloc_page: Callable[[], int],
+    linear_map: Callable[[int, int], bool] | None = None,
+    linear_base: int = 0,
 ) -> int:
     """Record ``[addr, addr + size)`` in the memreserve chain; returns 0 or -errno.
 
@@ -142,6 +171,10 @@ def efi_mem_reserve_persistent(
     room, a new node page goes in at the head with ``size = EFI_MEMRESERVE_COUNT(SZ_4K)``,
     ``count = 1``.  The new page is not zeroed: only its header and entry[0] are written.
     v4.20: one 24-byte node per reservation, pushed at the head.
+
+    v5.0-v5.1 reach nodes with ``__va()``: a node outside this kernel's linear map
+    (``linear_map(addr, size)`` false, e.g. the crashed kernel's list page seen from a
+    kdump kernel) is a paging fault, raised as :class:`KernelFault`.
     """
     if efi.memreserve_root == -1 or efi.mem_reserve is None or profile.memreserve_layout is None:
         efi.memreserve_root = -1
@@ -160,6 +193,20 @@ def efi_mem_reserve_persistent(
         prsv, seen = head.next, set()
         while prsv and prsv not in seen and mem.is_ram(prsv, MEMRESERVE_HEADER_BYTES):
             seen.add(prsv)
+            if (
+                profile.memreserve_node_access == "__va"
+                and linear_map is not None
+                and not linear_map(prsv, MEMRESERVE_HEADER_BYTES)
+            ):
+                va = arm64_va(prsv, linear_base)
+                raise KernelFault(
+                    f"efi_mem_reserve_persistent() dereferenced __va({prsv:#x}), a memreserve "
+                    "node outside this kernel's linear map",
+                    [
+                        printk.kformat(printk.OOPS_FAULT, "paging request", va),
+                        printk.kformat(printk.PANIC, printk.PANIC_IDLE),
+                    ],
+                )
             rsv = MemreserveHeader.from_bytes(mem.read(prsv, MEMRESERVE_HEADER_BYTES))
             if rsv.count < rsv.size:  # atomic_fetch_add_unless(&count, 1, size)
                 mem.write(

@@ -30,10 +30,21 @@ from gickexec.arch.gicv3 import (
     LpiConfig,
     SHARE_InnerShareable,
 )
-from gickexec.arch.its import CMD_BYTES, Discard, Inv, Invall, ItsCommand, Mapc, Mapd, Mapti, Sync
+from gickexec.arch.its import (
+    CMD_BYTES,
+    Discard,
+    Inv,
+    Invall,
+    ItsCommand,
+    Mapc,
+    Mapd,
+    Mapti,
+    Movi,
+    Sync,
+)
 from gickexec.kernel import printk
 from gickexec.kernel.efi import efi_mem_reserve_persistent
-from gickexec.kernel.mm import OutOfMemory, Owner, Role
+from gickexec.kernel.mm import KernelFault, OutOfMemory, Owner, Role
 
 if TYPE_CHECKING:
     from gickexec.kernel.kernel import Kernel
@@ -153,13 +164,21 @@ class GicV3Its:
             addr,
             size,
             self.k.agent(cpu),
-            lambda: self.k.alloc_pages(0x1000, "EFI memreserve list page", zero=False),
+            self._alloc_memreserve_node,
+            self.k.in_linear_map,
+            min(s for s, _ in self.k.memory),
         )
+
+    def _alloc_memreserve_node(self) -> int:
+        """v5.0+: ``__get_free_page(GFP_ATOMIC)``; v4.20: ``kmalloc(24, GFP_ATOMIC)``."""
+        if self.profile.memreserve_layout == "v4.20":
+            return self.k.kmalloc(24, "EFI memreserve node (kmalloc-32)")
+        return self.k.alloc_pages(0x1000, "EFI memreserve list page", zero=False)
 
     def _warn_on_reserve(self, addr: int, size: int, cpu: int, function: str) -> None:
         if self._reserve(addr, size, cpu):
             # init_IRQ and the STARTING callbacks run in the idle task: PID 0
-            self.k.log.warn(cpu, 0, "drivers/irqchip/irq-gic-v3-its.c", function)
+            self.k.log.warn(self.k.logical_id(cpu), 0, "drivers/irqchip/irq-gic-v3-its.c", function)
 
     def gic_check_reserved_range(self, addr: int, size: int) -> bool:
         """Is ``[addr, addr+size)`` inside one reserved region (always true for kdump)?"""
@@ -180,7 +199,13 @@ class GicV3Its:
 
     def found_redistributor(self, cpu: int) -> None:
         typer = GicrTyper.decode(self._readq(self._rd_base(cpu) + GicrOffset.TYPER))
-        self.k.log.printk(printk.GIC_FOUND_RDIST, cpu, typer.Affinity_Value, 0, self._rd_base(cpu))
+        self.k.log.printk(
+            printk.GIC_FOUND_RDIST,
+            self.k.logical_id(cpu),
+            typer.Affinity_Value,
+            0,
+            self._rd_base(cpu),
+        )
 
     def gic_cpu_init(self, cpu: int) -> None:
         """ICC_PMR_EL1 = DEFAULT_PMR_VALUE (0xf0), ICC_IGRPEN1_EL1 = 1."""
@@ -318,13 +343,13 @@ class GicV3Its:
             self.needs_flushing = True
             self.k.log.printk(printk.ITS_PREALLOCATED)
         self.its_setup_lpi_prop_table()
-        for cpu in range(self.k.nr_cpus):
+        for cpu in self.k.possible_cpus:
             try:
                 page = self.k.alloc_pages(
                     _lpi_pendbase_sz(self.lpi_id_bits), f"LPI pending table CPU{cpu} (spare)"
                 )
             except OutOfMemory:
-                self.k.log.line(f"Failed to allocate PENDBASE for CPU{cpu}")
+                self.k.log.line(f"Failed to allocate PENDBASE for CPU{self.k.logical_id(cpu)}")
                 return
             self.rd.setdefault(cpu, _RdistState()).pend_page = page
 
@@ -364,7 +389,21 @@ class GicV3Its:
         self.its_lpi_init()
 
     def gic_reset_prop_table(self) -> None:
-        """Every LPI: priority 0xa0, Group-1, disabled."""
+        """Every LPI: priority 0xa0, Group-1, disabled.
+
+        A "reused" table that lies in this kernel's own image (a kexec loader put the
+        image over the old, unpublished table, whose range then looks reserved) is
+        overwritten with 0xa2 bytes: the kernel's code and data are gone.
+        """
+        size = _lpi_propbase_sz(self.lpi_id_bits)
+        img, img_size = self.k.image
+        if self.prop_table_pa < img + img_size and img < self.prop_table_pa + size:
+            raise KernelFault(
+                f"gic_reset_prop_table() overwrote the kernel's own image: the 'reused' "
+                f"property table @{self.prop_table_pa:#x} is inside the image "
+                f"[{img:#x}, {img + img_size:#x}) that the loader placed over it",
+                [printk.kformat(printk.PANIC, "Fatal exception")],
+            )
         self.k.machine.mem.fill(
             self.prop_table_pa,
             _lpi_propbase_sz(self.lpi_id_bits),
@@ -406,24 +445,25 @@ class GicV3Its:
         rbase = self._rd_base(cpu)
         typer = GicrTyper.decode(self._readq(rbase + GicrOffset.TYPER))
         if not typer.PLPIS:
-            self.k.log.printk(printk.ITS_NO_LPIS, cpu)
+            self.k.log.printk(printk.ITS_NO_LPIS, self.k.logical_id(cpu))
             return -6
         val = self._readl(rbase + GicrOffset.CTLR)
         if not GicrCtlr.decode(val).EnableLPIs:
             return 0
         if self.rd.setdefault(cpu, _RdistState()).lpi_enabled or self.preallocated:
             return 0
-        self.k.log.printk(printk.ITS_BOOTED_ENABLED, cpu)
+        lcpu = self.k.logical_id(cpu)
+        self.k.log.printk(printk.ITS_BOOTED_ENABLED, lcpu)
         self.k.log.add_taint(printk.TAINT_CRAP)
         self._write(rbase + GicrOffset.CTLR, val & ~1, 4, cpu)
         for _ in range(_POLL_LIMIT + 1):
             if not GicrCtlr.decode(self._readl(rbase + GicrOffset.CTLR)).RWP:
                 break
         else:
-            self.k.log.printk(printk.ITS_TIMEOUT_DISABLE, cpu)
+            self.k.log.printk(printk.ITS_TIMEOUT_DISABLE, lcpu)
             return -110
         if GicrCtlr.decode(self._readl(rbase + GicrOffset.CTLR)).EnableLPIs:
-            self.k.log.printk(printk.ITS_FAILED_DISABLE, cpu)
+            self.k.log.printk(printk.ITS_FAILED_DISABLE, lcpu)
             return -16
         return 0
 
@@ -435,13 +475,14 @@ class GicV3Its:
         ctlr = GicrCtlr.decode(self._readl(rbase + GicrOffset.CTLR))
         if self.preallocated and ctlr.EnableLPIs:
             prop = GicrPropbaser.decode(self._readq(rbase + GicrOffset.PROPBASER)).address
+            lcpu = self.k.logical_id(cpu)
             if prop != self.prop_table_pa:
-                self.k.log.warn(cpu, 0, "drivers/irqchip/irq-gic-v3-its.c", "its_cpu_init_lpis")
+                self.k.log.warn(lcpu, 0, "drivers/irqchip/irq-gic-v3-its.c", "its_cpu_init_lpis")
                 self.k.log.add_taint(printk.TAINT_CRAP)
             paddr = GicrPendbaser.decode(self._readq(rbase + GicrOffset.PENDBASER)).address
             size = _lpi_pendbase_sz(self.lpi_id_bits)
             if not self.gic_check_reserved_range(paddr, size):
-                self.k.log.warn(cpu, 0, "drivers/irqchip/irq-gic-v3-its.c", "its_cpu_init_lpis")
+                self.k.log.warn(lcpu, 0, "drivers/irqchip/irq-gic-v3-its.c", "its_cpu_init_lpis")
             st.pendtable_preallocated = True
             self.k.claim(
                 paddr, size, Owner(f"LPI pending table CPU{cpu} (reused)", Role("pend", cpu))
@@ -461,7 +502,7 @@ class GicV3Its:
         st.lpi_enabled = True
         self.k.log.printk(
             printk.ITS_PEND_TABLE,
-            cpu,
+            self.k.logical_id(cpu),
             "reserved" if st.pendtable_preallocated else "allocated",
             paddr,
         )
@@ -480,7 +521,7 @@ class GicV3Its:
             except OutOfMemory:
                 self.k.log.line(f"Failed to allocate PENDBASE for CPU{cpu}")
                 return
-            self.k.log.printk(printk.ITS_PEND_TABLE_OLD, cpu, st.pend_page)
+            self.k.log.printk(printk.ITS_PEND_TABLE_OLD, self.k.logical_id(cpu), st.pend_page)
         val = self._readl(rbase + GicrOffset.CTLR)
         self._write(rbase + GicrOffset.CTLR, val & ~1, 4, cpu)
         self._program_rd(cpu, st.pend_page)
@@ -556,7 +597,7 @@ class GicV3Its:
             if not self._warned_valid_col:
                 self._warned_valid_col = True
                 # reached from driver probe, which runs in kernel_init (PID 1)
-                self.k.log.warn(self.k.boot_cpu, 1, "drivers/irqchip/irq-gic-v3-its.c", "valid_col")
+                self.k.log.warn(0, 1, "drivers/irqchip/irq-gic-v3-its.c", "valid_col")
             return False
         return True
 
@@ -625,6 +666,12 @@ class GicV3Its:
             ),
             col,
         )
+
+    def its_set_affinity(self, dev: ItsDevice, event: int, cpu: int) -> None:
+        """Retarget an event to ``cpu``'s collection (MOVI + SYNC)."""
+        dev.col_map[event] = cpu
+        col = self.collections.setdefault(cpu, _Collection())
+        self.its_send(Movi(DeviceID=dev.device_id, EventID=event, ICID=col.col_id), col)
 
     def lpi_update_config(self, dev: ItsDevice, event: int, enable: bool) -> None:
         """Set or clear LPI_PROP_ENABLED in the property table, then INV (+SYNC)."""

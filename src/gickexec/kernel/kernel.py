@@ -19,12 +19,21 @@ from gickexec.fw.uefi import EfiMemoryType, UefiFirmware
 from gickexec.hw.machine import Machine, MsiDevice
 from gickexec.hw.memory import Agent, AgentKind
 from gickexec.kernel import printk
+from gickexec.kernel.cmdline import KernelCmdline
 from gickexec.kernel.efi import EfiState, efi_config_parse_tables, install_memreserve_table
 from gickexec.kernel.gic_v3_its import GicV3Its, ItsDevice
-from gickexec.kernel.mm import Memblock, Owner, OwnershipMap, PageAllocator, Role
+from gickexec.kernel.mm import (
+    KernelFault,
+    Memblock,
+    OutOfMemory,
+    Owner,
+    OwnershipMap,
+    PageAllocator,
+    Role,
+)
 from gickexec.kernel.profiles import KernelProfile
 
-__all__ = ["IrqDesc", "Kernel", "MsiDriver"]
+__all__ = ["IrqDesc", "KdumpParams", "Kernel", "MsiDriver"]
 
 _2M = 0x200000
 #: Kernel image footprint (text, data, bss) placed on a 2 MiB boundary, as arm64 does.
@@ -32,7 +41,26 @@ KERNEL_IMAGE_BYTES = 40 << 20
 #: First Linux IRQ number handed to MSIs (below it: SGIs, PPIs, timers, SPIs in use).
 FIRST_MSI_VIRQ = 48
 
-Entry = Literal["firmware", "kexec"]
+#: arm64 reserve_crashkernel(): below ARCH_LOW_ADDRESS_LIMIT (4 GiB), 2 MiB aligned
+CRASH_ADDR_LIMIT = 1 << 32
+#: kexec-tools' elfcorehdr segment (one PT_LOAD per RAM range fits easily)
+ELFCOREHDR_BYTES = 0x10000
+
+Entry = Literal["firmware", "kexec", "kdump"]
+
+
+@dataclass(frozen=True, slots=True)
+class KdumpParams:
+    """What ``kexec -p`` hands a capture kernel: where it may live (the crashed kernel's
+    ``crashkernel=`` region, as ``linux,usable-memory-range``), where its image and
+    ``elfcorehdr`` were loaded, the CPU that panicked (it boots there), and the crashed
+    kernel's memory that ``/proc/vmcore`` exposes."""
+
+    usable: tuple[int, int]
+    image: int
+    elfcorehdr: tuple[int, int]
+    vmcore: tuple[tuple[int, int], ...]
+    cpu: int
 
 
 @dataclass(slots=True)
@@ -107,21 +135,36 @@ class Kernel:
         seed: int,
         firmware: UefiFirmware | None,
         avoid: Sequence[tuple[int, int]] = (),
+        cmdline: KernelCmdline | None = None,
+        kdump: KdumpParams | None = None,
     ) -> None:
         self.machine = machine
         self.profile = profile
         self.generation = generation
         self.entry = entry
         self.firmware = firmware
+        self.cmdline = cmdline or KernelCmdline()
+        self.kdump = kdump
         self.boot_method: Literal["efi", "dt"] = "efi" if firmware is not None else "dt"
         self.rng = random.Random(f"{seed}:{generation}:{profile.name}")
-        self.is_kdump = False
-        self.boot_cpu = 0
-        self.nr_cpus = machine.platform.cpus
+        self.is_kdump = kdump is not None
+        self.boot_cpu = kdump.cpu if kdump is not None else 0
+        # Logical CPU n is possible_cpus[n]: the boot CPU is always logical CPU0.
+        others = [c for c in range(machine.platform.cpus) if c != self.boot_cpu]
+        limit = self.cmdline.nr_cpus or machine.platform.cpus
+        self.possible_cpus = [self.boot_cpu, *others][:limit]
+        self.nr_cpus = len(self.possible_cpus)
         self.online_cpus: list[int] = []
         self.log = printk.KernelLog()
         self.owners = OwnershipMap()
-        self.memblock = Memblock([(r.start, r.end) for r in machine.mem.ram])
+        if kdump is not None:
+            self.memory = [(kdump.usable[0], kdump.usable[0] + kdump.usable[1])]
+        else:
+            self.memory = [(r.start, r.end) for r in machine.mem.ram]
+        self.memblock = Memblock(self.memory)
+        self.crashkernel: tuple[int, int] | None = None
+        #: why this kernel died (oops, panic, hang), or None while it runs
+        self.crashed: str | None = None
         self.pages: PageAllocator | None = None
         self.efi: EfiState | None = None
         self.gic = GicV3Its(self)
@@ -133,10 +176,19 @@ class Kernel:
         self._next_virq = FIRST_MSI_VIRQ
         self._avoid = list(avoid)
         self.image = (0, 0)
+        self._slab: tuple[int, int] | None = None
         #: called with (cpu, intid, desc or None) for every acknowledged interrupt
         self.on_irq: Callable[[int, int, IrqDesc | None], None] = lambda c, i, d: None
 
-    # -- memory ------------------------------------------------------------------------
+    # -- CPUs and memory ---------------------------------------------------------------
+
+    def logical_id(self, cpu: int) -> int:
+        """``smp_processor_id()`` of physical CPU ``cpu`` (what the log prints)."""
+        return self.possible_cpus.index(cpu)
+
+    def in_linear_map(self, addr: int, size: int) -> bool:
+        """Whether ``[addr, addr + size)`` is in this kernel's memory (its linear map)."""
+        return any(s <= addr and addr + size <= e for s, e in self.memory)
 
     def agent(self, cpu: int = 0) -> Agent:
         return Agent(AgentKind.KERNEL, cpu, self.generation)
@@ -159,6 +211,16 @@ class Kernel:
             self.machine.mem.fill(addr, size, 0, self.agent())
         return addr
 
+    def kmalloc(self, size: int, label: str) -> int:
+        """``kmalloc()`` of a small object: 32-byte slots carved from 4 KiB slab pages."""
+        slot = 1 << max(5, (size - 1).bit_length())
+        if self._slab is None or self._slab[1] + slot > 0x1000:
+            self._slab = (self.alloc_pages(0x1000, f"slab page ({label})", zero=False), 0)
+        page, used = self._slab
+        self._slab = (page, used + slot)
+        self.claim(page + used, size, Owner(label))
+        return page + used
+
     def free_pages(self, addr: int, size: int) -> None:
         assert self.pages is not None
         self.pages.free(addr, size)
@@ -177,22 +239,41 @@ class Kernel:
             cpuif.reset()
         if self.entry == "firmware" and self.firmware is not None and p.efi_stub:
             install_memreserve_table(self.firmware, m.mem, self.profile, self.agent())
-        self.log.printk(printk.BOOTING, p.mpidr(0), p.midr)
+        self.log.printk(printk.BOOTING, p.mpidr(self.boot_cpu), p.midr)
         self.log.printk(printk.LINUX_VERSION, self.profile.release)
         if self.boot_method == "dt":
             self.log.printk(printk.MACHINE_MODEL, p.model)
-        self._setup_arch()
-        self._mm_init()
-        self._init_irq()
-        self._smp_init()
-        for dev, hook in devices:
-            driver = MsiDriver(self, dev, shutdown_hook=hook)
-            self.drivers.append(driver)
-            driver.probe()
+        try:
+            self._setup_arch()
+            self._mm_init()
+            self._init_irq()
+            self._smp_init()
+            for dev, hook in devices:
+                driver = MsiDriver(self, dev, shutdown_hook=hook)
+                self.drivers.append(driver)
+                driver.probe()
+        except KernelFault as fault:
+            self.die(fault)
+            return
         self.handle_interrupts()
+
+    def die(self, fault: KernelFault) -> None:
+        """The kernel oopsed, panicked or hung: log it; no CPU takes interrupts any more."""
+        for line in fault.lines:
+            self.log.line(line)
+        self.crashed = fault.cause
+        for cpu in self.online_cpus:
+            self.machine.cpuifs[cpu].igrpen1 = False
+        self.online_cpus = []
 
     def _place_image(self) -> None:
         """Put the kernel image at a random 2 MiB boundary (KASLR / the loader's choice)."""
+        if self.kdump is not None:
+            self.image = (self.kdump.image, KERNEL_IMAGE_BYTES)
+            self._memblock_reserve(
+                self.kdump.image, KERNEL_IMAGE_BYTES, f"kernel image (gen {self.generation})"
+            )
+            return
         fw = self.firmware.layout if self.firmware is not None else None
         avoid = list(self._avoid)
         if fw is not None:
@@ -201,9 +282,9 @@ class Kernel:
                 (fw.loader_pool.start, fw.loader_pool.size),
             ]
         slots = []
-        for bank in self.machine.mem.ram:
-            first = (bank.start + _2M - 1) & ~(_2M - 1)
-            for addr in range(first, bank.end - KERNEL_IMAGE_BYTES + 1, 16 * _2M):
+        for start, end in self.memory:
+            first = (start + _2M - 1) & ~(_2M - 1)
+            for addr in range(first, end - KERNEL_IMAGE_BYTES + 1, 16 * _2M):
                 if not any(a < addr + KERNEL_IMAGE_BYTES and addr < a + s for a, s in avoid):
                     slots.append(addr)
         addr = self.rng.choice(slots)
@@ -216,16 +297,23 @@ class Kernel:
                 if kind == EfiMemoryType.RUNTIME_SERVICES_DATA:
                     self._memblock_reserve(region.start, region.size, "EFI runtime services data")
         self._place_image()
+        if self.kdump is not None:
+            addr, size = self.kdump.elfcorehdr
+            self._memblock_reserve(addr, size, "elfcorehdr (/proc/vmcore)")
+            self.log.printk(printk.ELFCOREHDR_RESERVED, size >> 10, addr)
         if self.firmware is not None:
+            top = max(e for _, e in self.memory)
             self.efi = efi_config_parse_tables(
                 self.machine.mem,
                 self.firmware.systab,
                 self.profile,
                 self.memblock,
                 self.log,
-                lambda a, s, what: self.claim(a, s, Owner(what)),
+                lambda a, s, what: self.claim(a, max(0, min(s, top - a)), Owner(what)),
             )
-        ram = self.machine.mem.ram_bytes
+        if self.cmdline.crashkernel:
+            self.reserve_crashkernel(self.cmdline.crashkernel)
+        ram = sum(e - s for s, e in self.memory)
         for label, size in (
             ("memblock: struct page array", (ram // 4096 * 64 + _2M - 1) & ~(_2M - 1)),
             ("memblock: kernel page tables", 4 << 20),
@@ -234,17 +322,34 @@ class Kernel:
             addr = self.memblock.alloc(size, 0x10000)
             self.claim(addr, size, Owner(label))
 
+    def reserve_crashkernel(self, size: int) -> None:
+        """arm64 ``reserve_crashkernel()``: top-down below 4 GiB, 2 MiB aligned."""
+        try:
+            addr = self.memblock.alloc(size, _2M, CRASH_ADDR_LIMIT)
+        except OutOfMemory:
+            self.log.printk(printk.CRASHKERNEL_FAILED, size)
+            return
+        self.crashkernel = (addr, size)
+        self.claim(addr, size, Owner("crashkernel region"))
+        self.log.printk(printk.CRASHKERNEL_RESERVED, addr, addr + size, size >> 20)
+
     def _mm_init(self) -> None:
         self.pages = PageAllocator(self.memblock.free_ranges(), self.rng)
+
+    @property
+    def lpis(self) -> bool:
+        """``gic_dist_supports_lpis()``: GICD_TYPER.LPIS and not ``irqchip.gicv3_nolpi``."""
+        return self.machine.gicd.lpis_supported and not self.cmdline.gicv3_nolpi
 
     def _init_irq(self) -> None:
         gic = self.gic
         gic.gic_dist_init()
         gic.found_redistributor(self.boot_cpu)
         gic.gic_cpu_init(self.boot_cpu)
-        gic.its_init()
-        gic.its_cpu_init(self.boot_cpu)
-        gic.its_lpi_memreserve_init()
+        if self.lpis:
+            gic.its_init()
+            gic.its_cpu_init(self.boot_cpu)
+            gic.its_lpi_memreserve_init()
         self.online_cpus = [self.boot_cpu]
         if gic.memreserve_cpuhp:
             gic.its_cpu_memreserve_lpi(self.boot_cpu)
@@ -252,20 +357,55 @@ class Kernel:
         self.handle_interrupts([self.boot_cpu])
 
     def _smp_init(self) -> None:
-        p = self.machine.platform
         self.log.printk(printk.SMP_BRINGING_UP)
-        for cpu in range(self.nr_cpus):
-            if cpu == self.boot_cpu:
-                continue
+        maxcpus = self.cmdline.maxcpus
+        for cpu in self.possible_cpus[1:]:
+            if maxcpus is not None and len(self.online_cpus) >= maxcpus:
+                break
             self.gic.found_redistributor(cpu)
-            self.gic.gic_cpu_init(cpu)
-            self.gic.its_cpu_init(cpu)
-            self.log.printk(printk.SMP_SECONDARY, cpu, p.mpidr(cpu), p.midr)
-            self.online_cpus.append(cpu)
-            if self.gic.memreserve_cpuhp:
-                self.gic.its_cpu_memreserve_lpi(cpu)
-            self.handle_interrupts([cpu])
+            self.cpu_up(cpu)
         self.log.printk(printk.SMP_BROUGHT_UP, len(self.online_cpus))
+
+    def cpu_up(self, cpu: int) -> str | None:
+        """Bring physical ``cpu`` online (``gic_starting_cpu`` at STARTING, then the ONLINE
+        callbacks); returns why it cannot, or None."""
+        if cpu not in self.possible_cpus:
+            return f"CPU {cpu} is not possible in this kernel (nr_cpus={self.nr_cpus})"
+        if cpu in self.online_cpus:
+            return None
+        p = self.machine.platform
+        self.gic.gic_cpu_init(cpu)
+        if self.lpis:
+            self.gic.its_cpu_init(cpu)
+        self.log.printk(printk.SMP_SECONDARY, self.logical_id(cpu), p.mpidr(cpu), p.midr)
+        self.online_cpus.append(cpu)
+        if self.gic.memreserve_cpuhp:
+            self.gic.its_cpu_memreserve_lpi(cpu)
+        self.handle_interrupts([cpu])
+        return None
+
+    def cpu_down(self, cpu: int) -> str | None:
+        """Take physical ``cpu`` offline: its interrupts move to the first online CPU
+        (``irq_migrate_all_off_this_cpu`` -> ``its_set_affinity`` -> MOVI); the
+        redistributor keeps LPIs enabled.  Returns why it cannot, or None."""
+        if cpu not in self.online_cpus:
+            return f"CPU {cpu} is not online"
+        if cpu == self.boot_cpu:
+            return f"CPU {cpu} is the boot CPU (not hot-pluggable in the model)"
+        self.online_cpus.remove(cpu)
+        target = self.online_cpus[0]
+        for driver in self.drivers:
+            if driver.its_dev is None:
+                continue
+            for vec in range(driver.its_dev.nr_lpis):
+                desc = self.irq_of_vector.get((driver.device.name, vec))
+                if desc is not None and desc.cpu == cpu:
+                    self.gic.its_set_affinity(driver.its_dev, vec, target)
+                    desc.cpu = target
+        self.machine.cpuifs[cpu].igrpen1 = False
+        self.log.printk(printk.CPU_KILLED, self.logical_id(cpu))
+        self.handle_interrupts([target])
+        return None
 
     # -- interrupts ------------------------------------------------------------------------
 
@@ -337,6 +477,25 @@ class Kernel:
         """``kernel_kexec()``: device shutdown, secondary CPUs off, jump.  The GIC is not reset."""
         self.device_shutdown()
         self.log.printk(printk.KEXEC_STARTING)
+
+    def crash_shutdown(self, reason: str) -> None:
+        """``panic()`` -> ``__crash_kexec()`` -> ``machine_crash_shutdown()``: other CPUs
+        stopped, every interrupt masked (``machine_kexec_mask_interrupts``: for LPIs,
+        ``its_mask_irq`` clears the enable bit in the property table).  Devices are not
+        shut down and keep signalling."""
+        self.log.printk(printk.PANIC, reason)
+        self.log.printk(printk.SMP_STOPPING)
+        for driver in self.drivers:
+            if driver.its_dev is None:
+                continue
+            for vec in range(driver.its_dev.nr_lpis):
+                self.gic.lpi_update_config(driver.its_dev, vec, enable=False)
+        for cpu in self.online_cpus:
+            self.machine.cpuifs[cpu].igrpen1 = False
+        self.online_cpus = []
+        self.crashed = f"panic: {reason}"
+        if self.crashkernel is not None:
+            self.log.printk(printk.KDUMP_STARTING)
 
     # -- views ---------------------------------------------------------------------------
 

@@ -16,13 +16,31 @@ import bisect
 import random
 from dataclasses import dataclass
 
-__all__ = ["Memblock", "OutOfMemory", "Owner", "OwnershipMap", "PageAllocator", "Role"]
+__all__ = [
+    "KernelFault",
+    "Memblock",
+    "OutOfMemory",
+    "Owner",
+    "OwnershipMap",
+    "PageAllocator",
+    "Role",
+]
 
 _64K = 0x10000
 
 
 class OutOfMemory(Exception):
     """An allocation could not be satisfied (the kernel model reports -ENOMEM)."""
+
+
+class KernelFault(Exception):
+    """The modelled kernel dies (oops, panic or hang); :class:`~gickexec.kernel.kernel.Kernel`
+    turns it into data: its log lines and a one-line cause.  Never a model bug."""
+
+    def __init__(self, cause: str, lines: list[str]) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.lines = lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +117,24 @@ class OwnershipMap:
 class Memblock:
     """``struct memblock``: memory and reserved regions, merged as the kernel merges them."""
 
-    def __init__(self, memory: list[tuple[int, int]]) -> None:
+    def __init__(self, memory: list[tuple[int, int]], max_reserved: int | None = None) -> None:
         self.memory = sorted(memory)
         self.reserved: list[list[int]] = []  # merged [start, end)
+        #: ``memblock.reserved.max`` while the array cannot be resized (None: unbounded)
+        self.max_reserved = max_reserved
+        #: reservations refused because the static array was full
+        self.dropped: list[tuple[int, int]] = []
 
-    def reserve(self, base: int, size: int) -> None:
-        """``memblock_reserve()``; adjacent and overlapping regions merge."""
+    def reserve(self, base: int, size: int) -> int:
+        """``memblock_reserve()``; adjacent and overlapping regions merge.  Returns 0, or
+        -ENOMEM when a new region does not fit the static array (before
+        ``memblock_allow_resize()``, ``memblock_double_array()`` refuses)."""
         if size <= 0:
-            return
+            return 0
+        full = self.max_reserved is not None and len(self.reserved) >= self.max_reserved
+        if full and not self.overlaps_or_touches(base, size):
+            self.dropped.append((base, size))
+            return -12
         start, end = base, base + size
         i = bisect.bisect_left([r[1] for r in self.reserved], start)
         j = i
@@ -115,6 +143,11 @@ class Memblock:
             end = max(end, self.reserved[j][1])
             j += 1
         self.reserved[i:j] = [[start, end]]
+        return 0
+
+    def overlaps_or_touches(self, addr: int, size: int) -> bool:
+        end = addr + size
+        return any(s <= end and addr <= e for s, e in self.reserved)
 
     def free(self, base: int, size: int) -> None:
         """``memblock_free()`` of part of a reserved region."""
@@ -159,9 +192,11 @@ class Memblock:
                 out.append((cursor, me))
         return out
 
-    def alloc(self, size: int, align: int) -> int:
-        """``memblock_alloc()``: top-down, the highest fitting aligned address."""
-        for start, end in reversed(self.free_ranges()):
+    def alloc(self, size: int, align: int, limit: int | None = None) -> int:
+        """``memblock_alloc()``: top-down, the highest fitting aligned address (below
+        ``limit`` when given, as ``memblock_find_in_range(0, limit, ...)``)."""
+        for start, range_end in reversed(self.free_ranges()):
+            end = range_end if limit is None else min(range_end, limit)
             addr = (end - size) & ~(align - 1)
             if addr >= start:
                 self.reserve(addr, size)

@@ -57,6 +57,18 @@ SMP_BRINGING_UP = "smp: Bringing up secondary CPUs ..."
 SMP_SECONDARY = "CPU%u: Booted secondary processor 0x%010lx [0x%08x]"
 SMP_BROUGHT_UP = "smp: Brought up 1 node, %d CPUs"
 KEXEC_STARTING = "kexec_core: Starting new kernel"
+# arch/arm64/mm/init.c reserve_crashkernel() / reserve_elfcorehdr() (v4.x-v5.x wording)
+CRASHKERNEL_RESERVED = "crashkernel reserved: 0x%016llx - 0x%016llx (%lld MB)"
+CRASHKERNEL_FAILED = "cannot allocate crashkernel (size:0x%llx)"
+ELFCOREHDR_RESERVED = "Reserving %lldKB of memory at 0x%llx for elfcorehdr"
+# kernel/panic.c, arch/arm64/kernel/smp.c and machine_kexec.c, arch/arm64/mm/fault.c
+PANIC = "Kernel panic - not syncing: %s"
+PANIC_IDLE = "Attempted to kill the idle task!"
+SMP_STOPPING = "SMP: stopping secondary CPUs"
+KDUMP_STARTING = "Starting crashdump kernel..."
+OOPS_FAULT = "Unable to handle kernel %s at virtual address %016lx"
+# kernel/cpu.c (via drivers/base/cpu.c): a CPU taken down and brought back
+CPU_KILLED = "CPU%u: shutdown"
 
 # -- drivers/firmware/efi ---------------------------------------------------------------
 EFI_BY_OLD = "efi: EFI v%u.%.02u by %s"

@@ -36,10 +36,6 @@ FEATURE_SOURCES: dict[str, str] = {
         'Linux commit (Ard Biesheuvel, 2018-09-21) ("efi/arm: libstub: add a root memreserve '
         'config table") (v4.20)'
     ),
-    "memreserve_node_bytes": (
-        'Linux commit 18df7577adae ("efi/memreserve: deal with memreserve entries in unmapped '
-        'memory") (v5.2): nodes sized SZ_4K and memremap()ed'
-    ),
     "memreserve_in_iomem": (
         "Linux commit ab0eb16205b4 (\"efi/memreserve: Register reservations as 'reserved' in "
         '/proc/iomem") (v5.5)'
@@ -51,6 +47,35 @@ FEATURE_SOURCES: dict[str, str] = {
     "its_reset_baser_before_probe": (
         "Linux commit (Marc Zyngier, 2022-01) (\"irqchip/gic-v3-its: Reset each ITS's BASERn "
         'register before probe") (v5.17; hash not confirmed)'
+    ),
+    "memreserve_node_access": (
+        'Linux commit 80424b02d42b ("efi: Reduce the amount of memblock reservations for '
+        'persistent allocations") (v5.0) walks the nodes with __va(), which faults in a kdump '
+        "kernel whose linear map does not cover them; Linux commit 18df7577adae "
+        '("efi/memreserve: deal with memreserve entries in unmapped memory") (v5.2) '
+        "memremap()s each node"
+    ),
+    "memreserve_node_is_page_size": (
+        'Linux commit 80424b02d42b ("efi: Reduce the amount of memblock reservations for '
+        'persistent allocations") (v5.0): EFI_MEMRESERVE_COUNT(PAGE_SIZE); Linux commit '
+        '18df7577adae ("efi/memreserve: deal with memreserve entries in unmapped memory") '
+        "(v5.2): EFI_MEMRESERVE_COUNT(SZ_4K)"
+    ),
+    "memreserve_in_memblock": (
+        'Linux commit (Marc Zyngier, 2021-07) ("firmware/efi: Tell memblock about EFI iomem '
+        'reservations") (v5.14; hash and exact version UNCONFIRMED, linux-kernel.md §1.7): '
+        "kexec_file_load() keeps its segments off the tables"
+    ),
+    "defers_persistent_reservations": (
+        'Linux commit eff896288872 ("efi/arm: Defer persistent reservations until after '
+        'paging_init()") (v4.20), reverted in v5.0 ("efi/arm: Revert \'Defer persistent '
+        "reservations until after paging_init()'\"); merge versions UNCONFIRMED "
+        "(linux-kernel.md §1.6)"
+    ),
+    "memblock_reserved_regions_per_cpu": (
+        'Linux commit (Ard Biesheuvel, 2019-02) ("arm64, mm, efi: Account for GICv3 LPI tables '
+        'in static memblock reserve table") (v5.0; exact title and version UNCONFIRMED): '
+        "INIT_MEMBLOCK_RESERVED_REGIONS = INIT_MEMBLOCK_REGIONS + NR_CPUS + 1 instead of 128"
     ),
     "checks_lpi_disable": (
         "redist_disable_lpis() with the RWP wait and EnableLPIs read-back; before the v4.20 "
@@ -67,6 +92,14 @@ FEATURE_SOURCES: dict[str, str] = {
 }
 
 
+#: INIT_MEMBLOCK_REGIONS (mm/memblock.c)
+INIT_MEMBLOCK_REGIONS = 128
+#: CONFIG_NR_CPUS of arm64 defconfig in the era of these kernels (arch/arm64/Kconfig)
+NR_CPUS = 256
+PAGE_SIZE = 4096
+SZ_4K = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class KernelProfile:
     """The behaviours of one kernel version that matter to LPI tables across kexec."""
@@ -81,16 +114,36 @@ class KernelProfile:
     #: Which memreserve layout efi_config_parse_tables() reads (None: table unknown).
     memreserve_layout: MemreserveLayout | None
     efi_stub_installs_memreserve_root: bool
-    memreserve_node_bytes: int
+    #: How efi_mem_reserve_persistent() reaches list nodes: "__va" or "memremap".
+    memreserve_node_access: Literal["__va", "memremap"]
+    #: New nodes hold EFI_MEMRESERVE_COUNT(PAGE_SIZE) entries rather than (SZ_4K).
+    memreserve_node_is_page_size: bool
     memreserve_in_iomem: bool
+    memreserve_in_memblock: bool
     pending_memreserve_at_online: bool
     its_reset_baser_before_probe: bool
     checks_lpi_disable: bool
+    #: The memreserve walk runs after paging_init(), when memblock may resize its arrays.
+    defers_persistent_reservations: bool
+    #: INIT_MEMBLOCK_RESERVED_REGIONS grows by NR_CPUS + 1.
+    memblock_reserved_regions_per_cpu: bool
     printk_era: Literal["classic", "modern"]
+    page_size: int = PAGE_SIZE
     notes: tuple[str, ...] = field(default=())
 
     def source(self, feature: str) -> str:
         return FEATURE_SOURCES[feature]
+
+    @property
+    def memreserve_node_bytes(self) -> int:
+        """Bytes a new memreserve node is sized for (its capacity is computed from this)."""
+        return self.page_size if self.memreserve_node_is_page_size else SZ_4K
+
+    @property
+    def init_memblock_reserved_regions(self) -> int:
+        """``INIT_MEMBLOCK_RESERVED_REGIONS``: the static reserved array before paging_init."""
+        extra = NR_CPUS + 1 if self.memblock_reserved_regions_per_cpu else 0
+        return INIT_MEMBLOCK_REGIONS + extra
 
 
 _V4_19 = KernelProfile(
@@ -101,39 +154,96 @@ _V4_19 = KernelProfile(
     registers_lpi_tables_with_efi=False,
     memreserve_layout=None,
     efi_stub_installs_memreserve_root=False,
-    memreserve_node_bytes=4096,
+    memreserve_node_access="memremap",
+    memreserve_node_is_page_size=False,
     memreserve_in_iomem=False,
+    memreserve_in_memblock=False,
     pending_memreserve_at_online=False,
     its_reset_baser_before_probe=False,
     checks_lpi_disable=False,
+    defers_persistent_reservations=False,
+    memblock_reserved_regions_per_cpu=False,
     printk_era="classic",
 )
 
 # Each later profile is the earlier one plus what changed, so a reader sees the deltas.
-_V5_10 = dataclasses.replace(
+_V4_20 = dataclasses.replace(
     _V4_19,
-    name="v5.10",
-    release="5.10.0",
-    description="the fix with v5.0 memreserve nodes; pending tables reserved at STARTING",
+    name="v4.20",
+    release="4.20.0",
+    description="the fix, first form: one kmalloc'd 24-byte memreserve node per reservation",
     reuses_preallocated_lpi_tables=True,
     registers_lpi_tables_with_efi=True,
-    memreserve_layout="v5.0",
+    memreserve_layout="v4.20",
     efi_stub_installs_memreserve_root=True,
-    memreserve_in_iomem=True,
     checks_lpi_disable=True,
+    defers_persistent_reservations=True,
 )
 
-_V6_6 = dataclasses.replace(
+_V5_0 = dataclasses.replace(
+    _V4_20,
+    name="v5.0",
+    release="5.0.0",
+    description="page-array memreserve nodes reached with __va() (faults in kdump)",
+    memreserve_layout="v5.0",
+    memreserve_node_access="__va",
+    memreserve_node_is_page_size=True,
+    defers_persistent_reservations=False,
+    memblock_reserved_regions_per_cpu=True,
+)
+
+_V5_2 = dataclasses.replace(
+    _V5_0,
+    name="v5.2",
+    release="5.2.0",
+    description="memreserve nodes sized SZ_4K and memremap()ed one by one",
+    memreserve_node_access="memremap",
+    memreserve_node_is_page_size=False,
+)
+
+_V5_5 = dataclasses.replace(
+    _V5_2,
+    name="v5.5",
+    release="5.5.0",
+    description="reservations also 'reserved' in /proc/iomem (kexec-tools avoids them)",
+    memreserve_in_iomem=True,
+)
+
+_V5_10 = dataclasses.replace(
+    _V5_5,
+    name="v5.10",
+    release="5.10.0",
+    description="LTS: the v5.5 behaviours; pending tables reserved at STARTING",
+)
+
+_V5_14 = dataclasses.replace(
     _V5_10,
-    name="v6.6",
-    release="6.6.0",
-    description="current: pending tables reserved from the CPUHP online callback",
+    name="v5.14",
+    release="5.14.0",
+    description="reservations also in memblock (kexec_file_load avoids them)",
+    memreserve_in_memblock=True,
+)
+
+_V5_17 = dataclasses.replace(
+    _V5_14,
+    name="v5.17",
+    release="5.17.0",
+    description="pending tables reserved from the CPUHP online callback; GITS_BASER reset",
     pending_memreserve_at_online=True,
     its_reset_baser_before_probe=True,
     printk_era="modern",
 )
 
-PROFILES: dict[str, KernelProfile] = {p.name: p for p in (_V4_19, _V5_10, _V6_6)}
+_V6_6 = dataclasses.replace(
+    _V5_17,
+    name="v6.6",
+    release="6.6.0",
+    description="current: the v5.17 behaviours (nothing later changes what the model sees)",
+)
+
+PROFILES: dict[str, KernelProfile] = {
+    p.name: p for p in (_V4_19, _V4_20, _V5_0, _V5_2, _V5_5, _V5_10, _V5_14, _V5_17, _V6_6)
+}
 
 
 def get_profile(name: str) -> KernelProfile:

@@ -54,7 +54,7 @@ def evaluate(expect: Expect, result: dict[str, Any]) -> list[dict[str, Any]]:
         if r is not None:
             add(key, _fmt_range(r), actual, _in_range(actual, r))
     gens = result["generations"]
-    for key in ("tainted", "reused_tables"):
+    for key in ("tainted", "reused_tables", "crashed"):
         spec: PerGen | None = getattr(expect, key)
         if spec is None:
             continue

@@ -32,9 +32,20 @@ def play(scenario: Scenario) -> World:
 def _do(world: World, step: Step) -> None:
     match step.action:
         case "boot":
-            world.boot(step.kernel)
+            world.boot(step.kernel, cmdline=step.cmdline)
         case "kexec":
-            world.kexec(step.kernel, handover_msis=step.handover_msis)
+            world.kexec(step.kernel, cmdline=step.cmdline, handover_msis=step.handover_msis)
+        case "kdump":
+            world.kdump(
+                step.kernel,
+                cmdline=step.cmdline,
+                panic_cpu=step.cpu,
+                inflight_msis=step.inflight_msis,
+            )
+        case "cpu-down":
+            world.cpu_down(step.cpu)
+        case "cpu-up":
+            world.cpu_up(step.cpu)
         case "traffic":
             world.traffic(step.device, step.msis)
         case "page-cache":
@@ -80,6 +91,9 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
                 "kernel": k.profile.name,
                 "boot": k.boot_method,
                 "entry": k.entry,
+                "cmdline": str(k.cmdline),
+                "crashed": k.crashed is not None,
+                "crash_cause": k.crashed,
                 "log": list(k.log.lines),
                 "reused_tables": k.reused_tables,
                 "tainted": k.tainted,
@@ -93,7 +107,7 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
                         "hwirq": d.hwirq,
                         "its_msi": d.hwirq_name,
                         "name": d.action,
-                        "per_cpu": [d.counts.get(c, 0) for c in range(k.nr_cpus)],
+                        "per_cpu": [d.counts.get(c, 0) for c in k.possible_cpus],
                     }
                     for d in sorted(k.irqs.values(), key=lambda d: d.virq)
                 ],
@@ -160,5 +174,6 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
         },
         "memreserve": memreserve,
         "guest_errors": [str(e) for e in world.machine.events.errors],
+        "notes": list(world.notes),
         "model": {"pages_touched": world.machine.mem.pages_touched},
     }

@@ -17,6 +17,7 @@ from typing import Any
 
 from gickexec.hw.knobs import knobs_with_overrides
 from gickexec.hw.platform import PLATFORMS, Platform
+from gickexec.kernel.cmdline import CmdlineError, parse_cmdline
 from gickexec.kernel.profiles import PROFILES
 
 __all__ = [
@@ -66,6 +67,9 @@ class Step:
     handover_msis: int = 0
     times: int = 1
     steps: tuple[Step, ...] = ()
+    cmdline: str = ""
+    cpu: int = 0
+    inflight_msis: int = 0
 
 
 #: A numeric expectation: exact value, or inclusive (min, max) with None for open.
@@ -85,6 +89,7 @@ class Expect:
     memreserve_stable: bool | None = None
     tainted: PerGen | None = None
     reused_tables: PerGen | None = None
+    crashed: PerGen | None = None
     log_contains: tuple[str, ...] = ()
     log_absent: tuple[str, ...] = ()
 
@@ -237,7 +242,10 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise ctx.fail("steps", "must be a non-empty array of tables ([[steps]])")
-    steps = tuple(_step(ctx, s, f"steps[{i}]", names, top=True) for i, s in enumerate(raw_steps))
+    steps = tuple(
+        _step(ctx, s, f"steps[{i}]", names, top=True, cpus=platform.cpus)
+        for i, s in enumerate(raw_steps)
+    )
     if steps[0].action != "boot":
         raise ctx.fail("steps[0].action", "the first step must be 'boot'")
     if _count_steps(steps) > MAX_STEPS:
@@ -269,15 +277,20 @@ def _devices(ctx: _Ctx, raw: Any) -> tuple[Device, ...]:
 
 
 _STEP_FIELDS = {
-    "boot": {"kernel"},
-    "kexec": {"kernel", "handover_msis"},
+    "boot": {"kernel", "cmdline"},
+    "kexec": {"kernel", "cmdline", "handover_msis"},
+    "kdump": {"kernel", "cmdline", "panic_cpu", "inflight_msis"},
+    "cpu-down": {"cpu"},
+    "cpu-up": {"cpu"},
     "traffic": {"device", "msis"},
     "page-cache": {"fraction"},
     "repeat": {"times", "steps"},
 }
 
 
-def _step(ctx: _Ctx, raw: Any, path: str, devices: set[str], *, top: bool) -> Step:
+def _step(
+    ctx: _Ctx, raw: Any, path: str, devices: set[str], *, top: bool, cpus: int = MAX_CPUS
+) -> Step:
     t = ctx.table(raw, path)
     action = ctx.str_(t.get("action"), f"{path}.action")
     if action not in _STEP_FIELDS:
@@ -287,7 +300,7 @@ def _step(ctx: _Ctx, raw: Any, path: str, devices: set[str], *, top: bool) -> St
         )
     ctx.keys(t, path, _STEP_FIELDS[action] | {"action"})
     kernel = ""
-    if action in ("boot", "kexec"):
+    if action in ("boot", "kexec", "kdump"):
         kernel = ctx.str_(t.get("kernel"), f"{path}.kernel")
         if kernel not in PROFILES:
             raise ctx.fail(
@@ -318,9 +331,27 @@ def _step(ctx: _Ctx, raw: Any, path: str, devices: set[str], *, top: bool) -> St
         if not isinstance(raw_sub, list) or not raw_sub:
             raise ctx.fail(f"{path}.steps", "must be a non-empty array of step tables")
         sub = tuple(
-            _step(ctx, s, f"{path}.steps[{i}]", devices, top=False) for i, s in enumerate(raw_sub)
+            _step(ctx, s, f"{path}.steps[{i}]", devices, top=False, cpus=cpus)
+            for i, s in enumerate(raw_sub)
         )
-    return Step(action, kernel, device, msis, fraction, handover, times, sub)
+    cmdline = t.get("cmdline", "nr_cpus=1" if action == "kdump" else "")
+    if not isinstance(cmdline, str):
+        raise ctx.fail(f"{path}.cmdline", f"must be a string, not {cmdline!r}")
+    try:
+        parsed = parse_cmdline(cmdline)
+    except CmdlineError as e:
+        raise ctx.fail(f"{path}.cmdline", str(e)) from None
+    for name, value in (("maxcpus", parsed.maxcpus), ("nr_cpus", parsed.nr_cpus)):
+        if value is not None and value > cpus:
+            raise ctx.fail(f"{path}.cmdline", f"{name}={value}: the platform has {cpus} CPUs")
+    cpu_key = "panic_cpu" if action == "kdump" else "cpu"
+    cpu = ctx.int_(t.get(cpu_key, 0), f"{path}.{cpu_key}", 0, cpus - 1)
+    if action in ("cpu-down", "cpu-up") and "cpu" not in t:
+        raise ctx.fail(f"{path}.cpu", "missing: which CPU")
+    inflight = ctx.int_(t.get("inflight_msis", 0), f"{path}.inflight_msis", 0, MAX_MSIS_PER_STEP)
+    return Step(
+        action, kernel, device, msis, fraction, handover, times, sub, cmdline, cpu, inflight
+    )
 
 
 def _count_steps(steps: tuple[Step, ...]) -> int:
@@ -335,7 +366,7 @@ _EXPECT_RANGES = (
     "memreserve_nodes",
     "memreserve_entries",
 )
-_EXPECT_PERGEN = ("tainted", "reused_tables")
+_EXPECT_PERGEN = ("tainted", "reused_tables", "crashed")
 
 
 def _expect(ctx: _Ctx, raw: Any) -> Expect:

@@ -25,7 +25,8 @@ from gickexec.fw.uefi import UefiFirmware, read_config_tables
 from gickexec.hw.machine import Machine
 from gickexec.hw.memory import Agent, AgentKind, GicWrite
 from gickexec.hw.platform import PLATFORMS, Platform
-from gickexec.kernel.kernel import IrqDesc, Kernel
+from gickexec.kernel.cmdline import KernelCmdline, parse_cmdline
+from gickexec.kernel.kernel import ELFCOREHDR_BYTES, IrqDesc, KdumpParams, Kernel
 from gickexec.kernel.mm import Role
 from gickexec.kernel.profiles import get_profile
 
@@ -187,6 +188,8 @@ class World:
         self.machine.mem.observe_gic_writes(self.corruption.on_write)
         self.generations: list[Kernel] = []
         self.memreserve_after: list[tuple[int, int] | None] = []
+        #: steps that could not happen as asked (e.g. kexec from a crashed kernel)
+        self.notes: list[str] = []
         self._shutdown_hooks: dict[str, bool] = {}
         self._next_vector: dict[str, int] = {}
 
@@ -217,7 +220,7 @@ class World:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def boot(self, profile: str) -> Kernel:
+    def boot(self, profile: str, *, cmdline: str = "") -> Kernel:
         """Power on and boot ``profile`` through the platform's firmware."""
         if self.generations:
             self.generations[-1].device_shutdown()
@@ -225,12 +228,22 @@ class World:
             self.machine.power_on()
             if self.firmware is not None:
                 self.firmware.power_on()
-        return self._start(profile, "firmware")
+        return self._start(profile, "firmware", cmdline=parse_cmdline(cmdline))
 
-    def kexec(self, profile: str, *, handover_msis: int = 0) -> Kernel:
+    def _halted(self, what: str) -> bool:
+        k = self.kernel
+        if k.crashed is None:
+            return False
+        self.notes.append(f"{what} skipped: kernel gen {k.generation} is dead ({k.crashed})")
+        return True
+
+    def kexec(self, profile: str, *, cmdline: str = "", handover_msis: int = 0) -> Kernel:
         """kexec from the running kernel into ``profile``; devices that keep signalling
         during the handover send ``handover_msis`` MSIs before the new kernel starts."""
         old = self.kernel
+        parsed = parse_cmdline(cmdline)
+        if self._halted("kexec"):
+            return old
         old.shutdown_for_kexec()
         self._record_memreserve(old)
         chain = self.memreserve_chain()
@@ -250,10 +263,83 @@ class World:
         # Since v5.5 the list's entries and node pages are "reserved" in /proc/iomem,
         # which kexec-tools keeps the next kernel's segments away from.
         avoid = self._published_pages() if old.profile.memreserve_in_iomem else []
-        return self._start(profile, "kexec", avoid)
+        return self._start(profile, "kexec", avoid, cmdline=parsed)
+
+    def kdump(
+        self,
+        profile: str,
+        *,
+        cmdline: str = "nr_cpus=1",
+        panic_cpu: int = 0,
+        inflight_msis: int = 0,
+        reason: str = "sysrq triggered crash",
+    ) -> Kernel | None:
+        """The running kernel panics on ``panic_cpu`` and, if ``crashkernel=`` reserved
+        room for it (``kexec -p``), boots the capture kernel ``profile`` there.
+
+        Devices are not shut down on a panic; ``inflight_msis`` MSIs per device arrive
+        after the crashed kernel masked its interrupts and before the capture kernel
+        runs.  Returns the capture kernel, or None when there is none to boot.
+        """
+        old = self.kernel
+        parsed = parse_cmdline(cmdline)
+        if self._halted("kdump"):
+            return None
+        if panic_cpu not in old.online_cpus:
+            self.notes.append(f"CPU {panic_cpu} is not online: the panic happens on CPU0")
+            panic_cpu = old.boot_cpu
+        old.crash_shutdown(reason)
+        self._record_memreserve(old)
+        crash = old.crashkernel
+        self.corruption.generation = old.generation + 1
+        self.corruption.between_kernels = True
+        old_judge = self._kernel_judge(old)
+
+        def window_judge(addr: int, agent: Agent) -> tuple[bool, str]:
+            if crash is not None and crash[0] <= addr < crash[0] + crash[1]:
+                return False, "crashkernel region (capture kernel)"
+            return old_judge(addr, agent)
+
+        self.corruption.judge = window_judge
+        if inflight_msis:
+            self._traffic_all(inflight_msis, old.generation + 1)
+        if crash is None:
+            self.notes.append(
+                f"kernel gen {old.generation} panicked with no crash kernel loaded "
+                "(no crashkernel=): the machine hangs"
+            )
+            return None
+        base, size = crash
+        # kexec-tools: the image at the bottom of the region, elfcorehdr at the top.
+        hdr = (base + size - ELFCOREHDR_BYTES, ELFCOREHDR_BYTES)
+        vmcore = tuple(
+            piece
+            for start, end in old.memory
+            for piece in ((start, min(end, base)), (max(start, base + size), end))
+            if piece[1] > piece[0]
+        )
+        params = KdumpParams(crash, base, hdr, vmcore, panic_cpu)
+        return self._start(profile, "kdump", cmdline=parsed, kdump=params, crashed=old)
+
+    def cpu_down(self, cpu: int) -> None:
+        """Offline ``cpu`` in the running kernel (``echo 0 > .../cpuN/online``)."""
+        if not self._halted("cpu-down") and (why := self.kernel.cpu_down(cpu)):
+            self.notes.append(f"cpu-down {cpu}: {why}")
+
+    def cpu_up(self, cpu: int) -> None:
+        """Online ``cpu`` in the running kernel (``echo 1 > .../cpuN/online``)."""
+        if not self._halted("cpu-up") and (why := self.kernel.cpu_up(cpu)):
+            self.notes.append(f"cpu-up {cpu}: {why}")
 
     def _start(
-        self, profile_name: str, entry: str, avoid: list[tuple[int, int]] | None = None
+        self,
+        profile_name: str,
+        entry: str,
+        avoid: list[tuple[int, int]] | None = None,
+        *,
+        cmdline: KernelCmdline | None = None,
+        kdump: KdumpParams | None = None,
+        crashed: Kernel | None = None,
     ) -> Kernel:
         profile = get_profile(profile_name)
         gen = len(self.generations)
@@ -261,27 +347,38 @@ class World:
             self.machine,
             profile,
             generation=gen,
-            entry="firmware" if entry == "firmware" else "kexec",
+            entry="firmware" if entry == "firmware" else "kdump" if kdump else "kexec",
             seed=self.seed,
             firmware=self.firmware,
             avoid=avoid or [],
+            cmdline=cmdline,
+            kdump=kdump,
         )
         k.on_irq = lambda cpu, intid, desc: self.ledger.record_irq(cpu, intid, desc, gen)
         self.generations.append(k)
         self.corruption.generation = gen
         self.corruption.between_kernels = False
-        self.corruption.judge = self._kernel_judge(k)
+        self.corruption.judge = self._kernel_judge(k, crashed)
         devices = [(d, self._shutdown_hooks[d.name]) for d in self.machine.devices.values()]
         k.boot(devices)
         return k
 
     @staticmethod
-    def _kernel_judge(k: Kernel) -> Judge:
+    def _kernel_judge(k: Kernel, crashed: Kernel | None = None) -> Judge:
+        """GIC writes are fine in the tables ``k`` gave that agent.  A capture kernel also
+        lets the crashed kernel's redistributors keep writing their own tables outside
+        its memory (what ``/proc/vmcore`` will show)."""
+
         def judge(addr: int, agent: Agent) -> tuple[bool, str]:
             owner = k.owner(addr)
+            suffix = ""
+            if owner is None and crashed is not None and not k.in_linear_map(addr, 1):
+                owner = crashed.owner(addr)
+                suffix = " (crashed kernel, in /proc/vmcore)"
             if owner is None:
-                return False, "free memory"
-            return owner.role is not None and owner.role == _role_for(agent), owner.label
+                return False, "free memory" + suffix
+            ok = owner.role is not None and owner.role == _role_for(agent)
+            return ok, owner.label + suffix
 
         return judge
 

@@ -1,0 +1,253 @@
+"""The compatibility matrix: kexec or kdump from kernel X into kernel Y on platform P,
+booted through EFI or a device tree, one small fixed workload per cell.
+
+Each cell boots ``from`` (with ``crashkernel=`` for kdump), lets a NIC deliver MSIs,
+then kexecs (or panics into a ``nr_cpus=1`` capture kernel on CPU 1) into ``to`` and
+sends the same traffic again.  The outcome is the worst thing that happened to the
+second kernel: ``crash`` > ``corruption`` > ``lpis-lost`` > ``taint`` > ``ok``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gickexec.hw.platform import PLATFORMS
+from gickexec.kernel.kernel import Kernel
+from gickexec.kernel.profiles import get_profile
+from gickexec.scenario.world import World
+
+__all__ = [
+    "MATRIX_PLATFORMS",
+    "MATRIX_PROFILES",
+    "Cell",
+    "cells",
+    "matrix_markdown",
+    "matrix_text",
+    "run_cell",
+]
+
+Mode = Literal["kexec", "kdump"]
+Boot = Literal["efi", "dt"]
+
+MATRIX_PROFILES = ("v4.19", "v4.20", "v5.0", "v5.2", "v5.5", "v5.14", "v5.17", "v6.6")
+MATRIX_PLATFORMS = ("efi-server-8", "qemu-virt")
+MSIS = 64
+PANIC_CPU = 1
+CRASHKERNEL = "crashkernel=512M"
+
+# The lines that best say what happened, most telling first.
+_KEY_LINES = (
+    "Unable to handle kernel",
+    "Kernel panic",
+    "GICv3: Expected reserved range",
+    "Failed to disable LPIs",
+    "Booted with LPIs enabled",
+    "WARNING:",
+    "GICv3: Using preallocated redistributor tables",
+    "using allocated LPI pending table",
+    "CPU0: using LPI pending table",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One experiment of the matrix."""
+
+    from_: str
+    to: str
+    mode: Mode
+    boot: Boot
+    platform: str
+
+
+def cells(
+    froms: Sequence[str] | None,
+    tos: Sequence[str],
+    modes: Sequence[Mode],
+    boots: Sequence[Boot],
+    platforms: Sequence[str],
+) -> list[Cell]:
+    """The grid; ``froms=None`` pairs every ``to`` with itself."""
+    out: list[Cell] = []
+    for platform in platforms:
+        for boot in boots:
+            for mode in modes:
+                for to in tos:
+                    for frm in [to] if froms is None else froms:
+                        out.append(Cell(frm, to, mode, boot, platform))
+    return out
+
+
+def run_cell(cell: Cell, seed: int = 1) -> dict[str, Any]:
+    """Play one cell; returns its JSON object (see docs/compatibility.md)."""
+    base = PLATFORMS[cell.platform]
+    w = World(dataclasses.replace(base, firmware=cell.boot), seed=seed)
+    w.add_device("nic0", device_id=0x100, nvec=min(8, base.cpus))
+    w.boot(cell.from_, cmdline=CRASHKERNEL if cell.mode == "kdump" else "")
+    w.traffic("nic0", MSIS)
+    before = w.ledger.lost
+    if cell.mode == "kexec":
+        second: Kernel | None = w.kexec(cell.to)
+    else:
+        second = w.kdump(cell.to, panic_cpu=PANIC_CPU)
+    w.traffic("nic0", MSIS)
+    w.finish()
+    assert second is not None, "the matrix always loads a capture kernel"
+    lost = w.ledger.lost - before
+    bits = w.corruption.bits
+    taints = second.log.taint_string
+    if second.crashed is not None:
+        outcome = "crash"
+    elif bits:
+        outcome = "corruption"
+    elif lost:
+        outcome = "lpis-lost"
+    elif taints:
+        outcome = "taint"
+    else:
+        outcome = "ok"
+    owners = sorted({e.owner for e in w.corruption.events})
+    return {
+        "from": cell.from_,
+        "to": cell.to,
+        "mode": cell.mode,
+        "boot": cell.boot,
+        "platform": cell.platform,
+        "ok": outcome == "ok",
+        "outcome": outcome,
+        "lost_msis": lost,
+        "lost_cpus": len(w.ledger.lost_per_cpu),
+        "lost_per_cpu": {str(c): n for c, n in sorted(w.ledger.lost_per_cpu.items())},
+        "corrupted_bits": bits,
+        "corrupted_owners": owners,
+        "taints": taints,
+        "reused_tables": second.reused_tables,
+        "reason": _reason(cell, second, outcome),
+        "key_line": _key_line(second),
+    }
+
+
+def _key_line(k: Kernel) -> str:
+    for marker in _KEY_LINES:
+        for line in k.log.lines:
+            if marker in line:
+                return line
+    return ""
+
+
+def _reason(cell: Cell, k: Kernel, outcome: str) -> str:
+    """One line on why, from the profiles' features and what the kernel did."""
+    frm, to = get_profile(cell.from_), get_profile(cell.to)
+    if k.crashed is not None:
+        return f"{cell.to} died: {k.crashed}"
+    parts: list[str] = []
+    if k.reused_tables:
+        how = "is_kdump_kernel()" if cell.mode == "kdump" else "the EFI memreserve list"
+        parts.append(f"tables reused through {how}")
+    elif not to.reuses_preallocated_lpi_tables:
+        parts.append(
+            f"{cell.to} predates table reuse: it programs new tables, which a GIC with "
+            "EnableLPIs set ignores"
+        )
+    elif cell.boot == "dt":
+        parts.append("no EFI: nothing reserved the tables, so they cannot be reused")
+    elif not frm.registers_lpi_tables_with_efi:
+        parts.append(f"{cell.from_} did not publish its tables in the EFI memreserve list")
+    elif frm.memreserve_layout != to.memreserve_layout:
+        parts.append(
+            f"a {frm.memreserve_layout}-layout memreserve list read with the "
+            f"{to.memreserve_layout} layout: no reservation covers the tables"
+        )
+    else:
+        parts.append("the tables were not found reserved")
+    warned = sorted(
+        {line.rsplit(" ", 1)[-1] for line in k.log.lines if line.startswith("WARNING:")}
+    )
+    if warned:
+        enodev = k.efi is not None and k.efi.memreserve_root == -1
+        why = " (efi_mem_reserve_persistent: -ENODEV, no MEMRESERVE table)" if enodev else ""
+        parts.append(f"WARN in {', '.join(warned)}{why}")
+    if outcome == "corruption":
+        parts.append("the GIC wrote pending bits into memory it does not own")
+    return "; ".join(parts)
+
+
+def matrix_text(results: Iterable[dict[str, Any]]) -> str:
+    """One line per cell."""
+    lines = []
+    for r in results:
+        head = (
+            f"{r['from']:>6} -> {r['to']:<6} {r['mode']:<5} {r['boot']:<3} "
+            f"{r['platform']:<14} {r['outcome']:<10}"
+        )
+        detail = r["reason"]
+        if r["lost_msis"]:
+            detail += f" [{r['lost_msis']} MSIs lost on {r['lost_cpus']} CPUs]"
+        if r["corrupted_bits"]:
+            detail += f" [{r['corrupted_bits']} bits corrupted]"
+        lines.append(f"{head} {detail}")
+        if r["key_line"]:
+            lines.append(f"{'':>38}| {r['key_line']}")
+    return "\n".join(lines)
+
+
+_TOKEN = {
+    "ok": "ok",
+    "lpis-lost": "lost",
+    "corruption": "CORRUPT",
+    "taint": "taint",
+    "crash": "CRASH",
+}
+
+
+def matrix_markdown(results: Sequence[dict[str, Any]], command: str) -> str:
+    """docs/compatibility.md: one from x to grid per (platform, boot, mode), then a
+    paragraph per distinct non-ok reason naming the cells it explains."""
+    out = [
+        "# Compatibility matrix",
+        "",
+        f"Generated by `{command}`; do not edit by hand.",
+        "",
+        "Each cell boots the *from* kernel, lets a NIC deliver "
+        f"{MSIS} MSIs, then kexecs (or panics into a `nr_cpus=1` capture kernel on CPU "
+        f"{PANIC_CPU}, loaded with `{CRASHKERNEL}`) into the *to* kernel and sends {MSIS} "
+        "more.  Outcomes: `ok`; `lost` (MSIs lost); `CORRUPT` (the GIC wrote into memory "
+        "the running kernel did not give it); `taint` (a warning tainted the kernel, "
+        "nothing lost); `CRASH` (the second kernel died).  Rows: from; columns: to.",
+        "",
+    ]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["platform"], r["boot"], r["mode"]), []).append(r)
+    for (platform, boot, mode), rows in groups.items():
+        tos = list(dict.fromkeys(r["to"] for r in rows))
+        froms = list(dict.fromkeys(r["from"] for r in rows))
+        by = {(r["from"], r["to"]): r for r in rows}
+        out += [f"## {platform}, {boot.upper()} boot, {mode}", ""]
+        out.append("| from \\ to | " + " | ".join(tos) + " |")
+        out.append("|---" * (len(tos) + 1) + "|")
+        for frm in froms:
+            row = [_TOKEN[by[(frm, t)]["outcome"]] if (frm, t) in by else "" for t in tos]
+            out.append(f"| **{frm}** | " + " | ".join(row) + " |")
+        out.append("")
+    out += ["## Why the non-ok cells are not ok", ""]
+    reasons: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        if not r["ok"]:
+            reasons.setdefault((r["outcome"], r["reason"]), []).append(r)
+    for (outcome, reason), rows in sorted(reasons.items()):
+        names = ", ".join(
+            f"{r['from']}→{r['to']} {r['mode']} {r['boot']} {r['platform']}" for r in rows
+        )
+        lost = sorted({r["lost_msis"] for r in rows})
+        key = next((r["key_line"] for r in rows if r["key_line"]), "")
+        text = f"**{_TOKEN[outcome]}** — {reason}."
+        if lost != [0]:
+            text += f" MSIs lost per cell: {', '.join(map(str, lost))} of {MSIS}."
+        if key:
+            text += f" Key log line: `{key}`."
+        out += [text, "", f"Cells ({len(rows)}): {names}.", ""]
+    return "\n".join(out).rstrip() + "\n"

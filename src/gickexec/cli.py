@@ -16,7 +16,11 @@ from typing import Any, NoReturn, cast
 import click
 
 from gickexec.hw.platform import PLATFORMS
+from gickexec.inspect.analyze import inspect_image, tables_from_note, tables_from_registers
+from gickexec.inspect.image import ImageError, open_image
+from gickexec.inspect.vmcore import NOTE_NAME, machine_info, parse_note, write_vmcore
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES
+from gickexec.report.dump import render_inspection
 from gickexec.report.hardware import platforms_doc, platforms_markdown, platforms_text
 from gickexec.report.text import render_scenario, render_summary
 from gickexec.scenario.builtin import builtin_names, builtin_text, load_builtin
@@ -30,8 +34,9 @@ from gickexec.scenario.matrix import (
     matrix_text,
     run_cell,
 )
-from gickexec.scenario.runner import run_scenario
+from gickexec.scenario.runner import StepHook, run_scenario
 from gickexec.scenario.schema import Scenario, ScenarioError, load_scenario
+from gickexec.scenario.world import World
 
 __all__ = ["main"]
 
@@ -68,8 +73,25 @@ def main() -> None:
     "--seed", type=click.IntRange(min=0), default=None, help="Override every scenario's seed."
 )
 @click.option("--no-logs", is_flag=True, help="Leave the kernel logs out of the text report.")
+@click.option(
+    "--export-vmcore",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the machine's memory as an ELF core (one scenario only).",
+)
+@click.option(
+    "--export-at",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Export after this step (0-based; default: at the end).",
+)
 def run(
-    scenarios: tuple[str, ...], as_json: bool, pretty: bool, seed: int | None, no_logs: bool
+    scenarios: tuple[str, ...],
+    as_json: bool,
+    pretty: bool,
+    seed: int | None,
+    no_logs: bool,
+    export_vmcore: Path | None,
+    export_at: int | None,
 ) -> None:
     """Play scenario files (or built-in names); without arguments, the built-in defaults."""
     try:
@@ -82,9 +104,20 @@ def run(
         _bad_input(str(e))
     if seed is not None:
         loaded = [dataclasses.replace(s, seed=seed) for s in loaded]
+    hook = None
+    if export_vmcore is not None:
+        if len(loaded) != 1:
+            _bad_input("--export-vmcore needs exactly one scenario")
+        steps = len(loaded[0].steps)
+        at = steps - 1 if export_at is None else export_at
+        if at >= steps:
+            _bad_input(f"--export-at {at}: the scenario has steps 0..{steps - 1}")
+        hook = _exporter(export_vmcore, at)
+    elif export_at is not None:
+        _bad_input("--export-at goes with --export-vmcore")
     results: list[dict[str, Any]] = []
     for sc in loaded:
-        result = run_scenario(sc)
+        result = run_scenario(sc, hook)
         results.append(result)
         if not as_json:
             click.echo(render_scenario(result, logs=not no_logs))
@@ -94,6 +127,113 @@ def run(
     else:
         click.echo(render_summary(results))
     sys.exit(0 if all(r["ok"] for r in results) else 1)
+
+
+def _exporter(path: Path, at: int) -> StepHook:
+    def hook(index: int, world: World) -> None:
+        if index == at:
+            systab = world.firmware.systab if world.firmware else None
+            info = machine_info(world.machine, systab)
+            try:
+                write_vmcore(world.machine.mem, path, info=info)
+            except OSError as e:
+                _bad_input(f"{path}: {e.strerror}")
+            click.echo(f"gickexec: memory after step {at} written to {path}", err=True)
+
+    return hook
+
+
+def _cpu_values(items: tuple[str, ...], what: str) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for item in items:
+        cpu, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[int(cpu, 0)] = int(value, 0)
+        except ValueError:
+            _bad_input(f"{what} {item!r}: expected CPU=VALUE, e.g. 0=0x880e0000")
+    return out
+
+
+def _int(text: str | None, what: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        _bad_input(f"{what} {text!r} is not a number")
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--base", help="Read IMAGE as raw physical memory starting here.")
+@click.option("--memreserve", help="Physical address of the memreserve root (efi: MEMRESERVE=).")
+@click.option("--systab", help="Physical address of the EFI system table.")
+@click.option(
+    "--layout",
+    type=click.Choice(["auto", "v4.20", "v5.0"]),
+    default="auto",
+    help="Memreserve node layout.",
+)
+@click.option("--propbaser", help="GICR_PROPBASER value (as a debugger shows it).")
+@click.option("--pendbaser", multiple=True, help="CPU=GICR_PENDBASER value; repeatable.")
+@click.option("--prop", help="Address of the LPI property table.")
+@click.option("--pend", multiple=True, help="CPU=address of an LPI pending table; repeatable.")
+@click.option(
+    "--id-bits",
+    type=click.IntRange(14, 24),
+    default=16,
+    help="LPI INTID bits when only addresses are given.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+def inspect(
+    image: Path,
+    base: str | None,
+    memreserve: str | None,
+    systab: str | None,
+    layout: str,
+    propbaser: str | None,
+    pendbaser: tuple[str, ...],
+    prop: str | None,
+    pend: tuple[str, ...],
+    id_bits: int,
+    as_json: bool,
+) -> None:
+    """Report what the next kernel would see in a guest memory image (ELF core or raw).
+
+    Exit status 1 when a live LPI table is not covered by the memreserve list."""
+    try:
+        img = open_image(image, base=_int(base, "--base"))
+    except ImageError as e:
+        _bad_input(str(e))
+    with img:
+        note = parse_note(img.notes.get(NOTE_NAME, b""))
+        regs_given = propbaser or pendbaser or prop or pend
+        tables = tables_from_registers(
+            _int(propbaser, "--propbaser"),
+            _cpu_values(pendbaser, "--pendbaser"),
+            _int(prop, "--prop"),
+            _cpu_values(pend, "--pend"),
+            id_bits,
+        )
+        if not regs_given:
+            tables = tables_from_note(note)
+        st, how = _int(systab, "--systab"), "given (--systab)"
+        if st is None and memreserve is None and "EFI_SYSTAB" in note:
+            st, how = note["EFI_SYSTAB"], "from the image's GICKEXEC note"
+        doc = inspect_image(
+            img,
+            memreserve=_int(memreserve, "--memreserve"),
+            systab=st,
+            layout=layout,  # type: ignore[arg-type]
+            tables=tables,
+            systab_how=how,
+        )
+    click.echo(json.dumps(doc, indent=1) if as_json else render_inspection(doc), nl=not as_json)
+    if as_json:
+        click.echo()
+    sys.exit(0 if doc["ok"] else 1)
 
 
 @main.command()

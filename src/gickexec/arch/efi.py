@@ -36,6 +36,7 @@ __all__ = [
     "MemreserveV420",
     "efi_memreserve_count",
     "guid_bytes",
+    "systab_header_crc_ok",
 ]
 
 
@@ -140,6 +141,19 @@ class EfiSystemTable:
 # -- EFI_CONFIGURATION_TABLE -----------------------------------------------------------
 _CFG = struct.Struct("<16sQ")
 CONFIG_TABLE_ENTRY_BYTES = _CFG.size  # 24
+
+
+def systab_header_crc_ok(raw: bytes) -> bool:
+    """Whether the EFI_TABLE_HEADER CRC32 of ``raw`` (starting at the signature, at least
+    HeaderSize bytes long) matches: CRC32 of HeaderSize bytes with the CRC field zeroed.
+    Computed from the bytes themselves, so any HeaderSize the data claims is honoured."""
+    if len(raw) < 24:
+        return False
+    header_size = int.from_bytes(raw[12:16], "little")
+    if not 24 <= header_size <= len(raw):
+        return False
+    stored = int.from_bytes(raw[16:20], "little")
+    return zlib.crc32(raw[:16] + bytes(4) + raw[20:header_size]) == stored
 
 
 @dataclass(frozen=True, slots=True)

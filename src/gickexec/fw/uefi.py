@@ -7,6 +7,7 @@ power-on; a kexec'd kernel finds the same system table through the device tree's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from gickexec.arch.efi import (
     CONFIG_TABLE_ENTRY_BYTES,
@@ -18,7 +19,13 @@ from gickexec.arch.efi import (
 )
 from gickexec.hw.memory import FIRMWARE, MemRegion, PhysicalMemory
 
-__all__ = ["EfiMemoryType", "SystemTableError", "UefiFirmware", "read_config_tables"]
+__all__ = [
+    "EfiMemoryType",
+    "PhysicalReader",
+    "SystemTableError",
+    "UefiFirmware",
+    "read_config_tables",
+]
 
 #: How many configuration tables a kernel model will accept before calling the table bogus.
 MAX_CONFIG_TABLES = 1024
@@ -30,6 +37,14 @@ class EfiMemoryType:
     LOADER_DATA = 2
     RUNTIME_SERVICES_DATA = 6
     CONVENTIONAL = 7
+
+
+class PhysicalReader(Protocol):
+    """Anything that reads guest physical memory: the model's memory or a dump image."""
+
+    def read(self, addr: int, size: int) -> bytes: ...
+
+    def is_ram(self, addr: int, size: int) -> bool: ...
 
 
 class SystemTableError(Exception):
@@ -139,7 +154,7 @@ class UefiFirmware:
 
 
 def read_config_tables(
-    mem: PhysicalMemory, systab: int
+    mem: PhysicalReader, systab: int
 ) -> tuple[EfiSystemTable, list[ConfigTableEntry]]:
     """Read and validate the system table at ``systab`` and its configuration array."""
     if not mem.is_ram(systab, EFI_SYSTEM_TABLE_BYTES):

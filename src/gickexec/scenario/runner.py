@@ -7,6 +7,7 @@ host-dependent goes in: the same scenario and seed give the same result, byte fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gickexec.scenario.checks import evaluate
@@ -16,15 +17,21 @@ from gickexec.scenario.world import World
 __all__ = ["play", "run_scenario"]
 
 
-def play(scenario: Scenario) -> World:
+#: Called after each top-level step with its index and the world (e.g. to export memory).
+StepHook = Callable[[int, World], None]
+
+
+def play(scenario: Scenario, after_step: StepHook | None = None) -> World:
     """Run every step and close the books; returns the world for inspection."""
     world = World(scenario.platform, seed=scenario.seed)
     for d in scenario.devices:
         world.add_device(
             d.name, device_id=d.device_id, nvec=d.vectors, shutdown_hook=d.shutdown_hook
         )
-    for step in scenario.steps:
+    for index, step in enumerate(scenario.steps):
         _do(world, step)
+        if after_step is not None:
+            after_step(index, world)
     world.finish()
     return world
 
@@ -58,9 +65,9 @@ def _do(world: World, step: Step) -> None:
             raise AssertionError(f"unvalidated step {step.action!r}")
 
 
-def run_scenario(scenario: Scenario) -> dict[str, Any]:
+def run_scenario(scenario: Scenario, after_step: StepHook | None = None) -> dict[str, Any]:
     """Play ``scenario`` and return its result document."""
-    world = play(scenario)
+    world = play(scenario, after_step)
     result = describe(scenario, world)
     checks = evaluate(scenario.expect, result)
     result["expectations"] = checks

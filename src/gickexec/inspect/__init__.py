@@ -1,0 +1,1 @@
+"""Reading real guest memory images: ELF cores and raw dumps."""

@@ -1,0 +1,57 @@
+"""Text rendering of an ``inspect`` document (gickexec.inspect.analyze.inspect_image)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["render_inspection"]
+
+
+def _range(addr: int, size: int) -> str:
+    return f"[{addr:#014x}-{addr + size - 1:#014x}]"
+
+
+def render_inspection(doc: dict[str, Any]) -> str:
+    """What the next kernel would see, in the order it would see it."""
+    img = doc["image"]
+    out = [f"image  {img['path']} ({img['kind']}, {len(img['segments'])} segment(s))"]
+    out += [f"  warning: {w}" for w in img["warnings"]]
+    st = doc.get("systab")
+    if st:
+        crc = "CRC ok" if st["crc_ok"] else "CRC BAD"
+        out.append(f"EFI system table @{st['addr']:#x} ({st['how']}), UEFI {st['revision']}, {crc}")
+        out += [
+            f"  config table {c['guid']} {c['name'] or '(unknown)'} -> {c['table']:#x}"
+            for c in st["config_tables"]
+        ]
+    mr = doc.get("memreserve")
+    if mr:
+        out.append(
+            f"efi: MEMRESERVE={mr['root']:#x} ({mr['how']}); layout {mr['layout']} "
+            f"({mr['layout_reason']}); {len(mr['nodes'])} node(s), {mr['entries']} reservation(s)"
+        )
+        for n in mr["nodes"]:
+            out.append(
+                f"  node @{n['addr']:#x} size {n['size']} count {n['count']} next {n['next']:#x}"
+            )
+            out += [f"    reserved {_range(b, s)}" for b, s in n["entries"]]
+        if mr["error"]:
+            out.append(f"  walk stopped: {mr['error']}")
+    for t in doc["tables"]:
+        who = "LPI property table" if t["kind"] == "prop" else f"CPU{t['cpu']} LPI pending table"
+        cover = "reserved" if t["covered"] else "NOT RESERVED"
+        out.append(f"{who} {_range(t['addr'], t['size'])} {cover}")
+        if "error" in t:
+            out.append(f"  cannot decode: {t['error']}")
+        elif t["kind"] == "prop":
+            prios = ", ".join(f"{p} x{c}" for p, c in t["priorities"].items())
+            out.append(f"  {t['enabled']} LPI(s) enabled; priorities: {prios or '-'}")
+        else:
+            lpis = " ".join(str(i) for i in t["pending_lpis"][:32])
+            more = " ..." if t["pending"] > 32 else ""
+            out.append(f"  {t['pending']} LPI(s) pending{': ' + lpis + more if lpis else ''}")
+            if t["first_kib_nonzero"]:
+                out.append("  first 1 KiB (IMPLEMENTATION DEFINED) is not zero")
+    out += [f"problem: {p}" for p in doc["problems"]]
+    out.append("ok: every live LPI table is reserved" if doc["ok"] else "NOT OK")
+    return "\n".join(out) + "\n"

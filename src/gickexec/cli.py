@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import click
+import jinja2
 
 from gickexec.hw.platform import PLATFORMS
 from gickexec.inspect.analyze import inspect_image, tables_from_note, tables_from_registers
@@ -22,6 +23,7 @@ from gickexec.inspect.vmcore import NOTE_NAME, machine_info, parse_note, write_v
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES
 from gickexec.report.dump import render_inspection
 from gickexec.report.hardware import platforms_doc, platforms_markdown, platforms_text
+from gickexec.report.html import write_report
 from gickexec.report.text import render_scenario, render_summary
 from gickexec.scenario.builtin import builtin_names, builtin_text, load_builtin
 from gickexec.scenario.matrix import (
@@ -74,6 +76,12 @@ def main() -> None:
 )
 @click.option("--no-logs", is_flag=True, help="Leave the kernel logs out of the text report.")
 @click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write an HTML report with PNG figures into this directory.",
+)
+@click.option(
     "--export-vmcore",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the machine's memory as an ELF core (one scenario only).",
@@ -90,6 +98,7 @@ def run(
     pretty: bool,
     seed: int | None,
     no_logs: bool,
+    report_dir: Path | None,
     export_vmcore: Path | None,
     export_at: int | None,
 ) -> None:
@@ -126,7 +135,40 @@ def run(
         click.echo(json.dumps({"scenarios": results}, indent=2 if pretty else None))
     else:
         click.echo(render_summary(results))
+    if report_dir is not None:
+        _write_report(results, report_dir)
     sys.exit(0 if all(r["ok"] for r in results) else 1)
+
+
+def _write_report(results: list[dict[str, Any]], outdir: Path) -> None:
+    try:
+        index = write_report(results, outdir)
+    except OSError as e:
+        _bad_input(f"{outdir}: {e.strerror}")
+    except (KeyError, TypeError, ValueError, AttributeError, jinja2.UndefinedError) as e:
+        _bad_input(f"not a result document of 'gickexec run --json': {type(e).__name__}: {e}")
+    click.echo(f"gickexec: report written to {index}", err=True)
+
+
+@main.command()
+@click.argument("results", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for index.html and the figures.",
+)
+def report(results: Path, output: Path) -> None:
+    """Write the HTML report of a saved 'gickexec run --json' document."""
+    try:
+        doc = json.loads(results.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        _bad_input(f"{results}: not readable JSON: {e}")
+    scenarios = doc.get("scenarios") if isinstance(doc, dict) else None
+    if not isinstance(scenarios, list) or not all(isinstance(s, dict) for s in scenarios):
+        _bad_input(f"{results}: expected {{\"scenarios\": [...]}} as 'gickexec run --json' writes")
+    _write_report(scenarios, output)
 
 
 def _exporter(path: Path, at: int) -> StepHook:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gickexec.kernel.kernel import Kernel
+from gickexec.kernel.mm import Owner
 from gickexec.scenario.checks import evaluate
 from gickexec.scenario.schema import Scenario, Step
 from gickexec.scenario.world import World
@@ -75,6 +77,52 @@ def run_scenario(scenario: Scenario, after_step: StepHook | None = None) -> dict
     return result
 
 
+#: Ranges per generation in ``memory_map`` and ``reserved`` (the rest are left out).
+MAX_MAP_RANGES = 4096
+
+
+def _kind(owner: Owner) -> str:
+    """A coarse class of what memory holds, for maps and colours."""
+    if owner.role is not None:
+        return {"prop": "lpi-prop", "pend": "lpi-pend"}.get(owner.role.kind, "its")
+    label = owner.label.lower()
+    for key, kind in (
+        ("kernel image", "image"),
+        ("page cache", "page-cache"),
+        ("memreserve", "memreserve"),
+        ("its", "its"),
+        ("kexec", "kexec"),
+        ("crash", "kexec"),
+    ):
+        if key in label:
+            return kind
+    return "other"
+
+
+def memory_map(k: Kernel) -> list[dict[str, Any]]:
+    """What the kernel's memory held when it stopped: labelled ranges, adjacent ranges
+    with the same label merged (page cache comes in 2 MiB pieces)."""
+    out: list[dict[str, Any]] = []
+    for start, end, owner in k.owners.items():
+        last = out[-1] if out else None
+        if last and last["label"] == owner.label and last["start"] + last["size"] == start:
+            last["size"] = end - last["start"]
+            continue
+        if len(out) >= MAX_MAP_RANGES:
+            break
+        cpu = owner.role.index if owner.role is not None and owner.role.kind == "pend" else None
+        out.append(
+            {
+                "start": start,
+                "size": end - start,
+                "label": owner.label,
+                "kind": _kind(owner),
+                "cpu": cpu,
+            }
+        )
+    return out
+
+
 def _owner_later(world: World, generation: int, addr: int) -> str | None:
     if generation >= len(world.generations):
         return None
@@ -120,6 +168,8 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
                 ],
                 "memreserve": None if mr is None else {"nodes": mr[0], "entries": mr[1]},
                 "image": {"addr": k.image[0], "size": k.image[1]},
+                "memory_map": memory_map(k),
+                "reserved": [[a, b - a] for a, b in k.memblock.reserved[:MAX_MAP_RANGES]],
             }
         )
     events = [
@@ -163,6 +213,7 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
             "cpus": p.cpus,
             "firmware": p.firmware,
             "knobs": p.knobs.as_dict(),
+            "ram": [{"start": r.start, "size": r.size} for r in p.ram],
         },
         "seed": scenario.seed,
         "generations": gens,

@@ -342,3 +342,27 @@ def test_drgn_reads_the_models_memory() -> None:
     assert w.firmware is not None
     prog = drgn_program(w.machine.mem)
     assert prog.read(w.firmware.systab, 8, True) == b"IBI SYST"
+
+
+def test_inspect_text_golden(tmp_path: Path) -> None:
+    path = _raw(tmp_path, _small_memory())
+    code, out = _cli(
+        "inspect", str(path), "--base", hex(BASE), "--prop", hex(PROP), "--pend", f"0={PEND:#x}"
+    )
+    assert code == 0
+    assert out.replace(str(path), "IMG") == (
+        "image  IMG (raw, 1 segment(s))\n"
+        "EFI system table @0x40001018 (found by scanning for 'IBI SYST'), UEFI 2.7, CRC ok\n"
+        "  config table 888eb0c6-8ede-4ff5-a8f0-9aee5cb977c2 MEMRESERVE -> 0x40003e98\n"
+        "efi: MEMRESERVE=0x40003e98 (found by scanning for 'IBI SYST'); layout v5.0 "
+        "(size/count zero, next at offset 8); 2 node(s), 2 reservation(s)\n"
+        "  node @0x40003e98 size 0 count 0 next 0x40005000\n"
+        "  node @0x40005000 size 255 count 2 next 0x0\n"
+        "    reserved [0x000040010000-0x00004001ffff]\n"
+        "    reserved [0x000040020000-0x00004002ffff]\n"
+        "LPI property table [0x000040010000-0x00004001dfff] reserved\n"
+        "  1 LPI(s) enabled; priorities: 0xa0 x1\n"
+        "CPU0 LPI pending table [0x000040020000-0x000040021fff] reserved\n"
+        "  1 LPI(s) pending: 8200\n"
+        "ok: every live LPI table is reserved\n"
+    )

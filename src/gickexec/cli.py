@@ -272,9 +272,7 @@ def inspect(
             tables=tables,
             systab_how=how,
         )
-    click.echo(json.dumps(doc, indent=1) if as_json else render_inspection(doc), nl=not as_json)
-    if as_json:
-        click.echo()
+    click.echo(json.dumps(doc, indent=1) if as_json else render_inspection(doc), nl=as_json)
     sys.exit(0 if doc["ok"] else 1)
 
 

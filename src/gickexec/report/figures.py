@@ -2,9 +2,10 @@
 
 * :func:`memory_map_figure`: one row per kernel generation over the machine's RAM (banks
   side by side, each scaled to its size), the ranges the kernel held coloured by what
-  they were, the LPI tables of earlier generations that are no longer the kernel's drawn
-  hatched as stale, and every corrupted bit as a red marker in the row of the kernel
-  that was running.
+  they were, memblock reservations as a strip under each row, the next kernel's image
+  where the loader staged it, the LPI tables of earlier generations that are no longer
+  the kernel's drawn hatched as stale, and every corrupted bit as a red marker in the
+  row of the kernel that was running, filled with the colour of what the bit hit.
 * :func:`timeline_figure`: MSIs sent, delivered and lost per generation, and delivered /
   lost per CPU over the whole scenario.
 """
@@ -37,6 +38,7 @@ KIND_COLOURS = {
     "page-cache": "#d9d9d9",
     "other": "#9c755f",
     "reserved": "#b07aa1",
+    "free": "#ffffff",
 }
 _GAP = 0.02  # axis fraction between RAM banks
 _MIN_WIDTH = 0.002  # small tables stay visible
@@ -79,6 +81,12 @@ def memory_map_figure(result: dict[str, Any], path: Path) -> None:
         held = {(m["start"], m["kind"]) for m in g["memory_map"]}
         for m in g["memory_map"]:
             _bar(ax, axis, m["start"], m["size"], y, KIND_COLOURS.get(m["kind"], "#999999"))
+        for start, size in g["reserved"]:  # memblock reservations: a strip under the row
+            _bar(ax, axis, start, size, y, KIND_COLOURS["reserved"], low=True)
+        if row + 1 < len(gens) and gens[row + 1]["entry"] != "firmware":
+            # the loader staged the next kernel's image here before jumping to it
+            nxt = gens[row + 1]["image"]
+            _bar(ax, axis, nxt["addr"], nxt["size"], y, KIND_COLOURS["kexec"])
         for t in earlier_tables:
             if (t["start"], t["kind"]) not in held:
                 _bar(ax, axis, t["start"], t["size"], y, "none", hatch="////", edge="#e15759")
@@ -87,7 +95,17 @@ def memory_map_figure(result: dict[str, Any], path: Path) -> None:
         x = axis.x(e["addr"])
         if x is not None and e["generation"] < len(gens):
             y = len(gens) - 1 - e["generation"]
-            ax.plot([x], [y + 0.32], marker="v", color="#d62728", markersize=7, zorder=5)
+            kind = _kind_at(gens[e["generation"]], e["addr"])
+            ax.plot(
+                [x],
+                [y + 0.32],
+                marker="v",
+                markersize=8,
+                zorder=5,
+                mfc=KIND_COLOURS.get(kind, "#ffffff"),
+                mec="#d62728",
+                mew=1.5,
+            )
     ax.set_yticks(range(len(gens)))
     ax.set_yticklabels([f"gen {g['index']}: {g['kernel']} ({g['entry']})" for g in reversed(gens)])
     ax.set_xticks([*axis.x0])
@@ -96,10 +114,13 @@ def memory_map_figure(result: dict[str, Any], path: Path) -> None:
     ax.set_ylim(-0.6, len(gens) - 0.4)
     ax.set_title(f"{result['name']}: physical memory per kernel generation")
     handles: list[Artist] = [
-        Patch(fc=c, label=k) for k, c in KIND_COLOURS.items() if k != "reserved"
+        Patch(fc=c, ec="#999999", label="memblock reserved" if k == "reserved" else k)
+        for k, c in KIND_COLOURS.items()
     ]
     handles.append(Patch(fc="none", ec="#e15759", hatch="////", label="stale LPI table"))
-    handles.append(Line2D([], [], marker="v", color="#d62728", ls="", label="corrupted bit"))
+    handles.append(
+        Line2D([], [], marker="v", mfc="#ffffff", mec="#d62728", ls="", label="corrupted bit")
+    )
     ax.legend(
         handles=handles,
         loc="upper center",
@@ -123,12 +144,22 @@ def _bar(
     *,
     hatch: str | None = None,
     edge: str = "none",
+    low: bool = False,
 ) -> None:
     x = axis.x(start)
     if x is None:
         return
     width = max(size * axis.scale, _MIN_WIDTH)
-    ax.add_patch(Rectangle((x, y - 0.3), width, 0.6, fc=colour, ec=edge, hatch=hatch, lw=0.6))
+    y0, height = (y - 0.42, 0.08) if low else (y - 0.3, 0.6)
+    ax.add_patch(Rectangle((x, y0), width, height, fc=colour, ec=edge, hatch=hatch, lw=0.6))
+
+
+def _kind_at(gen: dict[str, Any], addr: int) -> str:
+    """What the memory at ``addr`` was in ``gen`` ("free" if the kernel held nothing)."""
+    for m in gen["memory_map"]:
+        if m["start"] <= addr < m["start"] + m["size"]:
+            return str(m["kind"])
+    return "free"
 
 
 def timeline_figure(result: dict[str, Any], path: Path) -> None:

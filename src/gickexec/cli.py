@@ -16,6 +16,7 @@ from typing import Any, NoReturn, cast
 import click
 
 from gickexec.hw.platform import PLATFORMS
+from gickexec.kernel.kexec import LOADERS, Loader
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES
 from gickexec.report.hardware import platforms_doc, platforms_markdown, platforms_text
 from gickexec.report.text import render_scenario, render_summary
@@ -160,6 +161,13 @@ def _split(value: str, known: Sequence[str], what: str) -> list[str]:
 @click.option("--boot", "boots", default="efi,dt", show_default=True)
 @click.option("--platform", "platforms", default=",".join(MATRIX_PLATFORMS), show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option(
+    "--loader",
+    type=click.Choice(LOADERS),
+    default="kexec-tools",
+    show_default=True,
+    help="What places the next kernel's segments on kexec.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"cells": [...]}.')
 @click.option("--markdown", is_flag=True, help="Print docs/compatibility.md.")
 def matrix(
@@ -169,6 +177,7 @@ def matrix(
     boots: str,
     platforms: str,
     seed: int,
+    loader: Loader,
     as_json: bool,
     markdown: bool,
 ) -> None:
@@ -186,6 +195,7 @@ def matrix(
         cast("list[Mode]", _split(modes, ["kexec", "kdump"], "mode")),
         cast("list[Boot]", _split(boots, ["efi", "dt"], "boot method")),
         _split(platforms, list(PLATFORMS), "platform"),
+        loader,
     )
     results = [run_cell(c, seed) for c in grid]
     if as_json:
@@ -193,10 +203,12 @@ def matrix(
     elif markdown:
         ctx = click.get_current_context()
         args = ["gickexec matrix"]
-        for name in ("froms", "tos", "modes", "boots", "platforms", "seed"):
+        for name in ("froms", "tos", "modes", "boots", "platforms", "seed", "loader"):
             value = ctx.params[name]
             if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
-                flag = {"froms": "from"}.get(name, name.rstrip("s") if name != "seed" else name)
+                flag = {"froms": "from", "seed": "seed", "loader": "loader"}.get(
+                    name, name.rstrip("s")
+                )
                 args.append(f"--{flag} {value}")
         args.append("--markdown")
         click.echo(matrix_markdown(results, " ".join(args)), nl=False)

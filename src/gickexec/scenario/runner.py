@@ -34,7 +34,12 @@ def _do(world: World, step: Step) -> None:
         case "boot":
             world.boot(step.kernel, cmdline=step.cmdline)
         case "kexec":
-            world.kexec(step.kernel, cmdline=step.cmdline, handover_msis=step.handover_msis)
+            world.kexec(
+                step.kernel,
+                cmdline=step.cmdline,
+                handover_msis=step.handover_msis,
+                loader=step.loader,
+            )
         case "kdump":
             world.kdump(
                 step.kernel,
@@ -113,6 +118,12 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
                 ],
                 "memreserve": None if mr is None else {"nodes": mr[0], "entries": mr[1]},
                 "image": {"addr": k.image[0], "size": k.image[1]},
+                "segments": None
+                if k.segments is None
+                else {
+                    "loader": k.segments.loader,
+                    **{n: {"addr": a, "size": z} for n, a, z in k.segments.named()},
+                },
             }
         )
     events = [

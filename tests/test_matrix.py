@@ -28,10 +28,28 @@ def test_fixed_kernel_kexec_on_efi_is_ok() -> None:
 
 
 def test_unfixed_kernel_corrupts_and_loses_on_every_cpu() -> None:
-    r = run_cell(Cell("v4.19", "v4.19", "kexec", "efi", "efi-server-8"))
+    r = run_cell(Cell("v4.19", "v4.19", "kexec", "efi", "efi-server-8"), seed=2)
     assert r["outcome"] == "corruption" and not r["ok"]
     assert r["lost_msis"] == 64 and r["lost_cpus"] == 8
     assert r["corrupted_bits"] > 0 and "predates table reuse" in r["reason"]
+
+
+def test_pending_bits_in_the_image_kexec_tools_loaded_over_a_live_table_crash_it() -> None:
+    """v4.19 publishes nothing; kexec-tools puts the next image in the lowest hole, over
+    CPU2's live pending table; the first MSI to CPU2 sets a bit in the running image."""
+    r = run_cell(Cell("v4.19", "v4.19", "kexec", "efi", "efi-server-8"))
+    assert r["outcome"] == "crash" and r["loader"] == "kexec-tools"
+    assert "GICR(CPU2) set a pending bit at 0x81450400 inside this kernel's image" in r["reason"]
+    assert "kernel image (gen 1, loaded by kexec-tools)" in r["corrupted_owners"]
+    assert r["key_line"].startswith("Internal error: Oops - undefined instruction")
+
+
+def test_kexec_file_load_cells_need_v50_on_the_outgoing_side() -> None:
+    old = run_cell(Cell("v4.20", "v6.6", "kexec", "efi", "efi-server-8", "kexec_file_load"))
+    assert old["outcome"] == "n/a" and "no kexec_file_load()" in old["reason"]
+    assert old["key_line"] == "" and old["lost_msis"] == 0
+    new = run_cell(Cell("v6.6", "v6.6", "kexec", "efi", "efi-server-8", "kexec_file_load"))
+    assert new["ok"] and new["reused_tables"]
 
 
 def test_dt_kexec_with_sticky_enable_lpis_loses_msis_but_kdump_is_ok() -> None:

@@ -20,6 +20,7 @@ from gickexec.hw.platform import PLATFORMS
 from gickexec.inspect.analyze import inspect_image, tables_from_note, tables_from_registers
 from gickexec.inspect.image import ImageError, open_image
 from gickexec.inspect.vmcore import NOTE_NAME, machine_info, parse_note, write_vmcore
+from gickexec.kernel.kexec import LOADERS, Loader
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES
 from gickexec.report.dump import render_inspection
 from gickexec.report.hardware import platforms_doc, platforms_markdown, platforms_text
@@ -340,6 +341,13 @@ def _split(value: str, known: Sequence[str], what: str) -> list[str]:
 @click.option("--boot", "boots", default="efi,dt", show_default=True)
 @click.option("--platform", "platforms", default=",".join(MATRIX_PLATFORMS), show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option(
+    "--loader",
+    type=click.Choice(LOADERS),
+    default="kexec-tools",
+    show_default=True,
+    help="What places the next kernel's segments on kexec.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"cells": [...]}.')
 @click.option("--markdown", is_flag=True, help="Print docs/compatibility.md.")
 def matrix(
@@ -349,6 +357,7 @@ def matrix(
     boots: str,
     platforms: str,
     seed: int,
+    loader: Loader,
     as_json: bool,
     markdown: bool,
 ) -> None:
@@ -366,6 +375,7 @@ def matrix(
         cast("list[Mode]", _split(modes, ["kexec", "kdump"], "mode")),
         cast("list[Boot]", _split(boots, ["efi", "dt"], "boot method")),
         _split(platforms, list(PLATFORMS), "platform"),
+        loader,
     )
     results = [run_cell(c, seed) for c in grid]
     if as_json:
@@ -373,10 +383,12 @@ def matrix(
     elif markdown:
         ctx = click.get_current_context()
         args = ["gickexec matrix"]
-        for name in ("froms", "tos", "modes", "boots", "platforms", "seed"):
+        for name in ("froms", "tos", "modes", "boots", "platforms", "seed", "loader"):
             value = ctx.params[name]
             if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
-                flag = {"froms": "from"}.get(name, name.rstrip("s") if name != "seed" else name)
+                flag = {"froms": "from", "seed": "seed", "loader": "loader"}.get(
+                    name, name.rstrip("s")
+                )
                 args.append(f"--{flag} {value}")
         args.append("--markdown")
         click.echo(matrix_markdown(results, " ".join(args)), nl=False)

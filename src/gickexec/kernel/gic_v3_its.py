@@ -44,7 +44,7 @@ from gickexec.arch.its import (
 )
 from gickexec.kernel import printk
 from gickexec.kernel.efi import efi_mem_reserve_persistent
-from gickexec.kernel.mm import KernelFault, OutOfMemory, Owner, Role
+from gickexec.kernel.mm import SEG_IMAGE, SEG_INITRD, KernelFault, OutOfMemory, Owner, Role
 
 if TYPE_CHECKING:
     from gickexec.kernel.kernel import Kernel
@@ -391,24 +391,26 @@ class GicV3Its:
     def gic_reset_prop_table(self) -> None:
         """Every LPI: priority 0xa0, Group-1, disabled.
 
-        A "reused" table that lies in this kernel's own image (a kexec loader put the
-        image over the old, unpublished table, whose range then looks reserved) is
-        overwritten with 0xa2 bytes: the kernel's code and data are gone.
+        A "reused" table that lies in one of this kernel's own boot segments (a kexec
+        loader put the image or initrd over the old, unpublished table, whose range then
+        looks reserved) is overwritten with 0xa2 bytes: over the image, the kernel's code
+        and data are gone; over the initramfs, the archive no longer unpacks.
         """
         size = _lpi_propbase_sz(self.lpi_id_bits)
-        img, img_size = self.k.image
-        if self.prop_table_pa < img + img_size and img < self.prop_table_pa + size:
+        k = self.k
+        hit = k.segment_at(self.prop_table_pa, size)
+        if hit is not None and hit[0] == SEG_IMAGE:
+            img, img_size = k.image
             raise KernelFault(
                 f"gic_reset_prop_table() overwrote the kernel's own image: the 'reused' "
                 f"property table @{self.prop_table_pa:#x} is inside the image "
                 f"[{img:#x}, {img + img_size:#x}) that the loader placed over it",
                 [printk.kformat(printk.PANIC, "Fatal exception")],
             )
-        self.k.machine.mem.fill(
-            self.prop_table_pa,
-            _lpi_propbase_sz(self.lpi_id_bits),
-            LPI_PROP_DEFAULT_PRIO | LPI_PROP_GROUP1,
-            self.k.agent(self.k.boot_cpu),
+        if hit is not None and hit[0] == SEG_INITRD:
+            k.gic_hit(SEG_INITRD, self.prop_table_pa, "gic_reset_prop_table()")
+        k.machine.mem.fill(
+            self.prop_table_pa, size, LPI_PROP_DEFAULT_PRIO | LPI_PROP_GROUP1, k.agent(k.boot_cpu)
         )
 
     def its_lpi_init(self) -> None:

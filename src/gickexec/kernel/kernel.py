@@ -22,7 +22,11 @@ from gickexec.kernel import printk
 from gickexec.kernel.cmdline import KernelCmdline
 from gickexec.kernel.efi import EfiState, efi_config_parse_tables, install_memreserve_table
 from gickexec.kernel.gic_v3_its import GicV3Its, ItsDevice
+from gickexec.kernel.kexec import KexecSegments
 from gickexec.kernel.mm import (
+    SEG_DTB,
+    SEG_IMAGE,
+    SEG_INITRD,
     KernelFault,
     Memblock,
     OutOfMemory,
@@ -134,9 +138,9 @@ class Kernel:
         entry: Entry,
         seed: int,
         firmware: UefiFirmware | None,
-        avoid: Sequence[tuple[int, int]] = (),
         cmdline: KernelCmdline | None = None,
         kdump: KdumpParams | None = None,
+        segments: KexecSegments | None = None,
     ) -> None:
         self.machine = machine
         self.profile = profile
@@ -174,8 +178,16 @@ class Kernel:
         self.unexpected_irqs = 0
         self._warned_unexpected = False
         self._next_virq = FIRST_MSI_VIRQ
-        self._avoid = list(avoid)
+        #: where a kexec loader put this kernel's image, initrd and DTB (None: firmware/kdump)
+        self.segments = segments
+        #: (segment, address, writer): GIC writes into this kernel's image, initrd or DTB,
+        #: reported by the world's corruption judge; a write into the image is fatal
+        self.gic_hits: list[tuple[str, int, str]] = []
+        #: "reserved" children of System RAM in /proc/iomem: the boot-time memblock
+        #: reservations, exported at arch_initcall (what kexec-tools avoids)
+        self.iomem_reserved: list[tuple[int, int]] = []
         self.image = (0, 0)
+        self.initrd_freed = False
         self._slab: tuple[int, int] | None = None
         #: called with (cpu, intid, desc or None) for every acknowledged interrupt
         self.on_irq: Callable[[int, int, IrqDesc | None], None] = lambda c, i, d: None
@@ -196,9 +208,9 @@ class Kernel:
     def claim(self, addr: int, size: int, owner: Owner) -> None:
         self.owners.assign(addr, size, owner)
 
-    def _memblock_reserve(self, addr: int, size: int, label: str) -> None:
+    def _memblock_reserve(self, addr: int, size: int, label: str, role: Role | None = None) -> None:
         self.memblock.reserve(addr, size)
-        self.claim(addr, size, Owner(label))
+        self.claim(addr, size, Owner(label, role))
 
     def alloc_pages(
         self, size: int, label: str, role: Role | None = None, *, zero: bool = True
@@ -241,21 +253,28 @@ class Kernel:
             install_memreserve_table(self.firmware, m.mem, self.profile, self.agent())
         self.log.printk(printk.BOOTING, p.mpidr(self.boot_cpu), p.midr)
         self.log.printk(printk.LINUX_VERSION, self.profile.release)
-        if self.boot_method == "dt":
-            self.log.printk(printk.MACHINE_MODEL, p.model)
         try:
-            self._setup_arch()
-            self._mm_init()
-            self._init_irq()
-            self._smp_init()
+            self._setup_machine_fdt()
+            if self.boot_method == "dt":
+                self.log.printk(printk.MACHINE_MODEL, p.model)
+            for phase in (
+                self._setup_arch,
+                self._mm_init,
+                self._init_irq,
+                self._smp_init,
+                self._populate_rootfs,
+            ):
+                phase()
+                self._raise_image_fault()
             for dev, hook in devices:
                 driver = MsiDriver(self, dev, shutdown_hook=hook)
                 self.drivers.append(driver)
                 driver.probe()
+            self.handle_interrupts()
+            self._raise_image_fault()
+            self._prepare_namespace()
         except KernelFault as fault:
             self.die(fault)
-            return
-        self.handle_interrupts()
 
     def die(self, fault: KernelFault) -> None:
         """The kernel oopsed, panicked or hung: log it; no CPU takes interrupts any more."""
@@ -267,29 +286,125 @@ class Kernel:
         self.online_cpus = []
 
     def _place_image(self) -> None:
-        """Put the kernel image at a random 2 MiB boundary (KASLR / the loader's choice)."""
-        if self.kdump is not None:
-            self.image = (self.kdump.image, KERNEL_IMAGE_BYTES)
-            self._memblock_reserve(
-                self.kdump.image, KERNEL_IMAGE_BYTES, f"kernel image (gen {self.generation})"
-            )
-            return
-        fw = self.firmware.layout if self.firmware is not None else None
-        avoid = list(self._avoid)
-        if fw is not None:
-            avoid += [
-                (fw.runtime.start, fw.runtime.size),
-                (fw.loader_pool.start, fw.loader_pool.size),
-            ]
-        slots = []
-        for start, end in self.memory:
-            first = (start + _2M - 1) & ~(_2M - 1)
-            for addr in range(first, end - KERNEL_IMAGE_BYTES + 1, 16 * _2M):
-                if not any(a < addr + KERNEL_IMAGE_BYTES and addr < a + s for a, s in avoid):
-                    slots.append(addr)
-        addr = self.rng.choice(slots)
+        """Where the image runs: the kexec loader's or kdump's address, else a random
+        2 MiB boundary (the EFI stub's KASLR placement, or the boot loader's choice)."""
+        if self.segments is not None:
+            addr = self.segments.image[0]
+        elif self.kdump is not None:
+            addr = self.kdump.image
+        else:
+            fw = self.firmware.layout if self.firmware is not None else None
+            avoid = [] if fw is None else [fw.runtime, fw.loader_pool]
+            slots = []
+            for start, end in self.memory:
+                first = (start + _2M - 1) & ~(_2M - 1)
+                for addr in range(first, end - KERNEL_IMAGE_BYTES + 1, 16 * _2M):
+                    if not any(r.start < addr + KERNEL_IMAGE_BYTES and addr < r.end for r in avoid):
+                        slots.append(addr)
+            addr = self.rng.choice(slots)
         self.image = (addr, KERNEL_IMAGE_BYTES)
-        self._memblock_reserve(addr, KERNEL_IMAGE_BYTES, f"kernel image (gen {self.generation})")
+        self._memblock_reserve(
+            addr, KERNEL_IMAGE_BYTES, self.segment_label("kernel image"), Role(SEG_IMAGE)
+        )
+
+    def segment_label(self, segment: str) -> str:
+        """The owner label of one of this kernel's boot segments."""
+        how = f", loaded by {self.segments.loader}" if self.segments is not None else ""
+        return f"{segment} (gen {self.generation}{how})"
+
+    # -- the loaded segments and what the GIC did to them ------------------------------
+
+    def segment_at(self, addr: int, size: int = 1) -> tuple[str, int] | None:
+        """``(segment, start)`` of this kernel's image, initrd or DTB overlapping
+        ``[addr, addr + size)`` (the initrd only until it is freed), or None."""
+        owned = [(SEG_IMAGE, *self.image)]
+        if self.segments is not None:
+            owned.append((SEG_DTB, *self.segments.dtb))
+            if not self.initrd_freed:
+                owned.append((SEG_INITRD, *self.segments.initrd))
+        for name, start, length in owned:
+            if start < addr + size and addr < start + length:
+                return name, start
+        return None
+
+    def gic_hit(self, segment: str, addr: int, writer: str) -> None:
+        """The GIC (``writer``) changed a byte of this kernel's ``segment`` at ``addr``."""
+        self.gic_hits.append((segment, addr, writer))
+
+    def _first_hit(self, segment: str) -> tuple[int, str] | None:
+        return next(((a, w) for s, a, w in self.gic_hits if s == segment), None)
+
+    def _raise_image_fault(self) -> None:
+        """The GIC changed the code or data this kernel runs: the model ends it here.
+
+        What a flipped bit does depends on what it hits (an undefined instruction, a
+        corrupted pointer, nothing at all in unused padding); the model treats any change
+        to the loaded image as fatal and says so in the cause."""
+        hit = self._first_hit(SEG_IMAGE)
+        if hit is None:
+            return
+        addr, writer = hit
+        img, size = self.image
+        raise KernelFault(
+            f"{writer} set a pending bit at {addr:#x} inside this kernel's image "
+            f"[{img:#x}, {img + size:#x}): a live LPI pending table lies under the image "
+            "(the model treats any change to the running image as fatal)",
+            [
+                printk.kformat(printk.OOPS_INTERNAL, "Oops - undefined instruction", 0, 1),
+                printk.kformat(printk.PANIC, "Fatal exception"),
+            ],
+        )
+
+    def reap(self) -> None:
+        """Between steps: die now if the GIC has written into this kernel's image."""
+        if self.crashed is None:
+            try:
+                self._raise_image_fault()
+            except KernelFault as fault:
+                self.die(fault)
+
+    def _setup_machine_fdt(self) -> None:
+        """A kexec'd kernel first parses the DTB the loader placed; one the GIC wrote into
+        between kernels is taken as invalid and the kernel spins (``setup_machine_fdt``).
+        Model choice: a flipped bit outside the FDT header might instead change a property
+        silently (UNCONFIRMED which)."""
+        hit = self._first_hit(SEG_DTB)
+        if hit is None or self.segments is None:
+            return
+        dtb = self.segments.dtb[0]
+        raise KernelFault(
+            f"{hit[1]} set a pending bit at {hit[0]:#x} in the device tree the loader placed "
+            f"at {dtb:#x} before this kernel parsed it: setup_machine_fdt() spins forever",
+            [printk.kformat(printk.DTB_INVALID, dtb), printk.DTB_INVALID_HINT],
+        )
+
+    def _populate_rootfs(self) -> None:
+        """``arch_initcall``: export the boot-time memblock reservations as "reserved" in
+        /proc/iomem; ``rootfs_initcall``: unpack the initramfs and free its pages."""
+        self.iomem_reserved = [(s, e - s) for s, e in self.memblock.reserved]
+        if self.segments is None:
+            return
+        addr, size = self.segments.initrd
+        if self._first_hit(SEG_INITRD) is not None:
+            # UNCONFIRMED which error string: it depends on which byte of the archive changed.
+            self.log.printk(printk.INITRAMFS_FAILED, "junk in compressed archive")
+        self.memblock.free(addr, size)
+        self.free_pages(addr, size)
+        self.initrd_freed = True
+        self.log.printk(printk.FREEING_MEMORY, "initrd", size >> 10)
+
+    def _prepare_namespace(self) -> None:
+        """After the initcalls: without its initramfs the kernel cannot mount a root fs
+        (model choice: the root filesystem lives in the initramfs)."""
+        hit = self._first_hit(SEG_INITRD)
+        if hit is None:
+            return
+        addr, writer = hit
+        raise KernelFault(
+            f"{writer} changed the initramfs at {addr:#x} before it was unpacked: no root "
+            "filesystem",
+            [printk.kformat(printk.PANIC, printk.PANIC_NO_ROOT)],
+        )
 
     def _setup_arch(self) -> None:
         if self.firmware is not None:
@@ -297,6 +412,14 @@ class Kernel:
                 if kind == EfiMemoryType.RUNTIME_SERVICES_DATA:
                     self._memblock_reserve(region.start, region.size, "EFI runtime services data")
         self._place_image()
+        if self.segments is not None:
+            # arm64_memblock_init() and early_init_fdt_reserve_self()
+            for seg, (addr, size) in (
+                (SEG_INITRD, self.segments.initrd),
+                (SEG_DTB, self.segments.dtb),
+            ):
+                label = self.segment_label("initrd" if seg == SEG_INITRD else "device tree")
+                self._memblock_reserve(addr, size, label, Role(seg))
         if self.kdump is not None:
             addr, size = self.kdump.elfcorehdr
             self._memblock_reserve(addr, size, "elfcorehdr (/proc/vmcore)")

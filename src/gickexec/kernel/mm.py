@@ -17,6 +17,9 @@ import random
 from dataclasses import dataclass
 
 __all__ = [
+    "SEG_DTB",
+    "SEG_IMAGE",
+    "SEG_INITRD",
     "KernelFault",
     "Memblock",
     "OutOfMemory",
@@ -50,6 +53,13 @@ class Role:
 
     kind: str
     index: int = 0
+
+
+#: Role kinds of a kernel's boot segments (image, initramfs, device tree): no GIC agent
+#: may write there, and a write into the running image or an unpacked initrd is fatal.
+SEG_IMAGE = "image"
+SEG_INITRD = "initrd"
+SEG_DTB = "dtb"
 
 
 @dataclass(frozen=True, slots=True)

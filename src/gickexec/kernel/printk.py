@@ -57,16 +57,33 @@ SMP_BRINGING_UP = "smp: Bringing up secondary CPUs ..."
 SMP_SECONDARY = "CPU%u: Booted secondary processor 0x%010lx [0x%08x]"
 SMP_BROUGHT_UP = "smp: Brought up 1 node, %d CPUs"
 KEXEC_STARTING = "kexec_core: Starting new kernel"
-# arch/arm64/mm/init.c reserve_crashkernel() / reserve_elfcorehdr() (v4.x-v5.x wording)
+# arch/arm64/mm/init.c reserve_crashkernel() / reserve_elfcorehdr() (v4.x-v5.x wording).
+# UNCONFIRMED: reconstructed from memory of the v4.x-v5.x sources, not read in a copy;
+# later kernels moved crashkernel reservation to kernel/crash_core.c with other wording.
 CRASHKERNEL_RESERVED = "crashkernel reserved: 0x%016llx - 0x%016llx (%lld MB)"
 CRASHKERNEL_FAILED = "cannot allocate crashkernel (size:0x%llx)"
 ELFCOREHDR_RESERVED = "Reserving %lldKB of memory at 0x%llx for elfcorehdr"
-# kernel/panic.c, arch/arm64/kernel/smp.c and machine_kexec.c, arch/arm64/mm/fault.c
+# kernel/panic.c, arch/arm64/kernel/smp.c and machine_kexec.c, arch/arm64/mm/fault.c.
+# PANIC and SMP_STOPPING are long-stable formats; KDUMP_STARTING (machine_kexec.c's
+# "Starting crashdump kernel...\n"), OOPS_FAULT (die_kernel_fault(), whose wording and
+# address width changed over the releases) and PANIC_IDLE are reconstructed, UNCONFIRMED.
 PANIC = "Kernel panic - not syncing: %s"
 PANIC_IDLE = "Attempted to kill the idle task!"
 SMP_STOPPING = "SMP: stopping secondary CPUs"
 KDUMP_STARTING = "Starting crashdump kernel..."
 OOPS_FAULT = "Unable to handle kernel %s at virtual address %016lx"
+# arch/arm64/kernel/traps.c die(): UNCONFIRMED; the err field became %016lx in later
+# kernels and the PREEMPT/SMP suffix depends on the configuration.
+OOPS_INTERNAL = "Internal error: %s: %x [#%d] PREEMPT SMP"
+# arch/arm64/kernel/setup.c setup_machine_fdt(): the first and the last of its pr_crit()
+# lines (the first continues with the fixmap virtual address); UNCONFIRMED per version.
+DTB_INVALID = "Error: invalid device tree blob at physical address %pa"
+DTB_INVALID_HINT = "Please check your bootloader."
+# init/initramfs.c populate_rootfs(), mm/page_alloc.c free_reserved_area(),
+# init/do_mounts.c mount_block_root() (reconstructed, UNCONFIRMED)
+INITRAMFS_FAILED = "Initramfs unpacking failed: %s"
+FREEING_MEMORY = "Freeing %s memory: %ldK"
+PANIC_NO_ROOT = "VFS: Unable to mount root fs on unknown-block(0,0)"
 # kernel/cpu.c (via drivers/base/cpu.c): a CPU taken down and brought back
 CPU_KILLED = "CPU%u: shutdown"
 

@@ -61,6 +61,11 @@ FEATURE_SOURCES: dict[str, str] = {
         '18df7577adae ("efi/memreserve: deal with memreserve entries in unmapped memory") '
         "(v5.2): EFI_MEMRESERVE_COUNT(SZ_4K)"
     ),
+    "kexec_file_load": (
+        'Linux commit (AKASHI Takahiro, 2018-11) ("arm64: kexec_file: load initrd and '
+        'device-tree") and its series (v5.0; hashes UNCONFIRMED): arm64 gains '
+        "kexec_file_load(), which places segments by walking memblock"
+    ),
     "memreserve_in_memblock": (
         'Linux commit (Marc Zyngier, 2021-07) ("firmware/efi: Tell memblock about EFI iomem '
         'reservations") (v5.14; hash and exact version UNCONFIRMED, linux-kernel.md §1.7): '
@@ -120,6 +125,8 @@ class KernelProfile:
     memreserve_node_is_page_size: bool
     memreserve_in_iomem: bool
     memreserve_in_memblock: bool
+    #: arm64 implements kexec_file_load() (``kexec -s``)
+    kexec_file_load: bool
     pending_memreserve_at_online: bool
     its_reset_baser_before_probe: bool
     checks_lpi_disable: bool
@@ -158,6 +165,7 @@ _V4_19 = KernelProfile(
     memreserve_node_is_page_size=False,
     memreserve_in_iomem=False,
     memreserve_in_memblock=False,
+    kexec_file_load=False,
     pending_memreserve_at_online=False,
     its_reset_baser_before_probe=False,
     checks_lpi_disable=False,
@@ -190,6 +198,7 @@ _V5_0 = dataclasses.replace(
     memreserve_node_is_page_size=True,
     defers_persistent_reservations=False,
     memblock_reserved_regions_per_cpu=True,
+    kexec_file_load=True,
 )
 
 _V5_2 = dataclasses.replace(

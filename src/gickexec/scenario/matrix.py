@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from gickexec.hw.platform import PLATFORMS
 from gickexec.kernel.kernel import Kernel
+from gickexec.kernel.kexec import Loader
 from gickexec.kernel.profiles import get_profile
 from gickexec.scenario.world import World
 
@@ -41,6 +42,9 @@ CRASHKERNEL = "crashkernel=512M"
 # The lines that best say what happened, most telling first.
 _KEY_LINES = (
     "Unable to handle kernel",
+    "Internal error:",
+    "Initramfs unpacking failed",
+    "Error: invalid device tree blob",
     "Kernel panic",
     "GICv3: Expected reserved range",
     "Failed to disable LPIs",
@@ -61,6 +65,7 @@ class Cell:
     mode: Mode
     boot: Boot
     platform: str
+    loader: Loader = "kexec-tools"
 
 
 def cells(
@@ -69,6 +74,7 @@ def cells(
     modes: Sequence[Mode],
     boots: Sequence[Boot],
     platforms: Sequence[str],
+    loader: Loader = "kexec-tools",
 ) -> list[Cell]:
     """The grid; ``froms=None`` pairs every ``to`` with itself."""
     out: list[Cell] = []
@@ -77,7 +83,7 @@ def cells(
             for mode in modes:
                 for to in tos:
                     for frm in [to] if froms is None else froms:
-                        out.append(Cell(frm, to, mode, boot, platform))
+                        out.append(Cell(frm, to, mode, boot, platform, loader))
     return out
 
 
@@ -90,13 +96,15 @@ def run_cell(cell: Cell, seed: int = 1) -> dict[str, Any]:
     w.traffic("nic0", MSIS)
     before = w.ledger.lost
     if cell.mode == "kexec":
-        second: Kernel | None = w.kexec(cell.to)
+        second: Kernel | None = w.kexec(cell.to, loader=cell.loader)
     else:
         second = w.kdump(cell.to, panic_cpu=PANIC_CPU)
     w.traffic("nic0", MSIS)
     w.finish()
     assert second is not None, "the matrix always loads a capture kernel"
     lost = w.ledger.lost - before
+    if second.generation == 0:
+        return _cell_result(cell, w, second, lost, "n/a", " ".join(w.notes))
     bits = w.corruption.bits
     taints = second.log.taint_string
     if second.crashed is not None:
@@ -109,6 +117,13 @@ def run_cell(cell: Cell, seed: int = 1) -> dict[str, Any]:
         outcome = "taint"
     else:
         outcome = "ok"
+    return _cell_result(cell, w, second, lost, outcome, _reason(cell, second, outcome))
+
+
+def _cell_result(
+    cell: Cell, w: World, second: Kernel, lost: int, outcome: str, reason: str
+) -> dict[str, Any]:
+    """The cell's JSON object (see docs/compatibility.md)."""
     owners = sorted({e.owner for e in w.corruption.events})
     return {
         "from": cell.from_,
@@ -116,17 +131,18 @@ def run_cell(cell: Cell, seed: int = 1) -> dict[str, Any]:
         "mode": cell.mode,
         "boot": cell.boot,
         "platform": cell.platform,
+        "loader": cell.loader,
         "ok": outcome == "ok",
         "outcome": outcome,
         "lost_msis": lost,
         "lost_cpus": len(w.ledger.lost_per_cpu),
         "lost_per_cpu": {str(c): n for c, n in sorted(w.ledger.lost_per_cpu.items())},
-        "corrupted_bits": bits,
+        "corrupted_bits": w.corruption.bits,
         "corrupted_owners": owners,
-        "taints": taints,
+        "taints": second.log.taint_string,
         "reused_tables": second.reused_tables,
-        "reason": _reason(cell, second, outcome),
-        "key_line": _key_line(second),
+        "reason": reason,
+        "key_line": "" if outcome == "n/a" else _key_line(second),
     }
 
 
@@ -200,6 +216,7 @@ _TOKEN = {
     "corruption": "CORRUPT",
     "taint": "taint",
     "crash": "CRASH",
+    "n/a": "n/a",
 }
 
 

@@ -43,7 +43,12 @@ def _do(world: World, step: Step) -> None:
         case "boot":
             world.boot(step.kernel, cmdline=step.cmdline)
         case "kexec":
-            world.kexec(step.kernel, cmdline=step.cmdline, handover_msis=step.handover_msis)
+            world.kexec(
+                step.kernel,
+                cmdline=step.cmdline,
+                handover_msis=step.handover_msis,
+                loader=step.loader,
+            )
         case "kdump":
             world.kdump(
                 step.kernel,
@@ -170,6 +175,12 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
                 "image": {"addr": k.image[0], "size": k.image[1]},
                 "memory_map": memory_map(k),
                 "reserved": [[a, b - a] for a, b in k.memblock.reserved[:MAX_MAP_RANGES]],
+                "segments": None
+                if k.segments is None
+                else {
+                    "loader": k.segments.loader,
+                    **{n: {"addr": a, "size": z} for n, a, z in k.segments.named()},
+                },
             }
         )
     events = [

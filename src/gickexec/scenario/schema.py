@@ -18,6 +18,7 @@ from typing import Any
 from gickexec.hw.knobs import knobs_with_overrides
 from gickexec.hw.platform import PLATFORMS, Platform
 from gickexec.kernel.cmdline import CmdlineError, parse_cmdline
+from gickexec.kernel.kexec import LOADERS, Loader
 from gickexec.kernel.profiles import PROFILES
 
 __all__ = [
@@ -70,6 +71,7 @@ class Step:
     cmdline: str = ""
     cpu: int = 0
     inflight_msis: int = 0
+    loader: Loader = "kexec-tools"
 
 
 #: A numeric expectation: exact value, or inclusive (min, max) with None for open.
@@ -278,7 +280,7 @@ def _devices(ctx: _Ctx, raw: Any) -> tuple[Device, ...]:
 
 _STEP_FIELDS = {
     "boot": {"kernel", "cmdline"},
-    "kexec": {"kernel", "cmdline", "handover_msis"},
+    "kexec": {"kernel", "cmdline", "handover_msis", "loader"},
     "kdump": {"kernel", "cmdline", "panic_cpu", "inflight_msis"},
     "cpu-down": {"cpu"},
     "cpu-up": {"cpu"},
@@ -349,8 +351,13 @@ def _step(
     if action in ("cpu-down", "cpu-up") and "cpu" not in t:
         raise ctx.fail(f"{path}.cpu", "missing: which CPU")
     inflight = ctx.int_(t.get("inflight_msis", 0), f"{path}.inflight_msis", 0, MAX_MSIS_PER_STEP)
+    loader = t.get("loader", "kexec-tools")
+    if loader not in LOADERS:
+        raise ctx.fail(
+            f"{path}.loader", f"unknown loader {loader!r} (expected one of: {', '.join(LOADERS)})"
+        )
     return Step(
-        action, kernel, device, msis, fraction, handover, times, sub, cmdline, cpu, inflight
+        action, kernel, device, msis, fraction, handover, times, sub, cmdline, cpu, inflight, loader
     )
 
 

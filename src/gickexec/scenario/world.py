@@ -26,14 +26,26 @@ from gickexec.hw.machine import Machine
 from gickexec.hw.memory import Agent, AgentKind, GicWrite
 from gickexec.hw.platform import PLATFORMS, Platform
 from gickexec.kernel.cmdline import KernelCmdline, parse_cmdline
-from gickexec.kernel.kernel import ELFCOREHDR_BYTES, IrqDesc, KdumpParams, Kernel
-from gickexec.kernel.mm import Role
+from gickexec.kernel.kernel import (
+    ELFCOREHDR_BYTES,
+    KERNEL_IMAGE_BYTES,
+    IrqDesc,
+    KdumpParams,
+    Kernel,
+)
+from gickexec.kernel.kexec import KexecSegments, Loader, free_ranges, place_segments
+from gickexec.kernel.mm import SEG_DTB, SEG_IMAGE, SEG_INITRD, Role
 from gickexec.kernel.profiles import get_profile
 
 __all__ = ["CorruptionEvent", "CorruptionMonitor", "MsiLedger", "World"]
 
 #: Corruption events kept in full; beyond this only the count grows.
 MAX_CORRUPTION_EVENTS = 10_000
+#: GIC writes into a kernel's boot segments remembered per kernel (the first one decides)
+MAX_SEGMENT_HITS = 16
+_SEG_KINDS = (SEG_IMAGE, SEG_INITRD, SEG_DTB)
+#: KexecSegments.named() name -> owner role kind
+_SEG_ROLE = {"kernel image": SEG_IMAGE, "initrd": SEG_INITRD, "device tree": SEG_DTB}
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,12 +249,33 @@ class World:
         self.notes.append(f"{what} skipped: kernel gen {k.generation} is dead ({k.crashed})")
         return True
 
-    def kexec(self, profile: str, *, cmdline: str = "", handover_msis: int = 0) -> Kernel:
-        """kexec from the running kernel into ``profile``; devices that keep signalling
-        during the handover send ``handover_msis`` MSIs before the new kernel starts."""
+    def kexec(
+        self,
+        profile: str,
+        *,
+        cmdline: str = "",
+        handover_msis: int = 0,
+        loader: Loader = "kexec-tools",
+    ) -> Kernel:
+        """kexec from the running kernel into ``profile``: ``loader`` places the image,
+        initrd and DTB (``kexec -l`` or ``kexec -s -l``), then ``kexec -e``.  Devices that
+        keep signalling during the handover send ``handover_msis`` MSIs before the new
+        kernel starts."""
         old = self.kernel
         parsed = parse_cmdline(cmdline)
         if self._halted("kexec"):
+            return old
+        if loader == "kexec_file_load" and not old.profile.kexec_file_load:
+            self.notes.append(
+                f"kexec skipped: {old.profile.name} has no kexec_file_load() on arm64 "
+                "(kexec -s fails with ENOSYS)"
+            )
+            return old
+        segments = place_segments(
+            loader, old.memory, self._loader_view(old, loader), KERNEL_IMAGE_BYTES
+        )
+        if segments is None:
+            self.notes.append(f"kexec skipped: {loader} found no free area for a segment")
             return old
         old.shutdown_for_kexec()
         self._record_memreserve(old)
@@ -250,20 +283,42 @@ class World:
         published = chain.entries if chain is not None else []
         self.corruption.generation = old.generation + 1
         self.corruption.between_kernels = True
+        hits: list[tuple[str, int, str]] = []
 
         def window_judge(addr: int, agent: Agent) -> tuple[bool, str]:
             for base, size in published:
                 if base <= addr < base + size:
                     return True, "EFI memreserve entry"
+            seg = segments.segment_at(addr)
+            if seg is not None:
+                if len(hits) < MAX_SEGMENT_HITS:
+                    hits.append((_SEG_ROLE[seg], addr, str(agent)))
+                return False, f"{seg} (gen {old.generation + 1}, loaded by {loader})"
             return False, "free memory (between kernels)"
 
         self.corruption.judge = window_judge
         if handover_msis:
             self._traffic_all(handover_msis, old.generation + 1)
-        # Since v5.5 the list's entries and node pages are "reserved" in /proc/iomem,
-        # which kexec-tools keeps the next kernel's segments away from.
-        avoid = self._published_pages() if old.profile.memreserve_in_iomem else []
-        return self._start(profile, "kexec", avoid, cmdline=parsed)
+        return self._start(profile, "kexec", cmdline=parsed, segments=segments, hits=hits)
+
+    def _loader_view(self, old: Kernel, loader: Loader) -> list[tuple[int, int]]:
+        """What ``loader`` keeps the segments away from, as ``(addr, size)`` ranges.
+
+        kexec-tools: the "reserved" children of System RAM in /proc/iomem (page-rounded
+        boot-time memblock reservations except "Kernel code"/"Kernel data" and "Crash
+        kernel", which it does not exclude; since v5.5 also the memreserve list's entries
+        and pages).  kexec_file_load: memblock's current reservations (since v5.14 also
+        the memreserve list's)."""
+        if loader == "kexec-tools":
+            not_reserved = [old.image] + ([old.crashkernel] if old.crashkernel else [])
+            regions = [(s, s + n) for s, n in old.iomem_reserved]
+            used = [
+                (s & ~0xFFF, ((e + 0xFFF) & ~0xFFF) - (s & ~0xFFF))
+                for s, e in free_ranges(regions, not_reserved)
+            ]
+            return used + (self._published_pages() if old.profile.memreserve_in_iomem else [])
+        used = [(s, e - s) for s, e in old.memblock.reserved]
+        return used + (self._published_pages() if old.profile.memreserve_in_memblock else [])
 
     def kdump(
         self,
@@ -325,21 +380,24 @@ class World:
         """Offline ``cpu`` in the running kernel (``echo 0 > .../cpuN/online``)."""
         if not self._halted("cpu-down") and (why := self.kernel.cpu_down(cpu)):
             self.notes.append(f"cpu-down {cpu}: {why}")
+        self.kernel.reap()
 
     def cpu_up(self, cpu: int) -> None:
         """Online ``cpu`` in the running kernel (``echo 1 > .../cpuN/online``)."""
         if not self._halted("cpu-up") and (why := self.kernel.cpu_up(cpu)):
             self.notes.append(f"cpu-up {cpu}: {why}")
+        self.kernel.reap()
 
     def _start(
         self,
         profile_name: str,
         entry: str,
-        avoid: list[tuple[int, int]] | None = None,
         *,
         cmdline: KernelCmdline | None = None,
         kdump: KdumpParams | None = None,
         crashed: Kernel | None = None,
+        segments: KexecSegments | None = None,
+        hits: list[tuple[str, int, str]] | None = None,
     ) -> Kernel:
         profile = get_profile(profile_name)
         gen = len(self.generations)
@@ -350,10 +408,11 @@ class World:
             entry="firmware" if entry == "firmware" else "kdump" if kdump else "kexec",
             seed=self.seed,
             firmware=self.firmware,
-            avoid=avoid or [],
             cmdline=cmdline,
             kdump=kdump,
+            segments=segments,
         )
+        k.gic_hits.extend(hits or [])
         k.on_irq = lambda cpu, intid, desc: self.ledger.record_irq(cpu, intid, desc, gen)
         self.generations.append(k)
         self.corruption.generation = gen
@@ -377,7 +436,12 @@ class World:
                 suffix = " (crashed kernel, in /proc/vmcore)"
             if owner is None:
                 return False, "free memory" + suffix
-            ok = owner.role is not None and owner.role == _role_for(agent)
+            role = owner.role
+            if role is not None and role.kind in _SEG_KINDS and not suffix:
+                if len(k.gic_hits) < MAX_SEGMENT_HITS:
+                    k.gic_hit(role.kind, addr, str(agent))
+                return False, owner.label
+            ok = role is not None and role == _role_for(agent)
             return ok, owner.label + suffix
 
         return judge
@@ -403,6 +467,7 @@ class World:
             )
             if result.cpu is not None and k.online_cpus:
                 k.handle_interrupts([result.cpu])
+                k.reap()
 
     def _traffic_all(self, msis: int, generation: int) -> None:
         """Handover window: every device that still may signal sends, nobody takes them."""

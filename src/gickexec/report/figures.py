@@ -84,9 +84,9 @@ def memory_map_figure(result: dict[str, Any], path: Path) -> None:
         for start, size in g["reserved"]:  # memblock reservations: a strip under the row
             _bar(ax, axis, start, size, y, KIND_COLOURS["reserved"], low=True)
         if row + 1 < len(gens) and gens[row + 1]["entry"] != "firmware":
-            # the loader staged the next kernel's image here before jumping to it
-            nxt = gens[row + 1]["image"]
-            _bar(ax, axis, nxt["addr"], nxt["size"], y, KIND_COLOURS["kexec"])
+            # where the loader staged the next kernel (image, initrd, DTB) before the jump
+            for seg in _segments(gens[row + 1]):
+                _bar(ax, axis, seg["addr"], seg["size"], y, KIND_COLOURS["kexec"])
         for t in earlier_tables:
             if (t["start"], t["kind"]) not in held:
                 _bar(ax, axis, t["start"], t["size"], y, "none", hatch="////", edge="#e15759")
@@ -152,6 +152,14 @@ def _bar(
     width = max(size * axis.scale, _MIN_WIDTH)
     y0, height = (y - 0.42, 0.08) if low else (y - 0.3, 0.6)
     ax.add_patch(Rectangle((x, y0), width, height, fc=colour, ec=edge, hatch=hatch, lw=0.6))
+
+
+def _segments(gen: dict[str, Any]) -> list[dict[str, int]]:
+    """The kexec segments the loader placed for ``gen`` (its image when none recorded)."""
+    segs = gen.get("segments")
+    if not segs:
+        return [gen["image"]]
+    return [v for k, v in segs.items() if k != "loader" and isinstance(v, dict)]
 
 
 def _kind_at(gen: dict[str, Any], addr: int) -> str:

@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 _64K = 0x10000
+#: sizeof(struct memblock_region): base, size, flags, nid
+MEMBLOCK_REGION_BYTES = 24
 
 
 class OutOfMemory(Exception):
@@ -130,21 +132,45 @@ class Memblock:
     def __init__(self, memory: list[tuple[int, int]], max_reserved: int | None = None) -> None:
         self.memory = sorted(memory)
         self.reserved: list[list[int]] = []  # merged [start, end)
-        #: ``memblock.reserved.max`` while the array cannot be resized (None: unbounded)
+        #: ``memblock.reserved.max``: the static ``INIT_MEMBLOCK_RESERVED_REGIONS`` array
+        #: until it is doubled (None: unbounded)
         self.max_reserved = max_reserved
+        #: ``memblock_can_resize``: set by ``memblock_allow_resize()`` (arm64: paging_init)
+        self.can_resize = False
         #: reservations refused because the static array was full
         self.dropped: list[tuple[int, int]] = []
+        #: ``(addr, size)`` of each array ``memblock_double_array()`` allocated
+        self.resized: list[tuple[int, int]] = []
 
     def reserve(self, base: int, size: int) -> int:
         """``memblock_reserve()``; adjacent and overlapping regions merge.  Returns 0, or
-        -ENOMEM when a new region does not fit the static array (before
-        ``memblock_allow_resize()``, ``memblock_double_array()`` refuses)."""
+        -ENOMEM when a new region does not fit the array and ``memblock_double_array()``
+        may not resize it yet: it returns -1 before ``memblock_allow_resize()`` (mm/memblock.c
+        of the v4.20 era, read in a public copy; a later patch made this
+        ``panic("memblock: cannot resize %s array")``, version UNCONFIRMED, which no
+        modelled profile reaches).  Once resizing is allowed the array doubles into memory
+        found top-down among what is not reserved *yet*."""
         if size <= 0:
             return 0
-        full = self.max_reserved is not None and len(self.reserved) >= self.max_reserved
-        if full and not self.overlaps_or_touches(base, size):
-            self.dropped.append((base, size))
-            return -12
+        if self.max_reserved is not None and not self.is_reserved_range(base, size):
+            while len(self.reserved) + 1 > self.max_reserved:
+                if not self.can_resize:
+                    self.dropped.append((base, size))
+                    return -12
+                self._double_array()
+        self._insert(base, size)
+        return 0
+
+    def _double_array(self) -> None:
+        assert self.max_reserved is not None
+        new_bytes = 2 * self.max_reserved * MEMBLOCK_REGION_BYTES
+        new_bytes = (new_bytes + 0xFFF) & ~0xFFF
+        addr = self._find_top_down(new_bytes, 0x1000)
+        self.max_reserved *= 2
+        self._insert(addr, new_bytes)
+        self.resized.append((addr, new_bytes))
+
+    def _insert(self, base: int, size: int) -> None:
         start, end = base, base + size
         i = bisect.bisect_left([r[1] for r in self.reserved], start)
         j = i
@@ -153,11 +179,6 @@ class Memblock:
             end = max(end, self.reserved[j][1])
             j += 1
         self.reserved[i:j] = [[start, end]]
-        return 0
-
-    def overlaps_or_touches(self, addr: int, size: int) -> bool:
-        end = addr + size
-        return any(s <= end and addr <= e for s, e in self.reserved)
 
     def free(self, base: int, size: int) -> None:
         """``memblock_free()`` of part of a reserved region."""
@@ -202,16 +223,21 @@ class Memblock:
                 out.append((cursor, me))
         return out
 
-    def alloc(self, size: int, align: int, limit: int | None = None) -> int:
-        """``memblock_alloc()``: top-down, the highest fitting aligned address (below
-        ``limit`` when given, as ``memblock_find_in_range(0, limit, ...)``)."""
+    def _find_top_down(self, size: int, align: int, limit: int | None = None) -> int:
+        """``memblock_find_in_range()``: the highest fitting aligned free address."""
         for start, range_end in reversed(self.free_ranges()):
             end = range_end if limit is None else min(range_end, limit)
             addr = (end - size) & ~(align - 1)
             if addr >= start:
-                self.reserve(addr, size)
                 return addr
         raise OutOfMemory(f"memblock: no {size:#x} bytes aligned {align:#x}")
+
+    def alloc(self, size: int, align: int, limit: int | None = None) -> int:
+        """``memblock_alloc()``: top-down, the highest fitting aligned address (below
+        ``limit`` when given, as ``memblock_find_in_range(0, limit, ...)``)."""
+        addr = self._find_top_down(size, align, limit)
+        self.reserve(addr, size)
+        return addr
 
 
 class PageAllocator:

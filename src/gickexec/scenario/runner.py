@@ -118,6 +118,12 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
                 ],
                 "memreserve": None if mr is None else {"nodes": mr[0], "entries": mr[1]},
                 "image": {"addr": k.image[0], "size": k.image[1]},
+                "memblock": {
+                    "reserved_regions": len(k.memblock.reserved),
+                    "max": k.memblock.max_reserved,
+                    "dropped": len(k.memblock.dropped),
+                    "resized": [[a, z] for a, z in k.memblock.resized],
+                },
                 "segments": None
                 if k.segments is None
                 else {

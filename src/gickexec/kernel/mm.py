@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "OwnershipMap",
     "PageAllocator",
     "Role",
+    "free_ranges",
+    "highest_fit",
 ]
 
 _64K = 0x10000
@@ -126,6 +129,37 @@ class OwnershipMap:
         return list(zip(self._starts, self._ends, self._owners, strict=True))
 
 
+def free_ranges(
+    ram: Iterable[tuple[int, int]], used: Iterable[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges of ``ram`` not covered by any ``(addr, size)`` in ``used``."""
+    cuts = sorted((a, a + s) for a, s in used if s > 0)
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ram):
+        cursor = start
+        for cs, ce in cuts:
+            if ce <= cursor or cs >= end:
+                continue
+            if cs > cursor:
+                out.append((cursor, cs))
+            cursor = max(cursor, ce)
+        if cursor < end:
+            out.append((cursor, end))
+    return out
+
+
+def highest_fit(
+    free: Sequence[tuple[int, int]], size: int, align: int, lo: int = 0, hi: int | None = None
+) -> int | None:
+    """The highest ``align``-aligned ``size``-byte block of the sorted ``[start, end)``
+    ranges ``free`` within ``[lo, hi)``, or None."""
+    for start, end in reversed(free):
+        base = ((end if hi is None else min(end, hi)) - size) & ~(align - 1)
+        if base >= max(start, lo):
+            return base
+    return None
+
+
 class Memblock:
     """``struct memblock``: memory and reserved regions, merged as the kernel merges them."""
 
@@ -210,27 +244,14 @@ class Memblock:
 
     def free_ranges(self) -> list[tuple[int, int]]:
         """Memory minus reserved: what ``mm_init`` hands to the page allocator."""
-        out: list[tuple[int, int]] = []
-        for ms, me in self.memory:
-            cursor = ms
-            for rs, re_ in self.reserved:
-                if re_ <= cursor or rs >= me:
-                    continue
-                if rs > cursor:
-                    out.append((cursor, rs))
-                cursor = max(cursor, re_)
-            if cursor < me:
-                out.append((cursor, me))
-        return out
+        return free_ranges(self.memory, [(s, e - s) for s, e in self.reserved])
 
     def _find_top_down(self, size: int, align: int, limit: int | None = None) -> int:
         """``memblock_find_in_range()``: the highest fitting aligned free address."""
-        for start, range_end in reversed(self.free_ranges()):
-            end = range_end if limit is None else min(range_end, limit)
-            addr = (end - size) & ~(align - 1)
-            if addr >= start:
-                return addr
-        raise OutOfMemory(f"memblock: no {size:#x} bytes aligned {align:#x}")
+        addr = highest_fit(self.free_ranges(), size, align, 0, limit)
+        if addr is None:
+            raise OutOfMemory(f"memblock: no {size:#x} bytes aligned {align:#x}")
+        return addr
 
     def alloc(self, size: int, align: int, limit: int | None = None) -> int:
         """``memblock_alloc()``: top-down, the highest fitting aligned address (below

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from gickexec import World
 from gickexec.cli import main
 from gickexec.kernel.kernel import KERNEL_IMAGE_BYTES
-from gickexec.kernel.kexec import DTB_BYTES, INITRD_BYTES, Loader, free_ranges, place_segments
+from gickexec.kernel.kexec import DTB_BYTES, INITRD_BYTES, Loader, place_segments
+from gickexec.kernel.mm import free_ranges
 from gickexec.kernel.profiles import PROFILES
 
 _2M = 0x200000

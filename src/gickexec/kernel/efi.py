@@ -25,7 +25,14 @@ from gickexec.kernel import printk
 from gickexec.kernel.mm import KernelFault, Memblock, OutOfMemory
 from gickexec.kernel.profiles import KernelProfile
 
-__all__ = ["ENODEV", "ENOMEM", "EfiState", "efi_config_parse_tables", "install_memreserve_table"]
+__all__ = [
+    "ENODEV",
+    "ENOMEM",
+    "EfiState",
+    "efi_apply_persistent_mem_reservations",
+    "efi_config_parse_tables",
+    "install_memreserve_table",
+]
 
 ENODEV = -19
 ENOMEM = -12
@@ -112,17 +119,36 @@ def efi_config_parse_tables(
         return state
     chain = walk_memreserve(mem.read, mem.is_ram, state.mem_reserve, profile.memreserve_layout)
     state.chain = chain
-    for i, node in enumerate(chain.nodes):
-        what = "EFI memreserve root" if i == 0 else "EFI memreserve node"
-        footprint = memreserve_node_footprint(node, profile)
-        memblock.reserve(node.addr, footprint)
-        on_reserve(node.addr, footprint, what)
-        for base, size in node.entries:
-            memblock.reserve(base, size)
-            on_reserve(base, size, "EFI memreserve entry")
     if chain.error is not None:
         log.line(printk.EFI_MEMRESERVE_MAP_FAIL)
+    if not profile.defers_persistent_reservations:
+        efi_apply_persistent_mem_reservations(state, profile, memblock, on_reserve)
     return state
+
+
+def efi_apply_persistent_mem_reservations(
+    state: EfiState,
+    profile: KernelProfile,
+    memblock: Memblock,
+    on_reserve: Callable[[int, int, str], None],
+) -> None:
+    """``memblock_reserve()`` the root, every node and every entry of the walked chain.
+
+    Part of ``efi_config_parse_tables()``, except in kernels with Linux commit
+    eff896288872, which call it after ``paging_init()`` (flag
+    ``defers_persistent_reservations``).  A reservation the static memblock array has no
+    room for is dropped without a word (``efi_config_parse_tables`` ignores the error);
+    ``on_reserve`` is called only for the ones memblock took."""
+    if state.chain is None:
+        return
+    for i, node in enumerate(state.chain.nodes):
+        what = "EFI memreserve root" if i == 0 else "EFI memreserve node"
+        footprint = memreserve_node_footprint(node, profile)
+        if memblock.reserve(node.addr, footprint) == 0:
+            on_reserve(node.addr, footprint, what)
+        for base, size in node.entries:
+            if memblock.reserve(base, size) == 0:
+                on_reserve(base, size, "EFI memreserve entry")
 
 
 def memreserve_node_footprint(node: MemreserveNode, profile: KernelProfile) -> int:

@@ -20,7 +20,12 @@ from gickexec.hw.machine import Machine, MsiDevice
 from gickexec.hw.memory import Agent, AgentKind
 from gickexec.kernel import printk
 from gickexec.kernel.cmdline import KernelCmdline
-from gickexec.kernel.efi import EfiState, efi_config_parse_tables, install_memreserve_table
+from gickexec.kernel.efi import (
+    EfiState,
+    efi_apply_persistent_mem_reservations,
+    efi_config_parse_tables,
+    install_memreserve_table,
+)
 from gickexec.kernel.gic_v3_its import GicV3Its, ItsDevice
 from gickexec.kernel.kexec import KexecSegments
 from gickexec.kernel.mm import (
@@ -165,7 +170,7 @@ class Kernel:
             self.memory = [(kdump.usable[0], kdump.usable[0] + kdump.usable[1])]
         else:
             self.memory = [(r.start, r.end) for r in machine.mem.ram]
-        self.memblock = Memblock(self.memory)
+        self.memblock = Memblock(self.memory, profile.init_memblock_reserved_regions)
         self.crashkernel: tuple[int, int] | None = None
         #: why this kernel died (oops, panic, hang), or None while it runs
         self.crashed: str | None = None
@@ -424,26 +429,36 @@ class Kernel:
             addr, size = self.kdump.elfcorehdr
             self._memblock_reserve(addr, size, "elfcorehdr (/proc/vmcore)")
             self.log.printk(printk.ELFCOREHDR_RESERVED, size >> 10, addr)
+        top = max(e for _, e in self.memory)
+
+        def on_reserve(addr: int, size: int, what: str) -> None:
+            self.claim(addr, max(0, min(size, top - addr)), Owner(what))
+
         if self.firmware is not None:
-            top = max(e for _, e in self.memory)
             self.efi = efi_config_parse_tables(
                 self.machine.mem,
                 self.firmware.systab,
                 self.profile,
                 self.memblock,
                 self.log,
-                lambda a, s, what: self.claim(a, max(0, min(s, top - a)), Owner(what)),
+                on_reserve,
             )
         if self.cmdline.crashkernel:
             self.reserve_crashkernel(self.cmdline.crashkernel)
+        # paging_init(): the linear map's page tables, then memblock_allow_resize()
+        self._early_alloc("memblock: kernel page tables", 4 << 20)
+        self.memblock.can_resize = True
+        if self.efi is not None and self.profile.defers_persistent_reservations:
+            efi_apply_persistent_mem_reservations(self.efi, self.profile, self.memblock, on_reserve)
         ram = sum(e - s for s, e in self.memory)
-        for label, size in (
-            ("memblock: struct page array", (ram // 4096 * 64 + _2M - 1) & ~(_2M - 1)),
-            ("memblock: kernel page tables", 4 << 20),
-            ("memblock: per-CPU areas", self.nr_cpus * (128 << 10)),
-        ):
-            addr = self.memblock.alloc(size, 0x10000)
-            self.claim(addr, size, Owner(label))
+        self._early_alloc("memblock: struct page array", (ram // 4096 * 64 + _2M - 1) & ~(_2M - 1))
+        self._early_alloc("memblock: per-CPU areas", self.nr_cpus * (128 << 10))
+        for addr, size in self.memblock.resized:
+            self.claim(addr, size, Owner("memblock: reserved regions array"))
+
+    def _early_alloc(self, label: str, size: int) -> None:
+        addr = self.memblock.alloc(size, 0x10000)
+        self.claim(addr, size, Owner(label))
 
     def reserve_crashkernel(self, size: int) -> None:
         """arm64 ``reserve_crashkernel()``: top-down below 4 GiB, 2 MiB aligned."""

@@ -29,9 +29,11 @@ published them, which is the whole point (linux-kernel.md §4 items 3 and 4).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from gickexec.kernel.mm import free_ranges, highest_fit
 
 __all__ = [
     "DTB_BYTES",
@@ -76,39 +78,10 @@ class KexecSegments:
         return next((n for n, a, s in self.named() if a <= addr < a + s), None)
 
 
-def free_ranges(
-    ram: Iterable[tuple[int, int]], used: Iterable[tuple[int, int]]
-) -> list[tuple[int, int]]:
-    """``[start, end)`` ranges of ``ram`` not covered by any ``(addr, size)`` in ``used``."""
-    cuts = sorted((a, a + s) for a, s in used if s > 0)
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(ram):
-        cursor = start
-        for cs, ce in cuts:
-            if ce <= cursor or cs >= end:
-                continue
-            if cs > cursor:
-                out.append((cursor, cs))
-            cursor = max(cursor, ce)
-        if cursor < end:
-            out.append((cursor, end))
-    return out
-
-
 def _lowest(free: Sequence[tuple[int, int]], size: int, align: int, lo: int, hi: int) -> int | None:
     for start, end in free:
         base = (max(start, lo) + align - 1) & ~(align - 1)
         if base + size <= min(end, hi):
-            return base
-    return None
-
-
-def _highest(
-    free: Sequence[tuple[int, int]], size: int, align: int, lo: int, hi: int
-) -> int | None:
-    for start, end in reversed(free):
-        base = (min(end, hi) - size) & ~(align - 1)
-        if base >= max(start, lo):
             return base
     return None
 
@@ -144,7 +117,7 @@ def place_segments(
         if initrd is None:
             return None
         placed.append((initrd, INITRD_BYTES))
-        dtb = _highest(holes(), DTB_BYTES, _2M, above, top)
+        dtb = highest_fit(holes(), DTB_BYTES, _2M, above, top)
     if dtb is None:
         return None
     return KexecSegments(loader, (image, image_bytes), (initrd, INITRD_BYTES), (dtb, DTB_BYTES))

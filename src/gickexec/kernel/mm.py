@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -27,9 +28,13 @@ __all__ = [
     "OwnershipMap",
     "PageAllocator",
     "Role",
+    "free_ranges",
+    "highest_fit",
 ]
 
 _64K = 0x10000
+#: sizeof(struct memblock_region): base, size, flags, nid
+MEMBLOCK_REGION_BYTES = 24
 
 
 class OutOfMemory(Exception):
@@ -124,27 +129,82 @@ class OwnershipMap:
         return list(zip(self._starts, self._ends, self._owners, strict=True))
 
 
+def free_ranges(
+    ram: Iterable[tuple[int, int]], used: Iterable[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges of ``ram`` not covered by any ``(addr, size)`` in ``used``."""
+    cuts = sorted((a, a + s) for a, s in used if s > 0)
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ram):
+        cursor = start
+        for cs, ce in cuts:
+            if ce <= cursor or cs >= end:
+                continue
+            if cs > cursor:
+                out.append((cursor, cs))
+            cursor = max(cursor, ce)
+        if cursor < end:
+            out.append((cursor, end))
+    return out
+
+
+def highest_fit(
+    free: Sequence[tuple[int, int]], size: int, align: int, lo: int = 0, hi: int | None = None
+) -> int | None:
+    """The highest ``align``-aligned ``size``-byte block of the sorted ``[start, end)``
+    ranges ``free`` within ``[lo, hi)``, or None."""
+    for start, end in reversed(free):
+        base = ((end if hi is None else min(end, hi)) - size) & ~(align - 1)
+        if base >= max(start, lo):
+            return base
+    return None
+
+
 class Memblock:
     """``struct memblock``: memory and reserved regions, merged as the kernel merges them."""
 
     def __init__(self, memory: list[tuple[int, int]], max_reserved: int | None = None) -> None:
         self.memory = sorted(memory)
         self.reserved: list[list[int]] = []  # merged [start, end)
-        #: ``memblock.reserved.max`` while the array cannot be resized (None: unbounded)
+        #: ``memblock.reserved.max``: the static ``INIT_MEMBLOCK_RESERVED_REGIONS`` array
+        #: until it is doubled (None: unbounded)
         self.max_reserved = max_reserved
+        #: ``memblock_can_resize``: set by ``memblock_allow_resize()`` (arm64: paging_init)
+        self.can_resize = False
         #: reservations refused because the static array was full
         self.dropped: list[tuple[int, int]] = []
+        #: ``(addr, size)`` of each array ``memblock_double_array()`` allocated
+        self.resized: list[tuple[int, int]] = []
 
     def reserve(self, base: int, size: int) -> int:
         """``memblock_reserve()``; adjacent and overlapping regions merge.  Returns 0, or
-        -ENOMEM when a new region does not fit the static array (before
-        ``memblock_allow_resize()``, ``memblock_double_array()`` refuses)."""
+        -ENOMEM when a new region does not fit the array and ``memblock_double_array()``
+        may not resize it yet: it returns -1 before ``memblock_allow_resize()`` (mm/memblock.c
+        of the v4.20 era, read in a public copy; a later patch made this
+        ``panic("memblock: cannot resize %s array")``, version UNCONFIRMED, which no
+        modelled profile reaches).  Once resizing is allowed the array doubles into memory
+        found top-down among what is not reserved *yet*."""
         if size <= 0:
             return 0
-        full = self.max_reserved is not None and len(self.reserved) >= self.max_reserved
-        if full and not self.overlaps_or_touches(base, size):
-            self.dropped.append((base, size))
-            return -12
+        if self.max_reserved is not None and not self.is_reserved_range(base, size):
+            while len(self.reserved) + 1 > self.max_reserved:
+                if not self.can_resize:
+                    self.dropped.append((base, size))
+                    return -12
+                self._double_array()
+        self._insert(base, size)
+        return 0
+
+    def _double_array(self) -> None:
+        assert self.max_reserved is not None
+        new_bytes = 2 * self.max_reserved * MEMBLOCK_REGION_BYTES
+        new_bytes = (new_bytes + 0xFFF) & ~0xFFF
+        addr = self._find_top_down(new_bytes, 0x1000)
+        self.max_reserved *= 2
+        self._insert(addr, new_bytes)
+        self.resized.append((addr, new_bytes))
+
+    def _insert(self, base: int, size: int) -> None:
         start, end = base, base + size
         i = bisect.bisect_left([r[1] for r in self.reserved], start)
         j = i
@@ -153,11 +213,6 @@ class Memblock:
             end = max(end, self.reserved[j][1])
             j += 1
         self.reserved[i:j] = [[start, end]]
-        return 0
-
-    def overlaps_or_touches(self, addr: int, size: int) -> bool:
-        end = addr + size
-        return any(s <= end and addr <= e for s, e in self.reserved)
 
     def free(self, base: int, size: int) -> None:
         """``memblock_free()`` of part of a reserved region."""
@@ -189,29 +244,21 @@ class Memblock:
 
     def free_ranges(self) -> list[tuple[int, int]]:
         """Memory minus reserved: what ``mm_init`` hands to the page allocator."""
-        out: list[tuple[int, int]] = []
-        for ms, me in self.memory:
-            cursor = ms
-            for rs, re_ in self.reserved:
-                if re_ <= cursor or rs >= me:
-                    continue
-                if rs > cursor:
-                    out.append((cursor, rs))
-                cursor = max(cursor, re_)
-            if cursor < me:
-                out.append((cursor, me))
-        return out
+        return free_ranges(self.memory, [(s, e - s) for s, e in self.reserved])
+
+    def _find_top_down(self, size: int, align: int, limit: int | None = None) -> int:
+        """``memblock_find_in_range()``: the highest fitting aligned free address."""
+        addr = highest_fit(self.free_ranges(), size, align, 0, limit)
+        if addr is None:
+            raise OutOfMemory(f"memblock: no {size:#x} bytes aligned {align:#x}")
+        return addr
 
     def alloc(self, size: int, align: int, limit: int | None = None) -> int:
         """``memblock_alloc()``: top-down, the highest fitting aligned address (below
         ``limit`` when given, as ``memblock_find_in_range(0, limit, ...)``)."""
-        for start, range_end in reversed(self.free_ranges()):
-            end = range_end if limit is None else min(range_end, limit)
-            addr = (end - size) & ~(align - 1)
-            if addr >= start:
-                self.reserve(addr, size)
-                return addr
-        raise OutOfMemory(f"memblock: no {size:#x} bytes aligned {align:#x}")
+        addr = self._find_top_down(size, align, limit)
+        self.reserve(addr, size)
+        return addr
 
 
 class PageAllocator:

@@ -188,6 +188,17 @@ _V4_20 = dataclasses.replace(
     defers_persistent_reservations=True,
 )
 
+# Before Linux commit eff896288872: the memreserve walk in efi_init() fills the static
+# 128-entry reserved array, and a many-CPU machine overflows it (linux-kernel.md §1.6,
+# §4 item 1).  Which v4.20 release candidates shipped this state is UNCONFIRMED.
+_V4_20_RC = dataclasses.replace(
+    _V4_20,
+    name="v4.20-rc1",
+    release="4.20.0",
+    description="the fix as first merged: the memreserve walk can overflow memblock",
+    defers_persistent_reservations=False,
+)
+
 _V5_0 = dataclasses.replace(
     _V4_20,
     name="v5.0",
@@ -251,7 +262,8 @@ _V6_6 = dataclasses.replace(
 )
 
 PROFILES: dict[str, KernelProfile] = {
-    p.name: p for p in (_V4_19, _V4_20, _V5_0, _V5_2, _V5_5, _V5_10, _V5_14, _V5_17, _V6_6)
+    p.name: p
+    for p in (_V4_19, _V4_20_RC, _V4_20, _V5_0, _V5_2, _V5_5, _V5_10, _V5_14, _V5_17, _V6_6)
 }
 
 

@@ -175,6 +175,12 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
                 "image": {"addr": k.image[0], "size": k.image[1]},
                 "memory_map": memory_map(k),
                 "reserved": [[a, b - a] for a, b in k.memblock.reserved[:MAX_MAP_RANGES]],
+                "memblock": {
+                    "reserved_regions": len(k.memblock.reserved),
+                    "max": k.memblock.max_reserved,
+                    "dropped": len(k.memblock.dropped),
+                    "resized": [[a, z] for a, z in k.memblock.resized],
+                },
                 "segments": None
                 if k.segments is None
                 else {

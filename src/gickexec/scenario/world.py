@@ -33,8 +33,8 @@ from gickexec.kernel.kernel import (
     KdumpParams,
     Kernel,
 )
-from gickexec.kernel.kexec import KexecSegments, Loader, free_ranges, place_segments
-from gickexec.kernel.mm import SEG_DTB, SEG_IMAGE, SEG_INITRD, Role
+from gickexec.kernel.kexec import KexecSegments, Loader, place_segments
+from gickexec.kernel.mm import SEG_DTB, SEG_IMAGE, SEG_INITRD, Role, free_ranges
 from gickexec.kernel.profiles import get_profile
 
 __all__ = ["CorruptionEvent", "CorruptionMonitor", "MsiLedger", "World"]

@@ -1,0 +1,73 @@
+"""The 2019 memblock overflow: the memreserve walk against the static reserved array
+(INIT_MEMBLOCK_RESERVED_REGIONS), the deferred walk of eff896288872, and the v5.0 fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from gickexec import World
+from gickexec.kernel.mm import Memblock
+
+
+def test_static_array_drops_new_regions_until_resizing_is_allowed() -> None:
+    mb = Memblock([(0, 1 << 30)], max_reserved=2)
+    assert mb.reserve(0x1000, 0x1000) == 0 and mb.reserve(0x10000, 0x1000) == 0
+    assert mb.reserve(0x1800, 0x100) == 0  # inside a region: no new entry needed
+    assert mb.reserve(0x20000, 0x1000) == -12  # memblock_double_array() returns -1
+    assert mb.reserve(0x2000, 0x1000) == -12  # adjacent still needs a slot first
+    assert mb.dropped == [(0x20000, 0x1000), (0x2000, 0x1000)]
+    mb.can_resize = True
+    assert mb.reserve(0x20000, 0x1000) == 0
+    assert mb.max_reserved == 4
+    # the doubled array (4 x 24 bytes, one page) went to the top of free memory
+    assert mb.resized == [((1 << 30) - 0x1000, 0x1000)]
+    assert mb.is_reserved_range((1 << 30) - 0x1000, 0x1000)
+
+
+def _tx2(profile: str) -> World:
+    w = World.build("thunderx2", seed=1)
+    w.add_device("eth0", device_id=0x100, nvec=32)
+    w.boot(profile)
+    w.traffic("eth0", 448)
+    w.kexec(profile)
+    w.traffic("eth0", 448)
+    w.finish()
+    return w
+
+
+@pytest.fixture(scope="module")
+def rc1() -> World:
+    return _tx2("v4.20-rc1")
+
+
+def test_v420_rc1_on_thunderx2_overflows_and_drops_the_property_table(rc1: World) -> None:
+    k = rc1.generations[1]
+    mb = k.memblock
+    assert k.profile.init_memblock_reserved_regions == 128
+    assert len(mb.dropped) == 326
+    # the property table is the oldest entry, walked last: dropped, so not reserved
+    old_prop = rc1.generations[0].gic.prop_table_pa
+    assert (old_prop, 0x10000) in mb.dropped and not mb.is_reserved_range(old_prop, 0x10000)
+    assert not k.reused_tables
+    assert any(line.startswith("GICv3: Expected reserved range [") for line in k.log.lines)
+    assert sum(line.endswith("Failed to disable LPIs") for line in k.log.lines) == 224
+    assert rc1.ledger.lost == 448 and k.log.taint_string == "CW"
+
+
+def test_v420_defers_the_walk_and_grows_the_array_after_paging_init() -> None:
+    w = _tx2("v4.20")
+    k = w.generations[1]
+    mb = k.memblock
+    assert mb.dropped == [] and mb.max_reserved == 512
+    assert [s for _, s in mb.resized] == [0x2000, 0x3000]
+    # the arrays went top-down into memory the walk had not reserved yet
+    assert all(k.owner(a) is not None for a, _ in mb.resized)
+    assert {k.owner(a).label for a, _ in mb.resized} == {"memblock: reserved regions array"}  # type: ignore[union-attr]
+    assert k.reused_tables and w.ledger.lost == 0
+
+
+def test_v50_static_array_has_room_for_every_cpu() -> None:
+    w = _tx2("v5.0")
+    mb = w.generations[1].memblock
+    assert mb.max_reserved == 128 + 256 + 1 and mb.dropped == [] and mb.resized == []
+    assert w.generations[1].reused_tables and w.ledger.lost == 0

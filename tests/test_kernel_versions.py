@@ -18,7 +18,7 @@ REQUIRED = ["v4.19", "v4.20", "v5.0", "v5.2", "v5.5", "v5.14", "v5.17", "v6.6"]
 _FLAGS = [
     f.name
     for f in dataclasses.fields(KernelProfile)
-    if f.name not in ("name", "release", "description", "notes", "page_size")
+    if f.name not in ("name", "release", "description", "notes", "page_size", "kind")
 ]
 
 

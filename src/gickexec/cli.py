@@ -312,7 +312,8 @@ def platforms(as_json: bool, markdown: bool) -> None:
 def profiles() -> None:
     """List the kernel profiles and the behaviours that tell them apart."""
     for prof in PROFILES.values():
-        click.echo(f"{prof.name:<7} Linux {prof.release}: {prof.description}")
+        os_name = "Linux" if prof.kind == "linux" else "FreeBSD"
+        click.echo(f"{prof.name:<7} {os_name} {prof.release}: {prof.description}")
     click.echo("\nfeatures:")
     for name, source in FEATURE_SOURCES.items():
         values = ", ".join(f"{p.name}={getattr(p, name)}" for p in PROFILES.values())

@@ -137,6 +137,9 @@ class KernelProfile:
     printk_era: Literal["classic", "modern"]
     page_size: int = PAGE_SIZE
     notes: tuple[str, ...] = field(default=())
+    #: Which OS boots: Linux per the flags above, or FreeBSD entered by kboot, which only
+    #: consumes the memreserve list (kernel/freebsd_kboot.py).
+    kind: Literal["linux", "freebsd-kboot"] = "linux"
 
     def source(self, feature: str) -> str:
         return FEATURE_SOURCES[feature]
@@ -261,9 +264,32 @@ _V6_6 = dataclasses.replace(
     description="current: the v5.17 behaviours (nothing later changes what the model sees)",
 )
 
+# FreeBSD booted by kboot (reviews.freebsd.org D37440, D40902, D44038; ecosystem.md
+# §1.3): not Linux; the Linux flags are unused.  Release 14.1 is the first with all three
+# reviews as far as we could tell (UNCONFIRMED).
+_FREEBSD_KBOOT = dataclasses.replace(
+    _V6_6,
+    name="freebsd-kboot",
+    release="14.1",
+    description="FreeBSD via kboot: honours MEMRESERVE, panics on an unreserved live LPI table",
+    kind="freebsd-kboot",
+)
+
 PROFILES: dict[str, KernelProfile] = {
     p.name: p
-    for p in (_V4_19, _V4_20_RC, _V4_20, _V5_0, _V5_2, _V5_5, _V5_10, _V5_14, _V5_17, _V6_6)
+    for p in (
+        _V4_19,
+        _V4_20_RC,
+        _V4_20,
+        _V5_0,
+        _V5_2,
+        _V5_5,
+        _V5_10,
+        _V5_14,
+        _V5_17,
+        _V6_6,
+        _FREEBSD_KBOOT,
+    )
 }
 
 

@@ -26,6 +26,7 @@ from gickexec.hw.machine import Machine
 from gickexec.hw.memory import Agent, AgentKind, GicWrite
 from gickexec.hw.platform import PLATFORMS, Platform
 from gickexec.kernel.cmdline import KernelCmdline, parse_cmdline
+from gickexec.kernel.freebsd_kboot import FreeBsdKboot
 from gickexec.kernel.kernel import (
     ELFCOREHDR_BYTES,
     KERNEL_IMAGE_BYTES,
@@ -401,7 +402,8 @@ class World:
     ) -> Kernel:
         profile = get_profile(profile_name)
         gen = len(self.generations)
-        k = Kernel(
+        cls = FreeBsdKboot if profile.kind == "freebsd-kboot" else Kernel
+        k = cls(
             self.machine,
             profile,
             generation=gen,

@@ -57,16 +57,18 @@ SMP_BRINGING_UP = "smp: Bringing up secondary CPUs ..."
 SMP_SECONDARY = "CPU%u: Booted secondary processor 0x%010lx [0x%08x]"
 SMP_BROUGHT_UP = "smp: Brought up 1 node, %d CPUs"
 KEXEC_STARTING = "kexec_core: Starting new kernel"
-# arch/arm64/mm/init.c reserve_crashkernel() / reserve_elfcorehdr() (v4.x-v5.x wording).
-# UNCONFIRMED: reconstructed from memory of the v4.x-v5.x sources, not read in a copy;
-# later kernels moved crashkernel reservation to kernel/crash_core.c with other wording.
+# arch/arm64/mm/init.c reserve_crashkernel() (v4.x-v5.x): CRASHKERNEL_RESERVED checked
+# against public copies of the pr_info() (linux-arm-kernel patches, searched 2026-11);
+# CRASHKERNEL_FAILED and ELFCOREHDR_RESERVED (arm64 reserve_elfcorehdr(), before it moved
+# to drivers/of/fdt.c as "Reserving %llu KiB of memory at 0x%llx for elfcorehdr") are
+# from memory of the same file, UNCONFIRMED.
 CRASHKERNEL_RESERVED = "crashkernel reserved: 0x%016llx - 0x%016llx (%lld MB)"
 CRASHKERNEL_FAILED = "cannot allocate crashkernel (size:0x%llx)"
 ELFCOREHDR_RESERVED = "Reserving %lldKB of memory at 0x%llx for elfcorehdr"
 # kernel/panic.c, arch/arm64/kernel/smp.c and machine_kexec.c, arch/arm64/mm/fault.c.
-# PANIC and SMP_STOPPING are long-stable formats; KDUMP_STARTING (machine_kexec.c's
-# "Starting crashdump kernel...\n"), OOPS_FAULT (die_kernel_fault(), whose wording and
-# address width changed over the releases) and PANIC_IDLE are reconstructed, UNCONFIRMED.
+# PANIC, SMP_STOPPING, KDUMP_STARTING (machine_crash_shutdown()'s pr_info) and OOPS_FAULT
+# (die_kernel_fault()'s pr_alert, %016lx) checked against public copies of the source and
+# of arm64 crash logs; PANIC_IDLE is from memory, UNCONFIRMED.
 PANIC = "Kernel panic - not syncing: %s"
 PANIC_IDLE = "Attempted to kill the idle task!"
 SMP_STOPPING = "SMP: stopping secondary CPUs"
@@ -79,12 +81,14 @@ OOPS_INTERNAL = "Internal error: %s: %x [#%d] PREEMPT SMP"
 # lines (the first continues with the fixmap virtual address); UNCONFIRMED per version.
 DTB_INVALID = "Error: invalid device tree blob at physical address %pa"
 DTB_INVALID_HINT = "Please check your bootloader."
-# init/initramfs.c populate_rootfs(), mm/page_alloc.c free_reserved_area(),
-# init/do_mounts.c mount_block_root() (reconstructed, UNCONFIRMED)
+# init/initramfs.c populate_rootfs() (INITRAMFS_FAILED checked against public copies),
+# mm/page_alloc.c free_reserved_area(), init/do_mounts.c mount_block_root() (the last two
+# from memory, UNCONFIRMED)
 INITRAMFS_FAILED = "Initramfs unpacking failed: %s"
 FREEING_MEMORY = "Freeing %s memory: %ldK"
 PANIC_NO_ROOT = "VFS: Unable to mount root fs on unknown-block(0,0)"
-# kernel/cpu.c (via drivers/base/cpu.c): a CPU taken down and brought back
+# arch/arm64/kernel/smp.c __cpu_die(): pr_notice in the v4.x-v6.x copies we found (some
+# trees demote it to pr_debug, which a default dmesg does not show)
 CPU_KILLED = "CPU%u: shutdown"
 
 # -- drivers/firmware/efi ---------------------------------------------------------------

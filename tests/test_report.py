@@ -168,3 +168,13 @@ def test_page_in_a_headless_browser(unfixed_report: Path, tmp_path: Path) -> Non
     ).stdout.decode()
     assert f"<title>{REPORT_TITLE}: efi-kexec-unfixed</title>" in dom
     assert dom.count("<img") == 2
+
+
+def test_timeline_unrolls_repeats_and_keeps_the_books() -> None:
+    r = run_scenario(load_builtin("efi-kexec-chain"))
+    tl = r["timeline"]
+    assert [t["step"] for t in tl] == list(range(len(tl)))
+    assert sum(t["action"] == "kexec" for t in tl) == 10
+    assert tl[-1]["generation"] == 10
+    assert [t["sent"] for t in tl] == sorted(t["sent"] for t in tl)
+    assert tl[-1]["sent"] == r["msis"]["sent"] and tl[-1]["lost"] == r["msis"]["lost"]

@@ -6,8 +6,8 @@
   where the loader staged it, the LPI tables of earlier generations that are no longer
   the kernel's drawn hatched as stale, and every corrupted bit as a red marker in the
   row of the kernel that was running, filled with the colour of what the bit hit.
-* :func:`timeline_figure`: MSIs sent, delivered and lost per generation, and delivered /
-  lost per CPU over the whole scenario.
+* :func:`timeline_figure`: MSIs sent, delivered and lost after each scenario step with
+  boots, kexecs and kdumps marked, and delivered / lost per CPU over the whole scenario.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 from matplotlib.artist import Artist
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["KIND_COLOURS", "memory_map_figure", "timeline_figure"]
 
@@ -171,21 +172,33 @@ def _kind_at(gen: dict[str, Any], addr: int) -> str:
 
 
 def timeline_figure(result: dict[str, Any], path: Path) -> None:
-    """Write MSIs per generation and per CPU of ``result`` to ``path`` (PNG)."""
-    gens = result["generations"]
+    """Write the scenario's timeline (MSIs delivered and lost after each step, with boots,
+    kexecs and kdumps marked) and MSIs per CPU of ``result`` to ``path`` (PNG)."""
     msis = result["msis"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6), dpi=100)
-    labels = [f"{g['index']}: {g['kernel']}\n{g['entry']}" for g in gens]
-    delivered = [g["msis_delivered"] for g in gens]
-    lost = [g["msis_sent"] - g["msis_delivered"] for g in gens]
-    xs = range(len(gens))
-    left.bar(xs, delivered, color="#59a14f", label="delivered")
-    left.bar(xs, lost, bottom=delivered, color="#e15759", label="lost or not yet handled")
-    left.set_xticks(list(xs))
-    left.set_xticklabels(labels, fontsize=8)
-    left.set_ylabel("MSIs")
-    left.set_title("MSIs per kernel generation")
-    left.legend(fontsize=8)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8), dpi=100)
+    steps = result.get("timeline") or []
+    xs = [t["step"] for t in steps]
+    left.plot(xs, [t["sent"] for t in steps], color="#4e79a7", marker=".", label="sent")
+    left.plot(xs, [t["delivered"] for t in steps], color="#59a14f", marker=".", label="delivered")
+    left.plot(xs, [t["lost"] for t in steps], color="#e15759", marker=".", label="lost")
+    top = max([t["sent"] for t in steps], default=1) or 1
+    for t in steps:
+        if t["action"] in ("boot", "kexec", "kdump"):
+            left.axvline(t["step"], color="#999999", ls="--", lw=0.8)
+            left.text(
+                t["step"],
+                top,
+                f" {t['action']} {t['what']}",
+                rotation=90,
+                va="top",
+                fontsize=7,
+                color="#555555",
+            )
+    left.set_xlabel("step (repeats unrolled)")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.set_ylabel("MSIs (cumulative)")
+    left.set_title("timeline: boots, kexecs/kdumps and traffic")
+    left.legend(fontsize=8, loc="center left")
     cpus = sorted(
         {int(c) for c in msis["delivered_per_cpu"]} | {int(c) for c in msis["lost_per_cpu"]}
     )

@@ -38,6 +38,29 @@ def play(scenario: Scenario, after_step: StepHook | None = None) -> World:
     return world
 
 
+def _mark(step: Step, world: World) -> None:
+    """Record the books after one executed step (repeats unrolled) for the timeline."""
+    what = {
+        "traffic": f"{step.device} x{step.msis}",
+        "page-cache": f"{step.fraction:.0%}",
+        "repeat": f"x{step.times}",
+        "cpu-down": f"CPU{step.cpu}",
+        "cpu-up": f"CPU{step.cpu}",
+    }.get(step.action, step.kernel)
+    ledger = world.ledger
+    world.timeline.append(
+        {
+            "step": len(world.timeline),
+            "action": step.action,
+            "what": what,
+            "generation": len(world.generations) - 1,
+            "sent": ledger.sent,
+            "delivered": ledger.delivered,
+            "lost": ledger.lost,
+        }
+    )
+
+
 def _do(world: World, step: Step) -> None:
     match step.action:
         case "boot":
@@ -68,8 +91,10 @@ def _do(world: World, step: Step) -> None:
             for _ in range(step.times):
                 for sub in step.steps:
                     _do(world, sub)
+            return
         case _:
             raise AssertionError(f"unvalidated step {step.action!r}")
+    _mark(step, world)
 
 
 def run_scenario(scenario: Scenario, after_step: StepHook | None = None) -> dict[str, Any]:
@@ -233,6 +258,7 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
             "ram": [{"start": r.start, "size": r.size} for r in p.ram],
         },
         "seed": scenario.seed,
+        "timeline": world.timeline,
         "generations": gens,
         "msis": {
             "sent": ledger.sent,

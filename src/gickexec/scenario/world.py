@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gickexec.arch.efi import LINUX_EFI_MEMRESERVE_TABLE_GUID
 from gickexec.fw.memreserve import MemreserveChain, walk_memreserve
@@ -203,6 +204,8 @@ class World:
         self.memreserve_after: list[tuple[int, int] | None] = []
         #: steps that could not happen as asked (e.g. kexec from a crashed kernel)
         self.notes: list[str] = []
+        #: filled by the scenario runner: the MSI books after each top-level step
+        self.timeline: list[dict[str, Any]] = []
         self._shutdown_hooks: dict[str, bool] = {}
         self._next_vector: dict[str, int] = {}
 

@@ -28,6 +28,10 @@ class CpuInterface:
         self.igrpen1 = False
         self._running.clear()
 
+    def state_key(self) -> tuple[object, ...]:
+        """The interface's state, hashable (see ``Redistributor.state_key``)."""
+        return (self.pmr, self.igrpen1, tuple(self._running))
+
     @property
     def running_priority(self) -> int:
         return self._running[-1] if self._running else 0x100

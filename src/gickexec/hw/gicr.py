@@ -48,6 +48,9 @@ _PTZ = GICR_PENDBASER.field("PTZ").mask
 _SHAREABILITY = GICR_PROPBASER.field("Shareability").mask
 assert GICR_PENDBASER.field("Shareability").mask == _SHAREABILITY
 _PENDING_IMPDEF_BYTES = LPI_INTID_BASE // 8  # the first 1 KiB (§2.3)
+#: Every configuration byte decoded once: the redistributor looks at one per arrival,
+#: acknowledge and priority comparison.
+_LPI_CONFIGS = tuple(LpiConfig.decode(raw) for raw in range(256))
 
 
 class LpiOutcome(StrEnum):
@@ -340,7 +343,7 @@ class Redistributor(RegisterBlock):
                 if limit and len(self._config) >= limit:
                     del self._config[next(iter(self._config))]  # evict the oldest
                 self._config[intid] = cached
-        return LpiConfig.decode(cached)
+        return _LPI_CONFIGS[cached]
 
     def invalidate(self, intid: int) -> None:
         """INV / GICR_INVLPIR: drop the cached configuration of one LPI."""
@@ -439,6 +442,19 @@ class Redistributor(RegisterBlock):
 
     def pending_lpis(self) -> set[int]:
         return set(self._pending)
+
+    def state_key(self) -> tuple[object, ...]:
+        """Everything an arriving or acknowledged LPI can depend on or change, except
+        memory (for telling whether a burst of traffic left the redistributor as it was)."""
+        return (
+            self.enable_lpis,
+            self.prop_addr,
+            self.pend_addr,
+            self.id_bits,
+            frozenset(self._pending),
+            tuple(self._unwritten),
+            tuple(self._config.items()),
+        )
 
     def highest_priority_pending(self, mask_priority: int) -> int | None:
         """The pending, enabled LPI of highest priority below ``mask_priority``, if any."""

@@ -3,16 +3,20 @@
 Everything the ITS knows lives in memory the kernel gave it: commands are read from the
 queue at GITS_CBASER, device table entries from the GITS_BASER<n> of Type Device (flat or
 two-level), collection entries from the Type Collection table, and translation entries
-from the ITT named by the device's entry.  The model has no translation cache, so every
-MSI walks the tables (gic-architecture.md §3.9).  Command errors follow
-``knobs.its_error_policy``; translation errors drop the MSI.  Both are recorded as
-:class:`~gickexec.hw.events.GuestError`, never raised.
+from the ITT named by the device's entry (gic-architecture.md §3.9).  Successful walks
+are remembered in a translation cache, (DeviceID, EventID) -> (redistributor, INTID),
+dropped whenever anything the walk read may have changed: any ITS register write other
+than GITS_TRANSLATER, any command, and any write or fill into a page the walk read (a
+memory watch).  So the cache never yields a translation the walk would not find; with
+``translation_cache = False`` (the reference path) every MSI walks the tables.
+Command errors follow ``knobs.its_error_policy``; translation errors drop the MSI.  Both
+are recorded as :class:`~gickexec.hw.events.GuestError`, never raised.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gickexec.arch.gicv3 import (
     GITS_BASER,
@@ -65,9 +69,10 @@ _L1_VALID = 1 << 63
 _L1_ADDR_MASK = ((1 << 52) - 1) & ~0xFFF
 
 
-@dataclass(frozen=True, slots=True)
-class MsiResult:
-    """Where an MSI ended up: pended at ``cpu`` as ``intid``, or dropped for ``reason``."""
+class MsiResult(NamedTuple):
+    """Where an MSI ended up: pended at ``cpu`` as ``intid``, or dropped for ``reason``.
+
+    A named tuple rather than a frozen dataclass: one is made per MSI."""
 
     outcome: str
     cpu: int | None = None
@@ -129,7 +134,7 @@ class Its(RegisterBlock):
             HCC=knobs.hcc,
             CIL=int(cil),
             CIDbits=knobs.collection_id_bits - 1 if cil else 0,
-            # The model has no ITS caches, so "invalidated on disable" holds trivially.
+            # The translation cache is dropped on every GITS_CTLR write (see write_reg).
             INV=1,
         )
         #: Collections held in the ITS (ICID < HCC): ICID -> RDbase (§3.3).
@@ -141,7 +146,14 @@ class Its(RegisterBlock):
         self.stalled = False
         self._queue_invalid = False
         self.baser = [self._baser_ro_bits(n) for n in range(8)]
+        # GITS_BASER<n> decoded once per write, not once per table access.
+        self._baser_decoded = [GitsBaser.decode(v) for v in self.baser]
         self.commands_executed = 0
+        #: False: the reference path, every MSI walks the tables in memory
+        self.translation_cache = True
+        self._translations: dict[tuple[int, int], tuple[Redistributor, int]] = {}
+        # Addresses of the table entries the current walk reads (None: not recording).
+        self._walk_reads: list[int] | None = None
 
     @property
     def name(self) -> str:
@@ -187,7 +199,11 @@ class Its(RegisterBlock):
         if offset == GitsOffset.TRANSLATER:
             # The DeviceID comes from the bus, i.e. from the writing agent.
             self.translate_msi(agent.index, value & 0xFFFFFFFF)
-        elif offset == GitsOffset.CTLR:
+            return
+        # Every other register may change what a walk finds (CTLR, CBASER, BASER) or
+        # runs commands (CWRITER).
+        self.invalidate_translations()
+        if offset == GitsOffset.CTLR:
             self._write_ctlr(GitsCtlr.decode(value))
         elif offset == GitsOffset.CBASER:
             self._write_cbaser(value)
@@ -281,11 +297,22 @@ class Its(RegisterBlock):
             Indirect=indirect,
             Valid=b.Valid,
         ).encode()
+        self._baser_decoded[n] = GitsBaser.decode(self.baser[n])
 
     # -- table walks ----------------------------------------------------------------
 
     def _table(self, kind: int) -> GitsBaser:
-        return GitsBaser.decode(self.baser[_BASER_TYPES.index(kind)])
+        return self._baser_decoded[_BASER_TYPES.index(kind)]
+
+    def _read_u64(self, addr: int) -> int:
+        """A table read of the walk (recorded while a translation is being cached)."""
+        if self._walk_reads is not None:
+            self._walk_reads.append(addr)
+        return self.mem.read_u64(addr)
+
+    def invalidate_translations(self) -> None:
+        """Drop the translation cache (called by memory watches on the tables, too)."""
+        self._translations.clear()
 
     def _entry_addr(self, kind: int, index: int) -> int | None:
         """Address of entry ``index`` in the table of ``kind``, or None if it has none."""
@@ -301,14 +328,14 @@ class Its(RegisterBlock):
         l1_index = index // per_page
         if (l1_index + 1) * 8 > b.table_bytes:
             return None
-        l1 = self.mem.read_u64(b.address + 8 * l1_index)
+        l1 = self._read_u64(b.address + 8 * l1_index)
         if not l1 & _L1_VALID:
             return None
         return (l1 & _L1_ADDR_MASK & ~(b.page_bytes - 1)) + (index % per_page) * esz
 
     def _read_entry(self, kind: int, index: int) -> int | None:
         addr = self._entry_addr(kind, index)
-        return None if addr is None else self.mem.read_u64(addr)
+        return None if addr is None else self._read_u64(addr)
 
     def read_dte(self, device_id: int) -> DTE | None:
         """The device table entry for ``device_id`` (None: no entry or invalid)."""
@@ -345,7 +372,7 @@ class Its(RegisterBlock):
     def read_ite(self, dte: DTE, event_id: int) -> ITE | None:
         if event_id >= dte.num_events:
             return None
-        ite = ITE.decode(self.mem.read_u64(self.ite_address(dte, event_id)))
+        ite = ITE.decode(self._read_u64(self.ite_address(dte, event_id)))
         return ite if ite.Valid and ite.IntType == 1 else None
 
     def _write_ite(self, addr: int, ite: ITE | None) -> None:
@@ -381,6 +408,20 @@ class Its(RegisterBlock):
     def _translate(self, device_id: int, event_id: int) -> MsiResult:
         if not self.enabled:
             return MsiResult("ITS disabled")
+        hit = self._translations.get((device_id, event_id))
+        if hit is not None:
+            rd, intid = hit
+            return MsiResult(rd.set_pending(intid), rd.cpu, intid)
+        if not self.translation_cache:
+            return self._walk(device_id, event_id)
+        self._walk_reads = []
+        try:
+            return self._walk(device_id, event_id)
+        finally:
+            self._walk_reads = None
+
+    def _walk(self, device_id: int, event_id: int) -> MsiResult:
+        """Translate through the tables in memory (the architectural path)."""
         if device_id >> (self.typer.Devbits + 1):
             return MsiResult("DeviceID out of range")
         dte = self.read_dte(device_id)
@@ -394,6 +435,12 @@ class Its(RegisterBlock):
         rd = self._target(ite.ICID)
         if rd is None:
             return MsiResult(f"collection {ite.ICID} not mapped")
+        reads = self._walk_reads
+        if reads is not None:
+            self._translations[(device_id, event_id)] = (rd, ite.pINTID)
+            # An 8-byte entry may straddle two pages (odd itt_entry_size).
+            pages = {a >> 12 for a in reads} | {(a + 7) >> 12 for a in reads}
+            self.mem.watch_pages(pages, self.invalidate_translations)
         outcome = rd.set_pending(ite.pINTID)
         return MsiResult(outcome, rd.cpu, ite.pINTID)
 
@@ -456,6 +503,9 @@ class Its(RegisterBlock):
         return rd
 
     def _execute(self, cmd: ItsCommand | UnknownCommand) -> None:
+        # Commands change mappings (MAPC of a collection held in the ITS touches no
+        # memory) and are where software expects a change to become visible.
+        self.invalidate_translations()
         match cmd:
             case Mapd():
                 self._mapd(cmd)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -176,6 +176,11 @@ class PhysicalMemory:
         self._mmio: list[tuple[MemRegion, MmioDevice]] = []
         self._mmio_starts: list[int] = []
         self._gic_observers: list[Callable[[GicWrite], None]] = []
+        #: page frame -> callbacks to run once at the next write or fill touching it
+        #: (how the ITS learns that a table it cached a translation from changed)
+        self._watches: dict[int, set[Callable[[], None]]] = {}
+        # The RAM region of the last access: nearly every access lands in the same one.
+        self._last_ram: MemRegion = regions[0] if regions else MemRegion(0, 0)
 
     # -- layout ---------------------------------------------------------------------
 
@@ -194,8 +199,12 @@ class PhysicalMemory:
 
     def ram_region(self, addr: int, size: int = 1) -> MemRegion | None:
         """The RAM region holding all of ``[addr, addr + size)``, if any."""
+        last = self._last_ram
+        if last.start <= addr and addr + size <= last.start + last.size:
+            return last
         i = bisect.bisect_right(self._ram_starts, addr) - 1
         if i >= 0 and self.ram[i].contains(addr, size):
+            self._last_ram = self.ram[i]
             return self.ram[i]
         return None
 
@@ -222,6 +231,34 @@ class PhysicalMemory:
     def observe_gic_writes(self, callback: Callable[[GicWrite], None]) -> None:
         self._gic_observers.append(callback)
 
+    def unobserve_gic_writes(self, callback: Callable[[GicWrite], None]) -> None:
+        self._gic_observers.remove(callback)
+
+    def watch_pages(self, pfns: Iterable[int], callback: Callable[[], None]) -> None:
+        """Run ``callback`` once, at the next write or fill by anyone touching a page of
+        ``pfns`` (the watch is then dropped for every page; a watcher re-arms it)."""
+        for pfn in pfns:
+            self._watches.setdefault(pfn, set()).add(callback)
+
+    def _fire_watches(self, first: int, last: int) -> None:
+        """A write touched page frames ``first..last``: run the watches on them."""
+        watches = self._watches
+        if last - first < len(watches):
+            hit = [p for p in range(first, last + 1) if p in watches]
+        else:
+            hit = [p for p in watches if first <= p <= last]
+        fired: set[Callable[[], None]] = set()
+        for pfn in hit:
+            fired |= watches.pop(pfn)
+        for cb in fired:
+            # One callback may watch many pages: drop it everywhere before it runs.
+            for pfn in [p for p, cbs in watches.items() if cb in cbs]:
+                cbs = watches[pfn]
+                cbs.discard(cb)
+                if not cbs:
+                    del watches[pfn]
+            cb()
+
     # -- RAM access -----------------------------------------------------------------
 
     def _check_ram(self, addr: int, size: int, agent: Agent | None) -> None:
@@ -240,6 +277,11 @@ class PhysicalMemory:
     def read(self, addr: int, size: int) -> bytes:
         """Read RAM; untouched pages read as zeros."""
         self._check_ram(addr, size, None)
+        off = addr & _PAGE_MASK
+        if off + size <= PAGE_SIZE:
+            # Within one page (every table entry and pending byte): no chunking.
+            page = self._pages.get(addr >> PAGE_SHIFT)
+            return bytes(page[off : off + size]) if page is not None else _ZERO_PAGE[:size]
         pages = self._pages
         out = bytearray()
         for pfn, off, n in self._chunks(addr, size):
@@ -251,24 +293,36 @@ class PhysicalMemory:
         """Write RAM as ``agent``; GIC writes are reported to observers."""
         size = len(data)
         self._check_ram(addr, size, agent)
+        if not size:
+            return
+        if self._watches:
+            self._fire_watches(addr >> PAGE_SHIFT, (addr + size - 1) >> PAGE_SHIFT)
         old = self.read(addr, size) if agent.is_gic and self._gic_observers else b""
-        pos = 0
-        for pfn, off, n in self._chunks(addr, size):
-            page = self._pages.get(pfn)
-            chunk = data[pos : pos + n]
-            if page is None:
-                if not any(chunk):
-                    self.last_writer[pfn] = agent
-                    pos += n
-                    continue
-                page = self._pages[pfn] = bytearray(PAGE_SIZE)
-            page[off : off + n] = chunk
-            self.last_writer[pfn] = agent
-            pos += n
+        off = addr & _PAGE_MASK
+        if off + size <= PAGE_SIZE:
+            self._write_in_page(addr >> PAGE_SHIFT, off, data, agent)
+        else:
+            self._write_chunks(addr, data, agent)
         if old:
-            event = GicWrite(addr, old, bytes(data), agent)
-            for cb in self._gic_observers:
-                cb(event)
+            self._notify(GicWrite(addr, old, bytes(data), agent))
+
+    def _notify(self, event: GicWrite) -> None:
+        for cb in self._gic_observers:
+            cb(event)
+
+    def _write_in_page(self, pfn: int, off: int, data: bytes, agent: Agent) -> None:
+        page = self._pages.get(pfn)
+        if page is None and any(data):
+            page = self._pages[pfn] = bytearray(PAGE_SIZE)
+        if page is not None:
+            page[off : off + len(data)] = data
+        self.last_writer[pfn] = agent
+
+    def _write_chunks(self, addr: int, data: bytes, agent: Agent) -> None:
+        pos = 0
+        for pfn, off, n in self._chunks(addr, len(data)):
+            self._write_in_page(pfn, off, data[pos : pos + n], agent)
+            pos += n
 
     def fill(self, addr: int, size: int, value: int, agent: Agent) -> None:
         """``memset``: whole pages filled with zero are released, not stored."""
@@ -276,6 +330,8 @@ class PhysicalMemory:
         if agent.is_gic:
             self.write(addr, bytes([value]) * size, agent)
             return
+        if self._watches:
+            self._fire_watches(addr >> PAGE_SHIFT, (addr + max(size, 1) - 1) >> PAGE_SHIFT)
         for pfn, off, n in self._chunks(addr, size):
             self.last_writer[pfn] = agent
             if value == 0:
@@ -299,7 +355,12 @@ class PhysicalMemory:
         return sorted(p for p in self._pages if first <= p <= last)
 
     def read_u8(self, addr: int) -> int:
-        return self.read(addr, 1)[0]
+        # The redistributor's hot path (configuration and pending bytes): one lookup.
+        last = self._last_ram
+        if not (last.start <= addr < last.start + last.size):
+            self._check_ram(addr, 1, None)
+        page = self._pages.get(addr >> PAGE_SHIFT)
+        return page[addr & _PAGE_MASK] if page is not None else 0
 
     def read_u32(self, addr: int) -> int:
         return int.from_bytes(self.read(addr, 4), "little")
@@ -308,7 +369,22 @@ class PhysicalMemory:
         return int.from_bytes(self.read(addr, 8), "little")
 
     def write_u8(self, addr: int, value: int, agent: Agent) -> None:
-        self.write(addr, bytes((value,)), agent)
+        # The redistributor's pending-bit writes: ``write`` without its general cases.
+        last = self._last_ram
+        if not (last.start <= addr < last.start + last.size):
+            self._check_ram(addr, 1, agent)
+        pfn = addr >> PAGE_SHIFT
+        if self._watches and pfn in self._watches:
+            self._fire_watches(pfn, pfn)
+        off = addr & _PAGE_MASK
+        new = bytes((value,))
+        if agent.is_gic and self._gic_observers:
+            page = self._pages.get(pfn)
+            old = bytes((page[off] if page is not None else 0,))
+            self._write_in_page(pfn, off, new, agent)
+            self._notify(GicWrite(addr, old, new, agent))
+        else:
+            self._write_in_page(pfn, off, new, agent)
 
     def write_u32(self, addr: int, value: int, agent: Agent) -> None:
         self.write(addr, value.to_bytes(4, "little"), agent)

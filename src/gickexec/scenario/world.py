@@ -23,7 +23,7 @@ from typing import Any
 from gickexec.arch.efi import LINUX_EFI_MEMRESERVE_TABLE_GUID
 from gickexec.fw.memreserve import MemreserveChain, walk_memreserve
 from gickexec.fw.uefi import UefiFirmware, read_config_tables
-from gickexec.hw.machine import Machine
+from gickexec.hw.machine import Machine, MsiDevice
 from gickexec.hw.memory import Agent, AgentKind, GicWrite
 from gickexec.hw.platform import PLATFORMS, Platform
 from gickexec.kernel.cmdline import KernelCmdline, parse_cmdline
@@ -208,6 +208,8 @@ class World:
         self.timeline: list[dict[str, Any]] = []
         self._shutdown_hooks: dict[str, bool] = {}
         self._next_vector: dict[str, int] = {}
+        #: False: ``traffic`` sends every MSI through the full path (the reference)
+        self.batch_traffic = True
 
     @classmethod
     def build(cls, platform: str | Platform, *, seed: int = 0) -> World:
@@ -452,10 +454,121 @@ class World:
         return judge
 
     def traffic(self, device: str, msis: int) -> None:
-        """``device`` raises ``msis`` MSIs, round-robin over its vectors; CPUs take them."""
+        """``device`` raises ``msis`` MSIs, round-robin over its vectors; CPUs take them.
+
+        Long bursts take the batched path (``_traffic_batched``), whose end state is the
+        one-at-a-time path's; ``batch_traffic = False`` sends each MSI through it."""
         dev = self.machine.devices.get(device)
         if dev is None:
             raise KeyError(f"no device {device!r}")
+        if self.batch_traffic:
+            msis = self._traffic_batched(dev, msis)
+        self._traffic_each(dev, msis)
+
+    def _traffic_batched(self, dev: MsiDevice, msis: int) -> int:
+        """Send most of a burst in whole rounds over the device's vectors; returns how
+        many MSIs are left for the one-at-a-time path.
+
+        The first round runs one at a time and fills the caches; the second also runs one
+        at a time, watched.  If it left every piece of state an MSI can read or change as
+        it found it (memory the GIC wrote, redistributors, CPU interfaces, guest errors,
+        corruption, the kernel's log and CPUs, MSIs in flight), the next round starts
+        from the same state and so does exactly what the second did: the counters
+        (ledger, per-IRQ counts) grow by the second round's increments once per round,
+        and the last writer of every page written stays the same.  Otherwise (LPIs left
+        pending, corruption, a crash) everything goes one at a time."""
+        n = dev.nvec
+        if msis < 3 * n:
+            return msis
+        self._traffic_each(dev, n)
+        k = self.kernel
+        before = self._steady_key(k)
+        books = self._books(k)
+        written: dict[int, bytes] = {}
+
+        def record(w: GicWrite) -> None:
+            written.setdefault(w.addr, w.old)
+
+        mem = self.machine.mem
+        mem.observe_gic_writes(record)
+        try:
+            self._traffic_each(dev, n)
+        finally:
+            mem.unobserve_gic_writes(record)
+        left = msis - 2 * n
+        restored = all(mem.read(a, len(old)) == old for a, old in written.items())
+        if not restored or self._steady_key(k) != before:
+            return left
+        self._repeat_books(k, books, left // n)
+        return left % n
+
+    def _steady_key(self, k: Kernel) -> tuple[object, ...]:
+        m = self.machine
+        return (
+            tuple(rd.state_key() for rd in m.rdists),
+            tuple(c.state_key() for c in m.cpuifs),
+            len(m.events.errors),
+            m.events.dropped,
+            self.corruption.bits,
+            len(self.corruption.events),
+            len(self.notes),
+            self.ledger.in_flight,
+            k.crashed,
+            tuple(k.online_cpus),
+            len(k.gic_hits),
+            len(k.log.lines),
+        )
+
+    def _books(self, k: Kernel) -> tuple[list[int], list[Counter[Any]], list[dict[int, int]]]:
+        """The counters one round of traffic adds to: (ints, Counters, per-IRQ counts)."""
+        led = self.ledger
+        return (
+            [led.sent, led.delivered, k.unexpected_irqs],
+            [
+                Counter(c)
+                for c in (
+                    led.lost_reasons,
+                    led.lost_per_cpu,
+                    led.delivered_per_cpu,
+                    led.sent_per_generation,
+                    led.delivered_per_generation,
+                )
+            ],
+            [dict(d.counts) for d in k.irqs.values()],
+        )
+
+    def _repeat_books(
+        self,
+        k: Kernel,
+        before: tuple[list[int], list[Counter[Any]], list[dict[int, int]]],
+        rounds: int,
+    ) -> None:
+        """Add ``rounds`` times what the counters gained since ``before`` was taken."""
+        ints, counters, counts = before
+        now_ints, now_counters, _ = self._books(k)
+        led = self.ledger
+        led.sent += (now_ints[0] - ints[0]) * rounds
+        led.delivered += (now_ints[1] - ints[1]) * rounds
+        k.unexpected_irqs += (now_ints[2] - ints[2]) * rounds
+        live: tuple[Counter[Any], ...] = (
+            led.lost_reasons,
+            led.lost_per_cpu,
+            led.delivered_per_cpu,
+            led.sent_per_generation,
+            led.delivered_per_generation,
+        )
+        for counter, old, new in zip(live, counters, now_counters, strict=True):
+            for key, gained in (new - old).items():
+                counter[key] += gained * rounds
+        for desc, old_counts in zip(k.irqs.values(), counts, strict=True):
+            for cpu, count in list(desc.counts.items()):
+                gained = count - old_counts.get(cpu, 0)
+                if gained:
+                    desc.counts[cpu] = count + gained * rounds
+
+    def _traffic_each(self, dev: MsiDevice, msis: int) -> None:
+        """The reference path: every MSI from the device write to the handler."""
+        device = dev.name
         k = self.kernel
         for _ in range(msis):
             vec = self._next_vector[device]

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import click
-import jinja2
 
 from gickexec.hw.platform import PLATFORMS
 from gickexec.inspect.analyze import inspect_image, tables_from_note, tables_from_registers
@@ -24,7 +23,6 @@ from gickexec.kernel.kexec import LOADERS, Loader
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES
 from gickexec.report.dump import render_inspection
 from gickexec.report.hardware import platforms_doc, platforms_markdown, platforms_text
-from gickexec.report.html import write_report
 from gickexec.report.text import render_scenario, render_summary
 from gickexec.scenario.builtin import builtin_names, builtin_text, load_builtin
 from gickexec.scenario.matrix import (
@@ -35,7 +33,7 @@ from gickexec.scenario.matrix import (
     cells,
     matrix_markdown,
     matrix_text,
-    run_cell,
+    run_cells,
 )
 from gickexec.scenario.runner import StepHook, run_scenario
 from gickexec.scenario.schema import Scenario, ScenarioError, load_scenario
@@ -142,6 +140,11 @@ def run(
 
 
 def _write_report(results: list[dict[str, Any]], outdir: Path) -> None:
+    # The report stack (jinja2, matplotlib) costs most of the start-up time: only here.
+    import jinja2  # noqa: PLC0415 - lazy: report stack
+
+    from gickexec.report.html import write_report  # noqa: PLC0415 - lazy: report stack
+
     try:
         index = write_report(results, outdir)
     except OSError as e:
@@ -351,6 +354,13 @@ def _split(value: str, known: Sequence[str], what: str) -> list[str]:
 )
 @click.option("--json", "as_json", is_flag=True, help='Print {"cells": [...]}.')
 @click.option("--markdown", is_flag=True, help="Print docs/compatibility.md.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes to run cells in (default: one per CPU); the output is the same.",
+)
 def matrix(
     froms: str,
     tos: str,
@@ -361,6 +371,7 @@ def matrix(
     loader: Loader,
     as_json: bool,
     markdown: bool,
+    jobs: int | None,
 ) -> None:
     """What happens when kernel X kexecs (or kdumps) into kernel Y, per platform and boot."""
     to_list = _split(tos, list(PROFILES), "profile")
@@ -378,7 +389,7 @@ def matrix(
         _split(platforms, list(PLATFORMS), "platform"),
         loader,
     )
-    results = [run_cell(c, seed) for c in grid]
+    results = run_cells(grid, seed, jobs)
     if as_json:
         click.echo(json.dumps({"cells": results}))
     elif markdown:

@@ -46,3 +46,23 @@ def test_run_cells_keeps_grid_order_in_parallel() -> None:
 def test_matrix_jobs_must_be_positive() -> None:
     res = CliRunner().invoke(main, ["matrix", "--jobs", "0"])
     assert res.exit_code == 2 and "--jobs" in res.output
+
+
+def test_bench_quick_reports_every_figure_with_the_machine() -> None:
+    """The figures' plumbing (not their values: benchmarks are not timed tests)."""
+    res = CliRunner().invoke(main, ["bench", "--quick", "--json"])
+    assert res.exit_code == 0, res.output
+    figures = json.loads(res.output)
+    for key in (
+        "msi_rate",
+        "msi_batch_rate",
+        "run_fixed_s",
+        "in_process_fixed_ms",
+        "matrix_s",
+        "peak_rss_mb",
+    ):
+        assert figures[key] > 0, key
+    platforms = {"qemu-virt", "thunderx2", "512-cpu"}
+    for key in ("kexec_cycle_ms", "memset_ms", "ratio"):
+        assert set(figures[key]) == platforms and all(v > 0 for v in figures[key].values())
+    assert figures["machine"]["cpus"] >= 1 and figures["machine"]["python"]

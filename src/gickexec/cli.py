@@ -406,3 +406,14 @@ def matrix(
         click.echo(matrix_markdown(results, " ".join(args)), nl=False)
     else:
         click.echo(matrix_text(results))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@click.option("--quick", is_flag=True, help="Small counts, one repeat: a smoke run.")
+def bench(as_json: bool, quick: bool) -> None:
+    """Measure the model's speed figures on this machine (benchmarks/README.md)."""
+    from gickexec.bench import format_text, measure  # noqa: PLC0415 - only for bench
+
+    figures = measure(quick=quick)
+    click.echo(json.dumps(figures) if as_json else format_text(figures))

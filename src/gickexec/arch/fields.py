@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar, dataclass_transform
 
@@ -72,7 +72,7 @@ class Field:
 class Layout:
     """A register/entry layout: a name, a width in bits and its fields."""
 
-    __slots__ = ("_by_name", "fields", "name", "res0_mask", "width")
+    __slots__ = ("_by_name", "_shifts", "fields", "name", "res0_mask", "width")
 
     def __init__(self, name: str, width: int, fields: Mapping[str, str]) -> None:
         self.name = name
@@ -88,6 +88,8 @@ class Layout:
             used |= f.mask
         self.fields: tuple[Field, ...] = tuple(parsed)
         self._by_name = {f.name: f for f in parsed}
+        # (name, lo, value mask) per field: encoders and decoders run per table entry.
+        self._shifts = tuple((f.name, f.lo, (1 << f.width) - 1) for f in parsed)
         #: bits no field claims; a decoder ignores them and an encoder leaves them 0
         self.res0_mask = ((1 << width) - 1) & ~used
 
@@ -113,12 +115,21 @@ class Layout:
         return (value & ~f.mask) | (field_value << f.lo)
 
     def unpack(self, value: int) -> dict[str, int]:
-        return {f.name: (value >> f.lo) & ((1 << f.width) - 1) for f in self.fields}
+        return {name: (value >> lo) & m for name, lo, m in self._shifts}
 
     def pack(self, **values: int) -> int:
         out = 0
         for name, v in values.items():
             out = self.deposit(out, name, v)
+        return out
+
+    def pack_all(self, values: Sequence[int]) -> int:
+        """``pack`` of one value per field, in field order (what records encode)."""
+        out = 0
+        for (name, lo, m), v in zip(self._shifts, values, strict=True):
+            if v < 0 or v > m:
+                self.deposit(0, name, v)  # raises, with the field's spec in the message
+            out |= v << lo
         return out
 
     def to_bytes(self, value: int) -> bytes:
@@ -142,7 +153,7 @@ class LayoutRecord:
 
     def encode(self) -> int:
         """Encode to a raw value; a field value too wide for its bits raises LayoutError."""
-        return self.LAYOUT.pack(**{f.name: getattr(self, f.name) for f in self.LAYOUT.fields})
+        return self.LAYOUT.pack_all([getattr(self, f.name) for f in self.LAYOUT.fields])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:

@@ -235,7 +235,8 @@ class Memblock:
         (merged) ``for_each_reserved_mem_range`` region (linux-kernel.md §2.3).
         """
         end = addr + size
-        i = bisect.bisect_right([r[0] for r in self.reserved], addr) - 1
+        # key=: no list of starts built per call (called once per CPU at boot).
+        i = bisect.bisect_right(self.reserved, addr, key=lambda r: r[0]) - 1
         return i >= 0 and self.reserved[i][0] <= addr and end <= self.reserved[i][1]
 
     def overlaps_reserved(self, addr: int, size: int) -> bool:

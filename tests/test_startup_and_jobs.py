@@ -13,10 +13,11 @@ from gickexec.cli import main
 from gickexec.scenario.matrix import cells, run_cells
 
 
-def test_importing_the_cli_does_not_import_the_report_stack() -> None:
+def test_importing_the_cli_does_not_import_the_report_or_inspect_stack() -> None:
     code = (
         "import sys, gickexec.cli; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'jinja2'}))"
+        "print(sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'matplotlib', 'jinja2', 'elftools'}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -16,12 +16,8 @@ from typing import Any, NoReturn, cast
 import click
 
 from gickexec.hw.platform import PLATFORMS
-from gickexec.inspect.analyze import inspect_image, tables_from_note, tables_from_registers
-from gickexec.inspect.image import ImageError, open_image
-from gickexec.inspect.vmcore import NOTE_NAME, machine_info, parse_note, write_vmcore
 from gickexec.kernel.kexec import LOADERS, Loader
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES
-from gickexec.report.dump import render_inspection
 from gickexec.report.hardware import platforms_doc, platforms_markdown, platforms_text
 from gickexec.report.text import render_scenario, render_summary
 from gickexec.scenario.builtin import builtin_names, builtin_text, load_builtin
@@ -176,6 +172,9 @@ def report(results: Path, output: Path) -> None:
 
 
 def _exporter(path: Path, at: int) -> StepHook:
+    # pyelftools and the inspect code only when a core is exported.
+    from gickexec.inspect.vmcore import machine_info, write_vmcore  # noqa: PLC0415 - lazy
+
     def hook(index: int, world: World) -> None:
         if index == at:
             systab = world.firmware.systab if world.firmware else None
@@ -249,6 +248,16 @@ def inspect(
     """Report what the next kernel would see in a guest memory image (ELF core or raw).
 
     Exit status 1 when a live LPI table is not covered by the memreserve list."""
+    # Lazy: pyelftools and the inspect code cost start-up time every other command saves.
+    from gickexec.inspect.analyze import (  # noqa: PLC0415
+        inspect_image,
+        tables_from_note,
+        tables_from_registers,
+    )
+    from gickexec.inspect.image import ImageError, open_image  # noqa: PLC0415
+    from gickexec.inspect.vmcore import NOTE_NAME, parse_note  # noqa: PLC0415
+    from gickexec.report.dump import render_inspection  # noqa: PLC0415
+
     try:
         img = open_image(image, base=_int(base, "--base"))
     except ImageError as e:

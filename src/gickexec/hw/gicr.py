@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-import numpy as np
-
 from gickexec.arch.gicv3 import (
     GICR_PENDBASER,
     GICR_PROPBASER,
@@ -317,10 +315,17 @@ class Redistributor(RegisterBlock):
             pages = self.mem.nonzero_pages(start, size)
             if not pages:
                 return set()
-            raw = np.frombuffer(self.mem.read(start, size), dtype=np.uint8)
+            data = self.mem.read(start, size)
         except BusFault:
             self.events.emit(GuestError(self.name, "pending table not in RAM", "scan skipped"))
             return set()
+        if not data.rstrip(b"\0"):
+            return set()  # pages written but all bits clear (every LPI was taken)
+        # numpy only when there are bits to find: most runs never get here, and importing
+        # it is a third of `gickexec run`'s start-up.
+        import numpy as np  # noqa: PLC0415
+
+        raw = np.frombuffer(data, dtype=np.uint8)
         bits = np.flatnonzero(np.unpackbits(raw, bitorder="little"))
         return {int(b) + LPI_INTID_BASE for b in bits}
 

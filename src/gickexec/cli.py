@@ -1,13 +1,16 @@
 """``gickexec``: the command line, a thin layer over :mod:`gickexec.scenario`.
 
 Exit status: 0 when every scenario's expectations hold, 1 when one does not, 2 for bad
-input (the message names the file, line and field).
+input (the message names the file, line and field), 3 for an internal error of the
+model (one line; ``GICKEXEC_DEBUG=1`` adds the traceback).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,9 +18,11 @@ from typing import Any, NoReturn, cast
 
 import click
 
+from gickexec.bounded import InputError, clip, parse_uint, read_input
 from gickexec.hw.platform import PLATFORMS
 from gickexec.kernel.kexec import LOADERS, Loader
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES
+from gickexec.report.document import ResultDocumentError, bound_results
 from gickexec.report.hardware import platforms_doc, platforms_markdown, platforms_text
 from gickexec.report.text import render_scenario, render_summary
 from gickexec.scenario.builtin import builtin_names, builtin_text, load_builtin
@@ -32,7 +37,7 @@ from gickexec.scenario.matrix import (
     run_cells,
 )
 from gickexec.scenario.runner import StepHook, run_scenario
-from gickexec.scenario.schema import Scenario, ScenarioError, load_scenario
+from gickexec.scenario.schema import MAX_SEED, Scenario, ScenarioError, load_scenario
 from gickexec.scenario.world import World
 
 __all__ = ["main"]
@@ -45,9 +50,9 @@ def _bad_input(message: str) -> NoReturn:
 
 def _resolve(arg: str) -> Scenario:
     """A scenario file path, or the name of a built-in scenario."""
-    path = Path(arg)
-    if path.exists() or arg.endswith(".toml"):
-        return load_scenario(path)
+    # os.path.exists, not Path.exists: an over-long name is "no such file", not OSError
+    if os.path.exists(arg) or arg.endswith(".toml"):
+        return load_scenario(arg)
     if arg in builtin_names():
         return load_builtin(arg)
     _bad_input(
@@ -56,7 +61,30 @@ def _resolve(arg: str) -> Scenario:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Exit status of an internal error (a bug of the model, not of the input).
+EXIT_INTERNAL = 3
+
+
+class _Guarded(click.Group):
+    """Turns an exception the model did not expect into exit status 3 and one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            if os.environ.get("GICKEXEC_DEBUG"):
+                raise
+            click.echo(
+                f"gickexec: internal error: {type(e).__name__}: {clip(str(e))} "
+                "(a bug; GICKEXEC_DEBUG=1 shows the traceback)",
+                err=True,
+            )
+            sys.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=_Guarded, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gickexec")
 def main() -> None:
     """Byte-accurate model of GICv3 LPI tables across kexec, with Linux's EFI memreserve fix."""
@@ -67,7 +95,10 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @click.option("-p", "--pretty", is_flag=True, help="Indent the JSON output.")
 @click.option(
-    "--seed", type=click.IntRange(min=0), default=None, help="Override every scenario's seed."
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=None,
+    help="Override every scenario's seed.",
 )
 @click.option("--no-logs", is_flag=True, help="Leave the kernel logs out of the text report.")
 @click.option(
@@ -117,6 +148,7 @@ def run(
         if at >= steps:
             _bad_input(f"--export-at {at}: the scenario has steps 0..{steps - 1}")
         hook = _exporter(export_vmcore, at)
+        _check_target(export_vmcore)
     elif export_at is not None:
         _bad_input("--export-at goes with --export-vmcore")
     results: list[dict[str, Any]] = []
@@ -135,12 +167,31 @@ def run(
     sys.exit(0 if all(r["ok"] for r in results) else 1)
 
 
+def _check_target(path: Path) -> None:
+    """An existing output that is not a regular file (FIFO, device, symlink) is not ours
+    to replace."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        _bad_input(f"{clip(str(path))}: {e.strerror}")
+    if not stat.S_ISREG(st.st_mode):
+        _bad_input(f"{path}: exists and is not a regular file; not replacing it")
+
+
 def _write_report(results: list[dict[str, Any]], outdir: Path) -> None:
     # The report stack (jinja2, matplotlib) costs most of the start-up time: only here.
     import jinja2  # noqa: PLC0415 - lazy: report stack
 
     from gickexec.report.html import write_report  # noqa: PLC0415 - lazy: report stack
 
+    try:
+        results, notes = bound_results(results)
+    except ResultDocumentError as e:
+        _bad_input(f"not a result document of 'gickexec run --json': {e}")
+    for note in notes:
+        click.echo(f"gickexec: report: {note}", err=True)
     try:
         index = write_report(results, outdir)
     except OSError as e:
@@ -162,9 +213,13 @@ def _write_report(results: list[dict[str, Any]], outdir: Path) -> None:
 def report(results: Path, output: Path) -> None:
     """Write the HTML report of a saved 'gickexec run --json' document."""
     try:
-        doc = json.loads(results.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        _bad_input(f"{results}: not readable JSON: {e}")
+        doc = json.loads(read_input(str(results)).decode("utf-8"))
+    except InputError as e:
+        _bad_input(str(e))
+    except (UnicodeDecodeError, ValueError) as e:  # ValueError: JSON, or a huge integer
+        _bad_input(f"{results}: not readable JSON: {clip(str(e))}")
+    except RecursionError:
+        _bad_input(f"{results}: not readable JSON: nested too deeply")
     scenarios = doc.get("scenarios") if isinstance(doc, dict) else None
     if not isinstance(scenarios, list) or not all(isinstance(s, dict) for s in scenarios):
         _bad_input(f"{results}: expected {{\"scenarios\": [...]}} as 'gickexec run --json' writes")
@@ -194,9 +249,9 @@ def _cpu_values(items: tuple[str, ...], what: str) -> dict[int, int]:
         cpu, sep, value = item.partition("=")
         try:
             if not sep:
-                raise ValueError
-            out[int(cpu, 0)] = int(value, 0)
-        except ValueError:
+                raise InputError(item)
+            out[parse_uint(cpu, what)] = parse_uint(value, what)
+        except InputError:
             _bad_input(f"{what} {item!r}: expected CPU=VALUE, e.g. 0=0x880e0000")
     return out
 
@@ -205,9 +260,9 @@ def _int(text: str | None, what: str) -> int | None:
     if text is None:
         return None
     try:
-        return int(text, 0)
-    except ValueError:
-        _bad_input(f"{what} {text!r} is not a number")
+        return parse_uint(text, what)
+    except InputError as e:
+        _bad_input(str(e))
 
 
 @main.command()
@@ -340,6 +395,16 @@ def _split(value: str, known: Sequence[str], what: str) -> list[str]:
     return items
 
 
+def _check_froms(froms: Sequence[str]) -> None:
+    """Only Linux kexecs or kdumps: FreeBSD kboot is a next kernel (``--to``) only."""
+    cannot = [f for f in froms if PROFILES[f].kind != "linux"]
+    if cannot:
+        _bad_input(
+            f"{', '.join(cannot)} cannot be kexec'd or kdumped from (a next kernel only: "
+            "give it in --to with --from naming Linux profiles)"
+        )
+
+
 @main.command()
 @click.option(
     "--from",
@@ -353,7 +418,7 @@ def _split(value: str, known: Sequence[str], what: str) -> list[str]:
 @click.option("--mode", "modes", default="kexec,kdump", show_default=True)
 @click.option("--boot", "boots", default="efi,dt", show_default=True)
 @click.option("--platform", "platforms", default=",".join(MATRIX_PLATFORMS), show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=1, show_default=True)
 @click.option(
     "--loader",
     type=click.Choice(LOADERS),
@@ -390,6 +455,7 @@ def matrix(
         from_list = to_list
     else:
         from_list = _split(froms, list(PROFILES), "profile")
+    _check_froms(to_list if from_list is None else from_list)
     grid = cells(
         from_list,
         to_list,

@@ -7,8 +7,9 @@ The walk reads exactly what the kernel's ``efi_config_parse_tables()`` reads
 * ``"v5.0"``: a 16-byte header and ``count`` entries.  The kernel maps the single page
   around the node, so entries are read only up to the end of that page.
 
-Unlike the kernel, the walk stops at a cycle, after ``max_nodes`` nodes, or at a node that
-is not in RAM, and says why in :attr:`MemreserveChain.error`.
+Unlike the kernel, the walk stops at a cycle, after ``max_nodes`` nodes or
+``max_entries`` reservations, or at a node that is not in RAM, and says why in
+:attr:`MemreserveChain.error`.
 """
 
 from __future__ import annotations
@@ -69,11 +70,13 @@ def walk_memreserve(
     root: int,
     layout: MemreserveLayout = "v5.0",
     max_nodes: int = 65536,
+    max_entries: int = 1 << 20,
 ) -> MemreserveChain:
     """Follow ``next`` from ``root`` reading nodes through ``read(addr, size)``."""
     nodes: list[MemreserveNode] = []
     seen: set[int] = set()
     addr = root
+    entries = 0
     while addr:
         if addr in seen:
             return MemreserveChain(root, layout, tuple(nodes), f"cycle: node {addr:#x} seen twice")
@@ -83,6 +86,11 @@ def walk_memreserve(
         node = _read_node(read, is_ram, addr, layout)
         if node is None:
             return MemreserveChain(root, layout, tuple(nodes), f"node {addr:#x} is not in RAM")
+        entries += len(node.entries)
+        if entries > max_entries:
+            return MemreserveChain(
+                root, layout, tuple(nodes), f"more than {max_entries} reservations"
+            )
         nodes.append(node)
         addr = node.next
     return MemreserveChain(root, layout, tuple(nodes))

@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from gickexec.bounded import clip, show
+
 __all__ = ["KNOB_INFO", "GicKnobs", "KnobInfo", "knobs_with_overrides"]
 
 IMPDEF = "IMPLEMENTATION DEFINED"
@@ -334,7 +336,9 @@ def _check(name: str, value: Any) -> str | None:
         return None
     choices = [c.strip() for c in str(f.metadata["allowed"]).split("|")]
     if value not in choices:
-        return f"knob {name} must be one of {', '.join(repr(c) for c in choices)}, not {value!r}"
+        return (
+            f"knob {name} must be one of {', '.join(repr(c) for c in choices)}, not {show(value)}"
+        )
     return None
 
 
@@ -342,7 +346,9 @@ def knobs_with_overrides(base: GicKnobs, overrides: dict[str, Any]) -> GicKnobs:
     """``base`` with some knobs replaced; unknown names or bad values raise ValueError."""
     for name, value in overrides.items():
         if name not in _FIELDS:
-            raise ValueError(f"unknown GIC knob {name!r} (known: {', '.join(sorted(_FIELDS))})")
+            raise ValueError(
+                f"unknown GIC knob {clip(name)!r} (known: {', '.join(sorted(_FIELDS))})"
+            )
         problem = _check(name, value)
         if problem:
             raise ValueError(problem)

@@ -3,7 +3,8 @@ LINUX_EFI_MEMRESERVE_TABLE chain, the live LPI tables and whether they are reser
 
 The result is plain data (the ``inspect --json`` document, docs/inspect.md).  Every walk
 is bounded: the system-table scan examines at most :data:`MAX_SYSTAB_CANDIDATES`
-signatures, the chain at most ``max_nodes`` nodes, and a table is decoded only when the
+signatures, the chain at most ``max_nodes`` nodes and :data:`MAX_ENTRIES` reservations
+(more ends the walk with an error saying so), and a table is decoded only when the
 image holds all of it and it is no larger than the architecture allows.
 """
 
@@ -28,6 +29,7 @@ from gickexec.fw.uefi import SystemTableError, read_config_tables
 from gickexec.inspect.image import MemoryImage
 
 __all__ = [
+    "MAX_ENTRIES",
     "MAX_SYSTAB_CANDIDATES",
     "LiveTable",
     "detect_layout",
@@ -38,6 +40,9 @@ __all__ = [
 ]
 
 MAX_SYSTAB_CANDIDATES = 4096
+#: Reservations kept from a memreserve chain: a real one has a few hundred (one per CPU
+#: plus the property table); millions would cost gigabytes and a JSON as large.
+MAX_ENTRIES = 65536
 _SIGNATURE = EFI_SYSTEM_TABLE_SIGNATURE.to_bytes(8, "little")  # b"IBI SYST"
 #: An LPI table larger than 2^24 INTIDs allow is no table (GICD_TYPER.IDbits <= 23).
 _MAX_PROP_BYTES = (1 << 24) - LPI_INTID_BASE
@@ -45,6 +50,8 @@ _MAX_PEND_BYTES = (1 << 24) // 8
 _PENDING_IMPDEF_BYTES = LPI_INTID_BASE // 8
 #: Pending and enabled LPIs listed in full up to this many; beyond, only counted.
 MAX_LISTED_LPIS = 256
+
+_NO_LPIS = "GICR_PROPBASER.IDbits gives fewer than 14 INTID bits: no LPI is in range, no table"
 
 LayoutChoice = Literal["auto", "v4.20", "v5.0"]
 _GUID_NAMES = {LINUX_EFI_MEMRESERVE_TABLE_GUID: "MEMRESERVE", SMBIOS3_TABLE_GUID: "SMBIOS 3.0"}
@@ -162,13 +169,15 @@ def _decode_pend(img: MemoryImage, t: LiveTable) -> dict[str, Any]:
 def _table_doc(img: MemoryImage, t: LiveTable, entries: list[tuple[int, int]]) -> dict[str, Any]:
     doc: dict[str, Any] = {"kind": t.kind, "cpu": t.cpu, "addr": t.addr, "size": t.size}
     limit = _MAX_PROP_BYTES if t.kind == "prop" else _MAX_PEND_BYTES
-    if t.size > limit:
+    if t.size == 0:
+        doc["error"] = _NO_LPIS
+    elif t.size > limit:
         doc["error"] = f"{t.size:#x} bytes is larger than any {t.kind} table"
     elif not img.is_ram(t.addr, t.size):
         doc["error"] = "not (entirely) in the image"
     else:
         doc.update(_decode_prop(img, t) if t.kind == "prop" else _decode_pend(img, t))
-    doc["covered"] = _covered(t, entries)
+    doc["covered"] = t.size > 0 and _covered(t, entries)
     return doc
 
 
@@ -189,13 +198,19 @@ def tables_from_registers(
     if propbaser is not None:
         pb = GicrPropbaser.decode(propbaser)
         bits = pb.lpi_id_bits
-        out.append(LiveTable("prop", pb.address, (1 << bits) - LPI_INTID_BASE))
+    # Fewer INTID bits than reach the first LPI (8192): every LPI is out of range and the
+    # redistributor reads no table; size 0 says so (never a negative size).
+    in_range = (1 << bits) > LPI_INTID_BASE
+    prop_size = (1 << bits) - LPI_INTID_BASE if in_range else 0
+    pend_size = (1 << bits) // 8 if in_range else 0
+    if propbaser is not None:
+        out.append(LiveTable("prop", GicrPropbaser.decode(propbaser).address, prop_size))
     elif prop is not None:
-        out.append(LiveTable("prop", prop, (1 << bits) - LPI_INTID_BASE))
+        out.append(LiveTable("prop", prop, prop_size))
     for cpu, value in sorted(pendbasers.items()):
-        out.append(LiveTable("pend", GicrPendbaser.decode(value).address, (1 << bits) // 8, cpu))
+        out.append(LiveTable("pend", GicrPendbaser.decode(value).address, pend_size, cpu))
     for cpu, addr in sorted((pends or {}).items()):
-        out.append(LiveTable("pend", addr, (1 << bits) // 8, cpu))
+        out.append(LiveTable("pend", addr, pend_size, cpu))
     return out
 
 
@@ -217,7 +232,7 @@ def inspect_image(
     systab: int | None = None,
     layout: LayoutChoice = "auto",
     tables: list[LiveTable] | None = None,
-    max_nodes: int = 65536,
+    max_nodes: int = 16384,
     systab_how: str = "given (--systab)",
 ) -> dict[str, Any]:
     """Find the memreserve root (given, through a given system table, or by scanning),
@@ -251,7 +266,9 @@ def inspect_image(
     chain: MemreserveChain | None = None
     if root is not None:
         chosen, why = detect_layout(img, root) if layout == "auto" else (layout, "given")
-        chain = walk_memreserve(img.read, img.is_ram, root, chosen, max_nodes=max_nodes)
+        chain = walk_memreserve(
+            img.read, img.is_ram, root, chosen, max_nodes=max_nodes, max_entries=MAX_ENTRIES
+        )
         doc["memreserve"] = _chain_doc(chain, why, how or "")
         if chain.error:
             doc["problems"].append(f"memreserve walk stopped: {chain.error}")
@@ -259,8 +276,10 @@ def inspect_image(
     for t in tables or []:
         tdoc = _table_doc(img, t, entries)
         doc["tables"].append(tdoc)
-        if not tdoc["covered"]:
-            who = "property table" if t.kind == "prop" else f"CPU{t.cpu} pending table"
+        who = "property table" if t.kind == "prop" else f"CPU{t.cpu} pending table"
+        if t.size == 0:
+            doc["problems"].append(f"{who} at {t.addr:#x}: {_NO_LPIS}")
+        elif not tdoc["covered"]:
             doc["problems"].append(
                 f"live {who} [{t.addr:#x}, {t.addr + t.size:#x}) is not covered by the "
                 "memreserve list: the next kernel may hand it out while the GIC writes it"

@@ -2,10 +2,12 @@
 and raw dumps, read through bounded, read-only accessors.
 
 Files are memory-mapped, never read whole: a multi-GiB image costs address space, not
-RAM.  Every header field that points into the file is checked against the file's size
-before it is used; a hostile image gets an :class:`ImageError` naming what is wrong, or a
-warning in :attr:`MemoryImage.warnings` when the problem can be worked around (e.g. two
-PT_LOAD segments claiming the same physical page: the first one wins, as ``crash`` does).
+RAM (where the address space is limited and mapping fails, they are read piecewise with
+``pread``).  Only regular files are opened.  Every header field that points into the
+file is checked against the file's size before it is used; a hostile image gets an
+:class:`ImageError` naming what is wrong, or a warning in :attr:`MemoryImage.warnings`
+when the problem can be worked around (e.g. two PT_LOAD segments claiming the same
+physical page: the first one wins, as ``crash`` does).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,21 @@ class Segment:
         return self.paddr + self.size
 
 
+class _FileView:
+    """Byte slices of a file by ``pread``: what ``mmap`` gives, when mapping failed."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._size = size
+
+    def __getitem__(self, s: slice) -> bytes:
+        start, stop, _ = s.indices(self._size)
+        return os.pread(self._fd, max(0, stop - start), start)
+
+    def close(self) -> None:
+        """Nothing to unmap; the descriptor belongs to the image."""
+
+
 @dataclass(slots=True)
 class MemoryImage:
     """A read-only view of guest physical memory backed by a file."""
@@ -56,7 +74,7 @@ class MemoryImage:
     segments: list[Segment]
     warnings: list[str] = field(default_factory=list)
     notes: dict[str, bytes] = field(default_factory=dict)
-    _map: mmap.mmap | None = None
+    _map: mmap.mmap | _FileView | None = None
     _fd: int = -1
     _starts: list[int] = field(default_factory=list)
 
@@ -151,14 +169,18 @@ def open_image(path: str | Path, *, base: int | None = None) -> MemoryImage:
     image of physical memory starting at ``base``."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # non-blocking: opening a FIFO must not wait for a writer (it is refused below)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except OSError as e:
         raise ImageError(f"{path}: {e.strerror}") from None
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{path}: not a regular file")
+        size = st.st_size
         if size == 0:
             raise ImageError(f"{path}: empty file")
-        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        mapped = _map_file(fd, size)
     except BaseException:
         os.close(fd)
         raise
@@ -178,7 +200,14 @@ def open_image(path: str | Path, *, base: int | None = None) -> MemoryImage:
         raise
 
 
-def _open_elf(path: Path, mapped: mmap.mmap, size: int) -> MemoryImage:
+def _map_file(fd: int, size: int) -> mmap.mmap | _FileView:
+    try:
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except (OSError, OverflowError, ValueError):  # ENOMEM under RLIMIT_AS, 32-bit hosts
+        return _FileView(fd, size)
+
+
+def _open_elf(path: Path, mapped: mmap.mmap | _FileView, size: int) -> MemoryImage:
     try:
         fh = path.open("rb")  # pyelftools reads headers through a file object
     except OSError as e:
@@ -187,7 +216,7 @@ def _open_elf(path: Path, mapped: mmap.mmap, size: int) -> MemoryImage:
         return _read_elf(path, fh, mapped, size)
 
 
-def _read_elf(path: Path, fh: BinaryIO, mapped: mmap.mmap, size: int) -> MemoryImage:
+def _read_elf(path: Path, fh: BinaryIO, mapped: mmap.mmap | _FileView, size: int) -> MemoryImage:
     try:
         elf = ELFFile(fh)
         if elf.header["e_type"] != "ET_CORE":
@@ -225,6 +254,8 @@ def _read_elf(path: Path, fh: BinaryIO, mapped: mmap.mmap, size: int) -> MemoryI
         raise ImageError(f"{path}: malformed ELF: {e}") from None
     except (ValueError, KeyError, IndexError) as e:  # pyelftools on truncated headers
         raise ImageError(f"{path}: malformed ELF: {e}") from None
+    except (OSError, OverflowError) as e:  # a header offset beyond what a seek can reach
+        raise ImageError(f"{path}: malformed ELF: header offset out of range ({e})") from None
     if not raw:
         raise ImageError(f"{path}: ELF core without PT_LOAD segments")
     return MemoryImage(path, "elf", _without_overlaps(raw, warnings), warnings, notes, _map=mapped)
@@ -242,6 +273,8 @@ def _notes(ph: object, size: int, warnings: list[str]) -> dict[str, bytes]:
             out[str(note["n_name"])] = desc if isinstance(desc, bytes) else str(desc).encode()
     except (ELFError, ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
         warnings.append(f"unreadable PT_NOTE: {e}")
+    except (OSError, OverflowError) as e:  # p_offset beyond what a seek can reach
+        warnings.append(f"unreadable PT_NOTE: offset out of range ({e})")
     return out
 
 

@@ -5,12 +5,18 @@ table is (so ``gickexec inspect`` needs no options).
 
 Memory is sparse: the file is created with its full size and only the pages the model
 stores are written, so an 8 GiB machine costs a sparse file with a few hundred KiB of
-data (``inspect`` skips the holes with SEEK_DATA).  The file appears atomically.
+data (``inspect`` skips the holes with SEEK_DATA).  The file appears atomically, with
+the mode of the file it replaces (or the umask's); an existing target that is not a
+regular file (a FIFO, a device, a symlink) is refused, and temporary files an
+interrupted earlier run left behind are removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 import struct
 import tempfile
 from pathlib import Path
@@ -18,7 +24,7 @@ from pathlib import Path
 from gickexec.hw.machine import Machine
 from gickexec.hw.memory import PAGE_SIZE, PhysicalMemory
 
-__all__ = ["NOTE_NAME", "machine_info", "parse_note", "write_vmcore"]
+__all__ = ["NOTE_NAME", "VmcoreTargetError", "machine_info", "parse_note", "write_vmcore"]
 
 NOTE_NAME = "GICKEXEC"
 _NOTE_TYPE = 0x47434B58  # "XKCG": the model's own note type
@@ -26,6 +32,10 @@ _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
 _ET_CORE, _EM_AARCH64, _PT_LOAD, _PT_NOTE = 4, 183, 1, 4
 _PF_RWX = 7
+
+
+class VmcoreTargetError(OSError):
+    """The output path exists and is not a regular file."""
 
 
 def _pad4(b: bytes) -> bytes:
@@ -73,8 +83,11 @@ def write_vmcore(mem: PhysicalMemory, path: str | Path, *, info: dict[str, int])
         0,
     )
     written = 0
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    mode = _target_mode(path)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_temp_prefix(path)}{os.getpid()}.")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(ehdr + b"".join(phdrs) + note)
             f.truncate(offset)
@@ -88,6 +101,44 @@ def write_vmcore(mem: PhysicalMemory, path: str | Path, *, info: dict[str, int])
         Path(tmp).unlink(missing_ok=True)
         raise
     return written
+
+
+def _target_mode(path: Path) -> int:
+    """The mode the written file gets: the replaced file's, or what the umask allows."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+    if not stat.S_ISREG(st.st_mode):
+        raise VmcoreTargetError(errno.EEXIST, "exists and is not a regular file; not replacing it")
+    return stat.S_IMODE(st.st_mode)
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-"
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temporary files of earlier writers of ``path`` whose process no longer runs."""
+    prefix = _temp_prefix(path)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            pid = entry.name.removeprefix(prefix).partition(".")[0]
+            ours = entry.name.startswith(prefix) and pid.isascii() and pid.isdigit()
+            if ours and int(pid) != os.getpid() and not _alive(int(pid)):
+                Path(entry.path).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or no pid we can ask about): leave it
+    return True
 
 
 def _runs(mem: PhysicalMemory, start: int, size: int) -> list[tuple[int, bytes]]:

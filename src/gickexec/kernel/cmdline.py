@@ -18,9 +18,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gickexec.bounded import InputError, clip, parse_uint
+
 __all__ = ["CmdlineError", "KernelCmdline", "parse_cmdline", "parse_size"]
 
-_SIZE = re.compile(r"^(\d+)([KMGkmg]?)$")
+# [0-9], not \d: memparse()'s simple_strtoull() takes ASCII digits only.
+_SIZE = re.compile(r"([0-9]+)([KMGkmg]?)", re.ASCII)
 _SHIFT = {"": 0, "k": 10, "m": 20, "g": 30}
 
 
@@ -50,16 +53,20 @@ class KernelCmdline:
 
 def parse_size(text: str) -> int:
     """``memparse()`` of ``text`` (``512M``, ``1G``, ``65536``)."""
-    m = _SIZE.match(text)
+    m = _SIZE.fullmatch(text)
     if not m:
-        raise CmdlineError(f"{text!r} is not a size (e.g. 512M)")
-    return int(m.group(1)) << _SHIFT[m.group(2).lower()]
+        raise CmdlineError(f"{clip(text)!r} is not a size (e.g. 512M)")
+    try:
+        return parse_uint(m.group(1), "size", bases=False) << _SHIFT[m.group(2).lower()]
+    except InputError as e:
+        raise CmdlineError(str(e)) from None
 
 
 def _count(name: str, value: str) -> int:
-    if not value.isdigit():
-        raise CmdlineError(f"{name}={value}: expects a number of CPUs")
-    return int(value)
+    try:
+        return parse_uint(value, name, bases=False)
+    except InputError:
+        raise CmdlineError(f"{name}={clip(value)}: expects a number of CPUs") from None
 
 
 def parse_cmdline(text: str) -> KernelCmdline:
@@ -83,11 +90,11 @@ def parse_cmdline(text: str) -> KernelCmdline:
                     raise CmdlineError("nr_cpus=0: at least the boot CPU runs")
             case "irqchip.gicv3_nolpi":
                 if value not in ("0", "1", "y", "n", ""):
-                    raise CmdlineError(f"irqchip.gicv3_nolpi={value}: expects 0 or 1")
+                    raise CmdlineError(f"irqchip.gicv3_nolpi={clip(value)}: expects 0 or 1")
                 nolpi = value in ("1", "y", "")
             case _:
                 raise CmdlineError(
-                    f"{word!r}: not a parameter the model knows "
+                    f"{clip(word)!r}: not a parameter the model knows "
                     "(crashkernel=, maxcpus=, nr_cpus=, irqchip.gicv3_nolpi=)"
                 )
     return KernelCmdline(crash, maxcpus, nr_cpus, nolpi)

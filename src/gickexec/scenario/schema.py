@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gickexec.bounded import InputError, read_input, show
 from gickexec.hw.knobs import knobs_with_overrides
 from gickexec.hw.platform import PLATFORMS, Platform
 from gickexec.kernel.cmdline import CmdlineError, parse_cmdline
@@ -22,6 +23,8 @@ from gickexec.kernel.kexec import LOADERS, Loader
 from gickexec.kernel.profiles import PROFILES
 
 __all__ = [
+    "MAX_SEED",
+    "MAX_TOTAL_MSIS",
     "Device",
     "Expect",
     "Scenario",
@@ -32,8 +35,16 @@ __all__ = [
 ]
 
 MAX_CPUS = 512
-MAX_MSIS_PER_STEP = 1_000_000
-MAX_STEPS = 10_000
+MAX_SEED = 2**63
+# Bounds on the work a scenario asks for, checked before anything runs, set to what plays
+# in seconds today (measured: 100,000 MSIs in about 5 s, 2,000 kexecs in about 12 s).
+MAX_MSIS_PER_STEP = 100_000
+MAX_STEPS = 1_000
+#: MSIs of the whole scenario, repeats unrolled: traffic, handover and in-flight
+#: (``inflight_msis`` counts per device).
+MAX_TOTAL_MSIS = 200_000
+#: Expected counts (MSIs, bits, entries) are at most this, like the seed.
+MAX_COUNT = 2**63
 
 
 class ScenarioError(Exception):
@@ -118,7 +129,7 @@ def _locate(text: str, path: str) -> int | None:
     """Best-effort line number of ``path`` (e.g. ``steps[2].msis``) in TOML ``text``."""
     if not text:
         return None
-    parts = re.findall(r"([A-Za-z0-9_\-]+)(?:\[(\d+)\])?", path)
+    parts = re.findall(r"([A-Za-z0-9_\-]+)(?:\[([0-9]+)\])?", path)
     lines = text.splitlines()
     if not parts:
         return None
@@ -154,6 +165,9 @@ def _locate(text: str, path: str) -> int | None:
             break
         if pat.match(lines[i]):
             return i + 1
+        m = _HEADER.match(lines[i])
+        if key == table and m and m.group(1) == key:  # a table header, e.g. [devices]
+            return i + 1
     return start + 1
 
 
@@ -167,7 +181,7 @@ class _Ctx:
 
     def table(self, value: Any, path: str) -> Mapping[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(path, f"must be a table, not {type(value).__name__}")
+            raise self.fail(path, f"must be a table, not {_toml_type(value)}")
         return value
 
     def keys(self, table: Mapping[str, Any], path: str, allowed: set[str]) -> None:
@@ -180,20 +194,20 @@ class _Ctx:
 
     def int_(self, value: Any, path: str, lo: int = 0, hi: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(path, f"must be an integer, not {value!r}")
+            raise self.fail(path, f"must be an integer, not {show(value)}")
         if value < lo or (hi is not None and value > hi):
             bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-            raise self.fail(path, f"must be {bound}, not {value}")
+            raise self.fail(path, f"must be {bound}, not {show(value)}")
         return value
 
     def str_(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not value:
-            raise self.fail(path, f"must be a non-empty string, not {value!r}")
+            raise self.fail(path, f"must be a non-empty string, not {show(value)}")
         return value
 
     def bool_(self, value: Any, path: str) -> bool:
         if not isinstance(value, bool):
-            raise self.fail(path, f"must be true or false, not {value!r}")
+            raise self.fail(path, f"must be true or false, not {show(value)}")
         return value
 
 
@@ -201,8 +215,8 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_input(str(p)).decode("utf-8")
+    except (InputError, UnicodeDecodeError) as e:
         raise ScenarioError(str(p), "", f"cannot read: {e}") from None
     return parse_scenario(text, str(p))
 
@@ -217,6 +231,12 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         raise ScenarioError(
             source, "", f"not valid TOML: {e}", int(m.group(1)) if m else None
         ) from None
+    except ValueError as e:  # tomllib's int() of a literal beyond the conversion limit
+        raise ScenarioError(source, "", f"not valid TOML: {e}") from None
+    except RecursionError:
+        raise ScenarioError(
+            source, "", "not valid TOML: arrays or tables nested too deeply"
+        ) from None
     ctx.keys(
         data,
         "",
@@ -228,17 +248,21 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         raise ctx.fail("description", "must be a string")
     pname = ctx.str_(data.get("platform", ""), "platform")
     if pname not in PLATFORMS:
-        raise ctx.fail("platform", f"unknown platform {pname!r} (known: {', '.join(PLATFORMS)})")
+        raise ctx.fail(
+            "platform", f"unknown platform {show(pname)} (known: {', '.join(PLATFORMS)})"
+        )
     platform = PLATFORMS[pname]
     if "cpus" in data:
         platform = platform.with_cpus(ctx.int_(data["cpus"], "cpus", 1, MAX_CPUS))
     if "knobs" in data:
         knobs = ctx.table(data["knobs"], "knobs")
-        try:
-            platform = platform.with_knobs(knobs_with_overrides(platform.knobs, dict(knobs)))
-        except ValueError as e:
-            raise ctx.fail("knobs", str(e)) from None
-    seed = ctx.int_(data.get("seed", 0), "seed", 0, 2**63)
+        for knob, value in knobs.items():  # one at a time: the error names the knob's line
+            try:
+                knobs_with_overrides(platform.knobs, {knob: value})
+            except ValueError as e:
+                raise ctx.fail(f"knobs.{knob}", str(e)) from None
+        platform = platform.with_knobs(knobs_with_overrides(platform.knobs, dict(knobs)))
+    seed = ctx.int_(data.get("seed", 0), "seed", 0, MAX_SEED)
     devices = _devices(ctx, data.get("devices", []))
     names = {d.name for d in devices}
     raw_steps = data.get("steps")
@@ -250,8 +274,8 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     )
     if steps[0].action != "boot":
         raise ctx.fail("steps[0].action", "the first step must be 'boot'")
-    if _count_steps(steps) > MAX_STEPS:
-        raise ctx.fail("steps", f"expands to more than {MAX_STEPS} steps")
+    _check_work(ctx, steps, len(devices))
+    _check_kernel_kinds(ctx, steps)
     expect = _expect(ctx, data.get("expect", {}))
     return Scenario(name, description, platform, seed, devices, steps, expect, source, text)
 
@@ -267,7 +291,7 @@ def _devices(ctx: _Ctx, raw: Any) -> tuple[Device, ...]:
         ctx.keys(t, path, {"name", "device_id", "vectors", "shutdown_hook"})
         name = ctx.str_(t.get("name"), f"{path}.name")
         if any(o.name == name for o in out):
-            raise ctx.fail(f"{path}.name", f"duplicate device name {name!r}")
+            raise ctx.fail(f"{path}.name", f"duplicate device name {show(name)}")
         dev_id = ctx.int_(t.get("device_id"), f"{path}.device_id", 0, 0xFFFF)
         if dev_id in ids:
             raise ctx.fail(f"{path}.device_id", f"DeviceID {dev_id:#x} used twice")
@@ -298,7 +322,7 @@ def _step(
     if action not in _STEP_FIELDS:
         raise ctx.fail(
             f"{path}.action",
-            f"unknown action {action!r} (expected one of: {', '.join(_STEP_FIELDS)})",
+            f"unknown action {show(action)} (expected one of: {', '.join(_STEP_FIELDS)})",
         )
     ctx.keys(t, path, _STEP_FIELDS[action] | {"action"})
     kernel = ""
@@ -307,20 +331,20 @@ def _step(
         if kernel not in PROFILES:
             raise ctx.fail(
                 f"{path}.kernel",
-                f"unknown kernel profile {kernel!r} (known: {', '.join(PROFILES)})",
+                f"unknown kernel profile {show(kernel)} (known: {', '.join(PROFILES)})",
             )
     device = ""
     msis = 0
     if action == "traffic":
         device = ctx.str_(t.get("device"), f"{path}.device")
         if device not in devices:
-            raise ctx.fail(f"{path}.device", f"no device named {device!r}")
+            raise ctx.fail(f"{path}.device", f"no device named {show(device)}")
         msis = ctx.int_(t.get("msis"), f"{path}.msis", 0, MAX_MSIS_PER_STEP)
     fraction = 0.0
     if action == "page-cache":
         f = t.get("fraction")
         if isinstance(f, bool) or not isinstance(f, int | float) or not 0 <= f <= 1:
-            raise ctx.fail(f"{path}.fraction", f"must be a number from 0 to 1, not {f!r}")
+            raise ctx.fail(f"{path}.fraction", f"must be a number from 0 to 1, not {show(f)}")
         fraction = float(f)
     handover = ctx.int_(t.get("handover_msis", 0), f"{path}.handover_msis", 0, MAX_MSIS_PER_STEP)
     times = 1
@@ -338,7 +362,7 @@ def _step(
         )
     cmdline = t.get("cmdline", "nr_cpus=1" if action == "kdump" else "")
     if not isinstance(cmdline, str):
-        raise ctx.fail(f"{path}.cmdline", f"must be a string, not {cmdline!r}")
+        raise ctx.fail(f"{path}.cmdline", f"must be a string, not {show(cmdline)}")
     try:
         parsed = parse_cmdline(cmdline)
     except CmdlineError as e:
@@ -354,15 +378,56 @@ def _step(
     loader = t.get("loader", "kexec-tools")
     if loader not in LOADERS:
         raise ctx.fail(
-            f"{path}.loader", f"unknown loader {loader!r} (expected one of: {', '.join(LOADERS)})"
+            f"{path}.loader",
+            f"unknown loader {show(loader)} (expected one of: {', '.join(LOADERS)})",
         )
     return Step(
         action, kernel, device, msis, fraction, handover, times, sub, cmdline, cpu, inflight, loader
     )
 
 
-def _count_steps(steps: tuple[Step, ...]) -> int:
-    return sum(s.times * _count_steps(s.steps) if s.action == "repeat" else 1 for s in steps)
+def _msis(step: Step, devices: int) -> int:
+    return step.msis + step.handover_msis + step.inflight_msis * devices
+
+
+def _check_work(ctx: _Ctx, steps: tuple[Step, ...], devices: int) -> None:
+    """Refuse scenarios that would run for minutes, at the step that crosses a bound."""
+    count = msis = 0
+    for i, s in enumerate(steps):
+        times = s.times if s.action == "repeat" else 1
+        body = s.steps if s.action == "repeat" else (s,)
+        count += times * len(body)
+        msis += times * sum(_msis(b, devices) for b in body)
+        where = f"steps[{i}].times" if s.action == "repeat" else f"steps[{i}]"
+        if count > MAX_STEPS:
+            raise ctx.fail(where, f"the scenario expands to more than {MAX_STEPS} steps here")
+        if msis > MAX_TOTAL_MSIS:
+            raise ctx.fail(
+                where, f"the scenario sends more than {MAX_TOTAL_MSIS} MSIs by this step"
+            )
+
+
+def _check_kernel_kinds(ctx: _Ctx, steps: tuple[Step, ...]) -> None:
+    """FreeBSD kboot is only ever a next kernel: firmware boots Linux, and the model has
+    no FreeBSD kexec for a kernel after it."""
+    running = ""
+    for i, s in enumerate(steps):
+        # a repeat body runs at least twice when times > 1: twice shows every transition
+        body = [(f"steps[{i}].steps[{j}]", b) for j, b in enumerate(s.steps)] * min(s.times, 2)
+        for path, b in body if s.action == "repeat" else [(f"steps[{i}]", s)]:
+            if b.action not in ("boot", "kexec", "kdump"):
+                continue
+            if b.action == "boot" and PROFILES[b.kernel].kind != "linux":
+                raise ctx.fail(f"{path}.kernel", f"{b.kernel} cannot boot from firmware")
+            if b.action != "boot" and PROFILES[running].kind != "linux":
+                raise ctx.fail(f"{path}.action", f"{running} cannot {b.action} another kernel")
+            running = b.kernel
+
+
+def _toml_type(value: Any) -> str:
+    """What TOML calls the type of a parsed ``value``."""
+    names = {list: "an array", dict: "a table", str: "a string", bool: "a boolean"}
+    return names.get(type(value), type(value).__name__)
 
 
 _EXPECT_RANGES = (
@@ -405,14 +470,14 @@ def _expect(ctx: _Ctx, raw: Any) -> Expect:
 def _range(ctx: _Ctx, v: Any, path: str) -> Range:
     if isinstance(v, dict):
         ctx.keys(v, path, {"min", "max"})
-        lo = ctx.int_(v["min"], f"{path}.min") if "min" in v else None
-        hi = ctx.int_(v["max"], f"{path}.max") if "max" in v else None
+        lo = ctx.int_(v["min"], f"{path}.min", 0, MAX_COUNT) if "min" in v else None
+        hi = ctx.int_(v["max"], f"{path}.max", 0, MAX_COUNT) if "max" in v else None
         if lo is None and hi is None:
             raise ctx.fail(path, "needs min, max or both")
         if lo is not None and hi is not None and lo > hi:
             raise ctx.fail(path, f"min {lo} is greater than max {hi}")
         return (lo, hi)
-    n = ctx.int_(v, path)
+    n = ctx.int_(v, path, 0, MAX_COUNT)
     return (n, n)
 
 

@@ -1,0 +1,159 @@
+"""Result documents read back for ``gickexec report``: bounded before anything renders.
+
+A saved ``gickexec run --json`` document may have been edited or produced elsewhere.  The
+renderers trust its shape (a wrong one is a KeyError/TypeError the command line turns
+into a clear error) but not its size: matplotlib converts numbers to C ``long`` and
+draws every range, so a count of 2^80 crashes it and tens of thousands of ranges,
+timeline points or generations take minutes.  :func:`bound_results` refuses numbers no
+result holds and cuts long lists to what a page can show, saying what it left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_DRAWN",
+    "MAX_GENERATIONS",
+    "MAX_LOG_LINES",
+    "MAX_SCENARIOS",
+    "MAX_TIMELINE",
+    "ResultDocumentError",
+    "bound_results",
+]
+
+#: Numbers in a result are addresses (< 2^64) and counts; nothing is below -2^63.
+_INT_MIN, _INT_LIMIT = -(2**63), 2**64
+#: Counts matplotlib draws as bar heights and line points must fit a C long.
+_COUNT_LIMIT = 2**63
+#: A result nests about six levels deep; deeper is no result document.
+MAX_DEPTH = 32
+MAX_SCENARIOS = 64
+MAX_GENERATIONS = 64
+#: Per generation: memory-map ranges and memblock reservations drawn (the run writes
+#: at most 4096 of each, docs/json.md).
+MAX_DRAWN = 4096
+MAX_LOG_LINES = 4096
+#: Timeline points drawn; a longer timeline is sampled evenly, its last point kept.
+MAX_TIMELINE = 2000
+_MAX_EVENTS = 4096
+_MAX_CPUS = 1024
+
+
+class ResultDocumentError(ValueError):
+    """The document is no result of ``gickexec run --json`` (message says where)."""
+
+
+def bound_results(scenarios: list[Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """``scenarios`` checked and cut to the bounds above; the notes say what was cut."""
+    _check_values(scenarios)
+    notes: list[str] = []
+    if len(scenarios) > MAX_SCENARIOS:
+        notes.append(f"{len(scenarios)} scenarios: the first {MAX_SCENARIOS} are shown")
+        scenarios = scenarios[:MAX_SCENARIOS]
+    out = []
+    for i, sc in enumerate(scenarios):
+        if not isinstance(sc, dict):
+            raise ResultDocumentError(f"scenarios[{i}] is not an object")
+        out.append(_bound_scenario(sc, notes))
+    return out, notes
+
+
+def _check_values(doc: Any) -> None:
+    """Every integer within 64 bits, nesting at most :data:`MAX_DEPTH` (iteratively: a
+    hostile document must not exhaust the stack here either)."""
+    # (value, path of its container, key in it, depth): the path is formatted only for
+    # containers and errors, so a document of millions of numbers is checked quickly.
+    stack: list[tuple[Any, str, object, int]] = [(doc, "", "scenarios", 0)]
+    while stack:
+        value, parent, key, depth = stack.pop()
+        if isinstance(value, bool | str | float | None):
+            continue
+        if depth > MAX_DEPTH:
+            raise ResultDocumentError(f"{_path(parent, key)}: nested more than {MAX_DEPTH} deep")
+        if isinstance(value, int):
+            if not _INT_MIN <= value < _INT_LIMIT:
+                raise ResultDocumentError(
+                    f"{_path(parent, key)}: a {value.bit_length()}-bit integer is no "
+                    "address or count"
+                )
+        elif isinstance(value, dict):
+            here = _path(parent, key)
+            stack += [(v, here, k, depth + 1) for k, v in value.items()]
+        elif isinstance(value, list):
+            here = _path(parent, key)
+            stack += [(v, here, i, depth + 1) for i, v in enumerate(value)]
+
+
+def _path(parent: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{str(key)[:40]}" if parent else str(key)[:40]
+
+
+def _count(value: Any, path: str) -> None:
+    if isinstance(value, int) and not -_COUNT_LIMIT <= value < _COUNT_LIMIT:
+        raise ResultDocumentError(f"{path}: {value:#x} is beyond any count of MSIs")
+
+
+def _cut(items: list[Any], limit: int, what: str, notes: list[str]) -> list[Any]:
+    if len(items) <= limit:
+        return items
+    notes.append(f"{what}: {len(items)}, the first {limit} shown")
+    return items[:limit]
+
+
+def _bound_scenario(sc: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    name = str(sc.get("name", "?"))[:80]
+    sc = dict(sc)
+    gens = sc.get("generations")
+    if isinstance(gens, list):
+        gens = _cut(gens, MAX_GENERATIONS, f"{name}: generations", notes)
+        sc["generations"] = [
+            _bound_generation(g, f"{name}: gen {i}", notes) for i, g in enumerate(gens)
+        ]
+    timeline = sc.get("timeline")
+    if isinstance(timeline, list) and len(timeline) > MAX_TIMELINE:
+        every = -(-len(timeline) // MAX_TIMELINE)
+        sampled = timeline[::every]
+        if sampled[-1] is not timeline[-1]:
+            sampled.append(timeline[-1])
+        notes.append(f"{name}: {len(timeline)} timeline points, every {every}th drawn")
+        sc["timeline"] = sampled
+    for t in sc.get("timeline") or []:
+        if isinstance(t, dict):
+            for k in ("step", "sent", "delivered", "lost"):
+                _count(t.get(k), f"{name}: timeline.{k}")
+    msis = sc.get("msis")
+    if isinstance(msis, dict):
+        for k in ("delivered_per_cpu", "lost_per_cpu"):
+            per_cpu = msis.get(k)
+            if isinstance(per_cpu, dict):
+                if len(per_cpu) > _MAX_CPUS:
+                    raise ResultDocumentError(f"{name}: msis.{k} has more than {_MAX_CPUS} CPUs")
+                for cpu, n in per_cpu.items():
+                    _count(n, f"{name}: msis.{k}.{str(cpu)[:20]}")
+    corruption = sc.get("corruption")
+    if isinstance(corruption, dict) and isinstance(corruption.get("events"), list):
+        corruption = dict(corruption)
+        corruption["events"] = _cut(
+            corruption["events"], _MAX_EVENTS, f"{name}: corruption events", notes
+        )
+        sc["corruption"] = corruption
+    memreserve = sc.get("memreserve")
+    if isinstance(memreserve, dict) and isinstance(memreserve.get("list"), list):
+        memreserve = dict(memreserve)
+        memreserve["list"] = _cut(memreserve["list"], MAX_DRAWN, f"{name}: memreserve nodes", notes)
+        sc["memreserve"] = memreserve
+    return sc
+
+
+def _bound_generation(g: Any, what: str, notes: list[str]) -> Any:
+    if not isinstance(g, dict):
+        return g
+    g = dict(g)
+    for key, limit in (("memory_map", MAX_DRAWN), ("reserved", MAX_DRAWN), ("log", MAX_LOG_LINES)):
+        if isinstance(g.get(key), list):
+            g[key] = _cut(g[key], limit, f"{what} {key}", notes)
+    return g

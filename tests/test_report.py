@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from gickexec.cli import main
-from gickexec.report.html import REPORT_TITLE, line_class, render_iomem
+from gickexec.report.html import REPORT_TITLE, render_iomem
+from gickexec.report.text import line_class
 from gickexec.scenario.builtin import load_builtin
 from gickexec.scenario.runner import run_scenario
 
@@ -122,7 +123,10 @@ def test_iomem_view_golden() -> None:
     result = {"platform": {"ram": [{"start": 0x8000_0000, "size": 0x8000_0000}]}}
     gen = {
         "image": {"addr": 0x9000_0000, "size": 0x280_0000},
-        "reserved": [[0x8800_0000, 0x1_0000], [0xA000_0000, 0x2000]],
+        "reserved": [
+            {"start": 0x8800_0000, "size": 0x1_0000},
+            {"start": 0xA000_0000, "size": 0x2000},
+        ],
     }
     assert render_iomem(result, gen) == (
         "80000000-ffffffff : System RAM\n"

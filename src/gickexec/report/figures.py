@@ -82,8 +82,8 @@ def memory_map_figure(result: dict[str, Any], path: Path) -> None:
         held = {(m["start"], m["kind"]) for m in g["memory_map"]}
         for m in g["memory_map"]:
             _bar(ax, axis, m["start"], m["size"], y, KIND_COLOURS.get(m["kind"], "#999999"))
-        for start, size in g["reserved"]:  # memblock reservations: a strip under the row
-            _bar(ax, axis, start, size, y, KIND_COLOURS["reserved"], low=True)
+        for r in g["reserved"]:  # memblock reservations: a strip under the row
+            _bar(ax, axis, r["start"], r["size"], y, KIND_COLOURS["reserved"], low=True)
         if row + 1 < len(gens) and gens[row + 1]["entry"] != "firmware":
             # where the loader staged the next kernel (image, initrd, DTB) before the jump
             for seg in _segments(gens[row + 1]):

@@ -10,7 +10,7 @@ second kernel: ``crash`` > ``corruption`` > ``lpis-lost`` > ``taint`` > ``ok``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ __all__ = [
     "matrix_markdown",
     "matrix_text",
     "run_cell",
+    "run_cells",
 ]
 
 Mode = Literal["kexec", "kdump"]
@@ -118,6 +119,26 @@ def run_cell(cell: Cell, seed: int = 1) -> dict[str, Any]:
     else:
         outcome = "ok"
     return _cell_result(cell, w, second, lost, outcome, _reason(cell, second, outcome))
+
+
+#: Called after each cell with the number done, the total and the cell's name.
+CellProgress = Callable[[int, int, str], None]
+
+
+def run_cells(
+    grid: Sequence[Cell], seed: int = 1, progress: CellProgress | None = None
+) -> list[dict[str, Any]]:
+    """Play every cell of ``grid`` in order, reporting each to ``progress``."""
+    out: list[dict[str, Any]] = []
+    for cell in grid:
+        out.append(run_cell(cell, seed))
+        if progress is not None:
+            progress(
+                len(out),
+                len(grid),
+                f"{cell.from_} -> {cell.to} {cell.mode} {cell.boot} {cell.platform}",
+            )
+    return out
 
 
 def _cell_result(

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from gickexec.cli import main
+from gickexec.report.figures import KIND_COLOURS
 from gickexec.report.html import REPORT_TITLE, render_iomem
 from gickexec.report.text import line_class
 from gickexec.scenario.builtin import load_builtin
@@ -172,6 +173,18 @@ def test_page_in_a_headless_browser(unfixed_report: Path, tmp_path: Path) -> Non
     ).stdout.decode()
     assert f"<title>{REPORT_TITLE}: efi-kexec-unfixed</title>" in dom
     assert dom.count("<img") == 2
+    # the health verdict as the browser renders it: the text, in the "bad" red
+    assert "UNHEALTHY: crashed, corrupted, lost, guest-errors" in dom
+    assert _has_colour(px, "#c0392b")
+    # the memory map as the browser shows it uses the "image" colour (bars and legend)
+    assert _has_colour(px, KIND_COLOURS["image"])
+
+
+def _has_colour(px: Any, hex_colour: str, tolerance: float = 0.03) -> bool:
+    """Whether a screenshot holds a few pixels of ``hex_colour``."""
+    rgb = np.array([int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    close = np.all(np.abs(px - rgb) < tolerance, axis=-1)
+    return int(close.sum()) > 20
 
 
 def test_timeline_unrolls_repeats_and_keeps_the_books() -> None:

@@ -172,6 +172,7 @@ def main() -> None:
 
 
 @main.command(
+    short_help="Play scenarios: logs, /proc/interrupts, health and expectations.",
     epilog=_EXIT_RUN
     + """
 
@@ -181,7 +182,7 @@ Examples:
   gickexec run efi-kexec-unfixed        one scenario: its full logs
   gickexec run my.toml --report out/    also an HTML report in out/
   gickexec show efi-kexec-fixed | gickexec run -   a scenario on stdin
-  gickexec run --json -p > results.json"""
+  gickexec run --json -p > results.json""",
 )
 @click.argument("scenarios", nargs=-1, shell_complete=_complete_scenario)
 @_json_options
@@ -292,11 +293,12 @@ def _write_report(results: list[dict[str, Any]], outdir: Path, quiet: bool) -> N
 
 
 @main.command(
+    short_help="Write the HTML report of a saved 'run --json' document.",
     epilog="""\b
 Exit status: 0 report written, 2 bad input.
 Examples:
   gickexec report results.json -o out/
-  gickexec run --json | gickexec report - -o out/"""
+  gickexec run --json | gickexec report - -o out/""",
 )
 @click.argument("results", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option(
@@ -356,7 +358,7 @@ def _int(text: str | None, what: str) -> int | None:
         _bad_input(f"{what} {text!r} is not a number")
 
 
-@main.command()
+@main.command(short_help="Memreserve list and LPI tables in a real memory image.")
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--base", help="Read IMAGE as raw physical memory starting here.")
 @click.option("--memreserve", help="Physical address of the memreserve root (efi: MEMRESERVE=).")
@@ -479,7 +481,7 @@ def platforms(as_json: bool, pretty: bool, markdown: bool) -> None:
         click.echo(platforms_text(), nl=False)
 
 
-@main.command()
+@main.command(short_help="List the kernel profiles and what tells them apart.")
 @_json_options
 def profiles(as_json: bool, pretty: bool) -> None:
     """List the kernel profiles and the behaviours that tell them apart."""
@@ -524,13 +526,14 @@ def _split(value: str, known: Sequence[str], what: str) -> list[str]:
 
 
 @main.command(
+    short_help="Kexec/kdump from kernel X into Y per platform and boot.",
     epilog="""\b
 Exit status: 0 the table was computed (its outcomes are data, not a verdict),
 2 bad input.
 Examples:
   gickexec matrix --to v4.19,v6.6 --mode kexec --boot efi
   gickexec matrix --from all --json -p
-  gickexec matrix --from all --markdown > docs/compatibility.md"""
+  gickexec matrix --from all --markdown > docs/compatibility.md""",
 )
 @click.option(
     "--from",

@@ -52,7 +52,7 @@ def _memreserve_line(result: dict[str, Any]) -> str:
     for node in mr.get("list", []):
         out.append(f"  node {node['addr']:#x}: count {node['count']} of {node['size']}")
         out += [
-            f"    [{e['addr']:#014x}-{e['addr'] + e['size'] - 1:#014x}]" for e in node["entries"]
+            f"    [{e['addr']:#x}-{e['addr'] + e['size'] - 1:#x}]" for e in node["entries"]
         ]
     if mr.get("error"):
         out.append(f"  walk stopped: {mr['error']}")

@@ -367,3 +367,12 @@ def test_inspect_text_golden(tmp_path: Path) -> None:
         "  1 LPI(s) pending: 8200\n"
         "ok: all 2 live LPI table(s) checked are covered by the memreserve list\n"
     )
+
+
+def test_inspect_without_live_tables_says_nothing_was_checked(tmp_path: Path) -> None:
+    """No table named, no GICKEXEC note: no "ok" claim, exit 1 (issue 11)."""
+    path = _raw(tmp_path, _small_memory())
+    code, out = _cli("inspect", str(path), "--base", hex(BASE))
+    assert code == 1
+    assert "ok: " not in out and out.rstrip().endswith("NOT OK: nothing could be checked")
+    assert "nothing was checked against the memreserve list" in out

@@ -114,6 +114,8 @@ def test_report_of_bad_json_exits_2(tmp_path: Path, content: str, fragment: str)
             "hl",
         ),
         ("smp: Bringing up secondary CPUs ...", ""),
+        ("Internal error: Oops - undefined instruction: 0 [#1] PREEMPT SMP", "warn"),
+        ("Initramfs unpacking failed: junk within compressed archive", "warn"),
     ],
 )
 def test_which_log_lines_are_highlighted(line: str, cls: str) -> None:

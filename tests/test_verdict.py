@@ -15,7 +15,7 @@ import pytest
 from click.shell_completion import ShellComplete
 from click.testing import CliRunner
 
-from gickexec.cli import main
+from gickexec.cli import _colour, main
 from gickexec.report.figures import DPI, marker_groups, timeline_lost
 from gickexec.scenario.builtin import builtin_names, builtin_text, load_builtin
 from gickexec.scenario.runner import HEALTH_ORDER, run_scenario
@@ -197,6 +197,14 @@ def test_colour_only_when_asked_or_on_a_terminal() -> None:
     assert ANSI.sub("", coloured) == never
 
 
+def test_no_color_turns_auto_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert _colour("auto") is None  # click decides: colour on a terminal only
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert _colour("auto") is False and _colour("always") is True
+    assert _colour("never") is False
+
+
 # 10: one JSON convention
 
 
@@ -335,7 +343,7 @@ def test_rerun_with_fewer_scenarios_removes_stale_figures(tmp_path: Path) -> Non
 def test_run_without_report_does_not_import_matplotlib() -> None:
     code = (
         "import sys\n"
-        "from gickexec.cli import main\n"
+        "from gickexec.cli import _colour, main\n"
         "try:\n"
         "    main(['run', '--no-logs', 'efi-kexec-fixed'])\n"
         "except SystemExit:\n"

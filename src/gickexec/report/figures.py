@@ -262,7 +262,8 @@ def timeline_figure(result: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), dpi=DPI)
     steps = result.get("timeline") or []
     xs = [t["step"] for t in steps]
-    left.plot(xs, [t["sent"] for t in steps], color="#4e79a7", marker=".", label="sent")
+    # sent wide and light underneath: it stays visible where delivered runs along it
+    left.plot(xs, [t["sent"] for t in steps], color="#4e79a7", lw=5, alpha=0.45, label="sent")
     left.plot(xs, [t["delivered"] for t in steps], color="#59a14f", marker=".", label="delivered")
     left.plot(
         xs, timeline_lost(steps), color="#e15759", marker=".", label="lost (incl. stuck pending)"
@@ -273,7 +274,8 @@ def timeline_figure(result: dict[str, Any], path: Path) -> None:
             left.text(  # above the plot, so no label sits on a curve
                 t["step"],
                 1.01,
-                f"{t['action']} {t['what']}",
+                f"{t['action']} {t['what']}"
+                + ("" if t.get("outcome", "done") == "done" else f" ({t['outcome']})"),
                 transform=left.get_xaxis_transform(),
                 rotation=35,
                 ha="left",
@@ -293,6 +295,7 @@ def timeline_figure(result: dict[str, Any], path: Path) -> None:
     lo = [msis["lost_per_cpu"].get(str(c), msis["lost_per_cpu"].get(c, 0)) for c in cpus]
     right.bar(cpus, d, color="#59a14f", label="delivered")
     right.bar(cpus, lo, bottom=d, color="#e15759", label="lost")
+    right.set_ylim(0, 1.08 * max([a + b for a, b in zip(d, lo, strict=True)], default=1) or 1)
     right.set_xlabel("CPU")
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_title(f"per CPU: {msis['delivered']} delivered, {msis['lost']} lost")

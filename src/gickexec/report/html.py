@@ -51,9 +51,7 @@ def _memreserve_line(result: dict[str, Any]) -> str:
     out = [f"efi: MEMRESERVE={mr['root']:#x}  ({mr['nodes']} node(s), {mr['entries']} entries)"]
     for node in mr.get("list", []):
         out.append(f"  node {node['addr']:#x}: count {node['count']} of {node['size']}")
-        out += [
-            f"    [{e['addr']:#x}-{e['addr'] + e['size'] - 1:#x}]" for e in node["entries"]
-        ]
+        out += [f"    [{e['addr']:#x}-{e['addr'] + e['size'] - 1:#x}]" for e in node["entries"]]
     if mr.get("error"):
         out.append(f"  walk stopped: {mr['error']}")
     return "\n".join(out)

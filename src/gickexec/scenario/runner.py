@@ -114,10 +114,9 @@ def _outcome(step: Step, world: World, gens: int, notes: int, was_dead: bool) ->
         return "skipped" if was_dead else "hung"
     if step.action == "kexec" and not started:
         return "skipped"
-    if step.action in ("cpu-down", "cpu-up", "traffic", "page-cache") and was_dead:
-        return "skipped"
     if step.action in ("cpu-down", "cpu-up") and len(world.notes) > notes:
-        return "skipped"  # the kernel refused (the boot CPU, a CPU already in that state)
+        # the kernel is dead or refused (the boot CPU, a CPU already in that state)
+        return "skipped"
     return "done"
 
 

@@ -68,7 +68,7 @@ def test_scenario_file_names_the_consumer(tmp_path: Path) -> None:
     path.write_text(body + "[expect]\ncrashed = [false, false]\nreused_tables = [false, true]\n")
     r = CliRunner().invoke(main, ["run", "--json", str(path)])
     assert r.exit_code == 0, r.output
-    gens = json.loads(r.output)["scenarios"][0]["generations"]
+    gens = json.loads(r.stdout)["scenarios"][0]["generations"]
     assert gens[1]["kernel"] == "freebsd-kboot"
 
 

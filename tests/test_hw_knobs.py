@@ -118,7 +118,7 @@ def test_cli_platforms_lists_presets_knobs_and_json() -> None:
     for k in KNOB_INFO:
         assert k.name in r.output
     r = CliRunner().invoke(main, ["platforms", "--json"])
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)
     assert {p["name"] for p in doc["platforms"]} == set(PLATFORMS)
     assert doc["platforms"][0]["knobs"].keys() == {k.name for k in KNOB_INFO}
     assert {k["name"] for k in doc["knobs"]} == {k.name for k in KNOB_INFO}
@@ -536,7 +536,7 @@ def test_fixed_kernel_keeps_every_msi_on_every_preset_that_boots_the_efi_stub(
     path.write_text(text)
     r = CliRunner().invoke(main, ["run", "--json", str(path)])
     assert r.exit_code in (0, 1), r.output
-    doc = json.loads(r.output)["scenarios"][0]
+    doc = json.loads(r.stdout)["scenarios"][0]
     assert doc["platform"]["name"] == name
     assert doc["platform"]["knobs"]["pending_cache_entries"] == 4
     p = PLATFORMS[name]

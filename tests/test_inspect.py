@@ -77,7 +77,7 @@ def test_export_then_inspect_finds_the_models_reservations_and_tables(tmp_path: 
     assert chain is not None
     assert doc["memreserve"]["root"] == chain.root
     assert doc["memreserve"]["layout"] == "v5.0"
-    found = [tuple(e) for n in doc["memreserve"]["nodes"] for e in n["entries"]]
+    found = [(e["addr"], e["size"]) for n in doc["memreserve"]["nodes"] for e in n["entries"]]
     assert found == chain.entries and len(found) == 9
     live = {(t["kind"], t["cpu"]): t for t in doc["tables"]}
     for rd in world.machine.rdists:
@@ -230,7 +230,8 @@ def test_cyclic_chain_is_bounded_and_flagged(tmp_path: Path) -> None:
     doc = json.loads(out)
     assert doc["memreserve"]["error"].startswith("cycle")
     assert any("memreserve walk stopped" in p for p in doc["problems"])
-    assert code == 0  # no live table was named, so nothing is uncovered
+    # no live table was named: nothing was checked, and inspect does not claim "ok"
+    assert code == 1 and any("nothing was checked" in p for p in doc["problems"])
 
 
 def test_register_values_give_table_sizes() -> None:
@@ -355,7 +356,7 @@ def test_inspect_text_golden(tmp_path: Path) -> None:
         "EFI system table @0x40001018 (found by scanning for 'IBI SYST'), UEFI 2.7, CRC ok\n"
         "  config table 888eb0c6-8ede-4ff5-a8f0-9aee5cb977c2 MEMRESERVE -> 0x40003e98\n"
         "efi: MEMRESERVE=0x40003e98 (found by scanning for 'IBI SYST'); layout v5.0 "
-        "(size/count zero, next at offset 8); 2 node(s), 2 reservation(s)\n"
+        "(size/count zero, next at offset 8); 2 node(s) counting the root, 2 reservation(s)\n"
         "  node @0x40003e98 size 0 count 0 next 0x40005000\n"
         "  node @0x40005000 size 255 count 2 next 0x0\n"
         "    reserved [0x000040010000-0x00004001ffff]\n"
@@ -364,5 +365,14 @@ def test_inspect_text_golden(tmp_path: Path) -> None:
         "  1 LPI(s) enabled; priorities: 0xa0 x1\n"
         "CPU0 LPI pending table [0x000040020000-0x000040021fff] reserved\n"
         "  1 LPI(s) pending: 8200\n"
-        "ok: every live LPI table is reserved\n"
+        "ok: all 2 live LPI table(s) checked are covered by the memreserve list\n"
     )
+
+
+def test_inspect_without_live_tables_says_nothing_was_checked(tmp_path: Path) -> None:
+    """No table named, no GICKEXEC note: no "ok" claim, exit 1 (issue 11)."""
+    path = _raw(tmp_path, _small_memory())
+    code, out = _cli("inspect", str(path), "--base", hex(BASE))
+    assert code == 1
+    assert "ok: " not in out and out.rstrip().endswith("NOT OK: nothing could be checked")
+    assert "nothing was checked against the memreserve list" in out

@@ -77,7 +77,7 @@ def test_cli_json_has_the_documented_keys() -> None:
         main, ["matrix", "--to", "v4.19,v6.6", "--boot", "efi", "--platform", "qemu-virt", "--json"]
     )
     assert res.exit_code == 0, res.output
-    doc = json.loads(res.output)
+    doc = json.loads(res.stdout)
     assert len(doc["cells"]) == 2 * 2
     keys = {"from", "to", "mode", "boot", "platform", "ok", "outcome"}
     keys |= {"lost_msis", "corrupted_bits", "reason"}
@@ -98,7 +98,7 @@ def test_cli_text_and_bad_input() -> None:
 def test_docs_compatibility_md_is_regenerated_output() -> None:
     res = CliRunner().invoke(main, DOC_COMMAND)
     assert res.exit_code == 0
-    assert res.output == DOC.read_text(encoding="utf-8"), (
+    assert res.stdout == DOC.read_text(encoding="utf-8"), (
         "docs/compatibility.md is stale: run `gickexec matrix --from all --markdown "
         "> docs/compatibility.md`"
     )

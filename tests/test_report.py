@@ -14,7 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from gickexec.cli import main
-from gickexec.report.html import REPORT_TITLE, line_class, render_iomem
+from gickexec.report.figures import KIND_COLOURS
+from gickexec.report.html import REPORT_TITLE, render_iomem
+from gickexec.report.text import line_class
 from gickexec.scenario.builtin import load_builtin
 from gickexec.scenario.runner import run_scenario
 
@@ -112,6 +114,8 @@ def test_report_of_bad_json_exits_2(tmp_path: Path, content: str, fragment: str)
             "hl",
         ),
         ("smp: Bringing up secondary CPUs ...", ""),
+        ("Internal error: Oops - undefined instruction: 0 [#1] PREEMPT SMP", "warn"),
+        ("Initramfs unpacking failed: junk within compressed archive", "warn"),
     ],
 )
 def test_which_log_lines_are_highlighted(line: str, cls: str) -> None:
@@ -122,7 +126,10 @@ def test_iomem_view_golden() -> None:
     result = {"platform": {"ram": [{"start": 0x8000_0000, "size": 0x8000_0000}]}}
     gen = {
         "image": {"addr": 0x9000_0000, "size": 0x280_0000},
-        "reserved": [[0x8800_0000, 0x1_0000], [0xA000_0000, 0x2000]],
+        "reserved": [
+            {"start": 0x8800_0000, "size": 0x1_0000},
+            {"start": 0xA000_0000, "size": 0x2000},
+        ],
     }
     assert render_iomem(result, gen) == (
         "80000000-ffffffff : System RAM\n"
@@ -168,6 +175,18 @@ def test_page_in_a_headless_browser(unfixed_report: Path, tmp_path: Path) -> Non
     ).stdout.decode()
     assert f"<title>{REPORT_TITLE}: efi-kexec-unfixed</title>" in dom
     assert dom.count("<img") == 2
+    # the health verdict as the browser renders it: the text, in the "bad" red
+    assert "UNHEALTHY: crashed, corrupted, lost, guest-errors" in dom
+    assert _has_colour(px, "#c0392b")
+    # the memory map as the browser shows it uses the "image" colour (bars and legend)
+    assert _has_colour(px, KIND_COLOURS["image"])
+
+
+def _has_colour(px: Any, hex_colour: str, tolerance: float = 0.03) -> bool:
+    """Whether a screenshot holds a few pixels of ``hex_colour``."""
+    rgb = np.array([int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    close = np.all(np.abs(px - rgb) < tolerance, axis=-1)
+    return int(close.sum()) > 20
 
 
 def test_timeline_unrolls_repeats_and_keeps_the_books() -> None:

@@ -163,7 +163,12 @@ def test_checks_report_each_expectation() -> None:
     }
     checks = evaluate(sc.expect, result)
     by = {c["check"]: c for c in checks}
-    assert by["msis_sent"] == {"check": "msis_sent", "expected": "5", "actual": 4, "ok": False}
+    assert by["msis_sent"] == {
+        "check": "msis_sent",
+        "expected": {"min": 5, "max": 5},
+        "actual": 4,
+        "ok": False,
+    }
     assert by["tainted"]["ok"] is True
 
 

@@ -1,8 +1,10 @@
 """``gickexec``: the command line, a thin layer over :mod:`gickexec.scenario`.
 
-Exit status: 0 when every scenario's expectations hold, 1 when one does not, 2 for bad
-input (the message names the file, line and field), 3 for an internal error of the
-model (one line; ``GICKEXEC_DEBUG=1`` adds the traceback).
+Exit status of ``run``: 0 when every scenario passes (its expectations hold, or, when it
+declares none, it is healthy), 1 when one does not, 2 for bad input (the message names
+the file, line and field), 3 for an internal error of the model (one line;
+``GICKEXEC_DEBUG=1`` adds the traceback).  Data goes to stdout, progress and messages to
+stderr.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from gickexec.kernel.kexec import LOADERS, Loader
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES
 from gickexec.report.document import ResultDocumentError, bound_results
 from gickexec.report.hardware import platforms_doc, platforms_markdown, platforms_text
-from gickexec.report.text import render_scenario, render_summary
+from gickexec.report.text import LogDetail, render_scenario, render_summary
 from gickexec.scenario.builtin import builtin_names, builtin_text, load_builtin
 from gickexec.scenario.matrix import (
     MATRIX_PLATFORMS,
@@ -37,7 +39,13 @@ from gickexec.scenario.matrix import (
     run_cells,
 )
 from gickexec.scenario.runner import StepHook, run_scenario
-from gickexec.scenario.schema import MAX_SEED, Scenario, ScenarioError, load_scenario
+from gickexec.scenario.schema import (
+    MAX_SEED,
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    parse_scenario,
+)
 from gickexec.scenario.world import World
 
 __all__ = ["main"]
@@ -49,7 +57,9 @@ def _bad_input(message: str) -> NoReturn:
 
 
 def _resolve(arg: str) -> Scenario:
-    """A scenario file path, or the name of a built-in scenario."""
+    """A scenario file path, ``-`` for standard input, or the name of a built-in scenario."""
+    if arg == "-":
+        return parse_scenario(sys.stdin.read(), "<stdin>")
     # os.path.exists, not Path.exists: an over-long name is "no such file", not OSError
     if os.path.exists(arg) or arg.endswith(".toml"):
         return load_scenario(arg)
@@ -84,16 +94,127 @@ class _Guarded(click.Group):
             sys.exit(EXIT_INTERNAL)
 
 
-@click.group(cls=_Guarded, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="gickexec")
+#: The version of every JSON document gickexec prints (its "schema" key; docs/json.md).
+JSON_SCHEMA = 1
+
+
+def _version_message() -> str:
+    kernels = ", ".join(f"{p.name} ({p.release})" for p in PROFILES.values())
+    return (
+        "%(prog)s %(version)s\n"
+        f"kernel profiles: {kernels}\n"
+        f"platform presets: {', '.join(PLATFORMS)}"
+    )
+
+
+def _print_json(doc: dict[str, Any], pretty: bool) -> None:
+    """The one JSON convention: a ``schema`` key first, compact unless ``-p``."""
+    click.echo(json.dumps({"schema": JSON_SCHEMA, **doc}, indent=2 if pretty else None))
+
+
+def _json_options(f: Any) -> Any:
+    f = click.option("-p", "--pretty", is_flag=True, help="Indent the JSON output.")(f)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document (docs/json.md)."
+    )(f)
+
+
+def _colour(choice: str) -> bool | None:
+    """click.echo's ``color``: None lets click colour only a terminal; NO_COLOR wins
+    over auto (https://no-color.org)."""
+    if choice == "auto":
+        return False if os.environ.get("NO_COLOR") else None
+    return choice == "always"
+
+
+_COLOR_OPTION = click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="dmesg-style colour; auto: on a terminal unless NO_COLOR is set.",
+)
+_QUIET_OPTION = click.option(
+    "-q", "--quiet", is_flag=True, help="No progress or messages on stderr."
+)
+
+
+class _Progress:
+    """Progress on stderr: one rewritten line on a terminal, a plain line per tenth
+    otherwise, nothing with -q."""
+
+    def __init__(self, what: str, quiet: bool) -> None:
+        self.what = what
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            end = "\n" if done == total else ""
+            click.echo(f"\r\x1b[K{self.what} {done}/{total} {name}{end}", err=True, nl=False)
+        elif done == total or done * 10 // total != (done - 1) * 10 // total:
+            click.echo(f"gickexec: {self.what} {done}/{total}", err=True)
+
+
+def _complete_scenario(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Built-in scenario names, then files (click's shell completion)."""
+    names = [click.shell_completion.CompletionItem(n) for n in builtin_names()]
+    return [c for c in names if c.value.startswith(incomplete)] + [
+        click.shell_completion.CompletionItem(incomplete, type="file")
+    ]
+
+
+def _complete_from(choices: Sequence[str]) -> Any:
+    """Completion of a comma-separated list of ``choices`` (the last item)."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+        head, _, last = incomplete.rpartition(",")
+        prefix = head + "," if head else ""
+        return [prefix + c for c in choices if c.startswith(last)]
+
+    return complete
+
+
+_EXIT_RUN = """\b
+Exit status: 0 every scenario passed (its expectations hold; with none
+declared, it is healthy), 1 one did not, 2 bad input."""
+
+
+@click.group(
+    cls=_Guarded,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  gickexec run                       the built-in scenarios, one screen each
+  gickexec run efi-kexec-unfixed -v  one scenario with its full kernel logs
+  gickexec matrix --from all         kexec/kdump from every kernel into every kernel
+  gickexec inspect vmcore --json     memreserve list and LPI tables of a real dump
+Shell completion: eval "$(_GICKEXEC_COMPLETE=bash_source gickexec)" (zsh_source, fish_source).""",
+)
+@click.version_option(package_name="gickexec", message=_version_message())
 def main() -> None:
-    """Byte-accurate model of GICv3 LPI tables across kexec, with Linux's EFI memreserve fix."""
+    """Byte-accurate model of GICv3 LPI tables across kexec, with Linux's EFI memreserve fix.
+
+    Each command's --help says what it prints and its exit status."""
 
 
-@main.command()
-@click.argument("scenarios", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
-@click.option("-p", "--pretty", is_flag=True, help="Indent the JSON output.")
+@main.command(
+    short_help="Play scenarios: logs, /proc/interrupts, health and expectations.",
+    epilog=_EXIT_RUN
+    + """
+
+\b
+Examples:
+  gickexec run                          verdicts and the decisive log lines
+  gickexec run efi-kexec-unfixed        one scenario: its full logs
+  gickexec run my.toml --report out/    also an HTML report in out/
+  gickexec show efi-kexec-fixed | gickexec run -   a scenario on stdin
+  gickexec run --json -p > results.json""",
+)
+@click.argument("scenarios", nargs=-1, shell_complete=_complete_scenario)
+@_json_options
 @click.option(
     "--seed",
     type=click.IntRange(0, MAX_SEED),
@@ -101,6 +222,20 @@ def main() -> None:
     help="Override every scenario's seed.",
 )
 @click.option("--no-logs", is_flag=True, help="Leave the kernel logs out of the text report.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Full kernel logs (the default for one scenario; otherwise the decisive lines).",
+)
+@click.option(
+    "--all",
+    "all_rows",
+    is_flag=True,
+    help="Every CPU column and row of /proc/interrupts, idle ones too.",
+)
+@_COLOR_OPTION
+@_QUIET_OPTION
 @click.option(
     "--report",
     "report_dir",
@@ -116,7 +251,8 @@ def main() -> None:
     "--export-at",
     type=click.IntRange(min=0),
     default=None,
-    help="Export after this step (0-based; default: at the end).",
+    help="Export after this top-level step of the scenario file (0-based; a repeat "
+    "counts once; default: at the end).",
 )
 def run(
     scenarios: tuple[str, ...],
@@ -124,11 +260,18 @@ def run(
     pretty: bool,
     seed: int | None,
     no_logs: bool,
+    verbose: bool,
+    all_rows: bool,
+    color: str,
+    quiet: bool,
     report_dir: Path | None,
     export_vmcore: Path | None,
     export_at: int | None,
 ) -> None:
-    """Play scenario files (or built-in names); without arguments, the built-in defaults."""
+    """Play scenario files, built-in names or - (stdin); without arguments, the built-ins.
+
+    Prints per scenario the kernel logs, /proc/interrupts and a verdict: its health
+    (healthy, or what went wrong, worst first) and whether its expectations held."""
     try:
         loaded = (
             [_resolve(a) for a in scenarios]
@@ -151,19 +294,23 @@ def run(
         _check_target(export_vmcore)
     elif export_at is not None:
         _bad_input("--export-at goes with --export-vmcore")
+    colour = _colour(color)
+    logs: LogDetail = "none" if no_logs else "full" if verbose or len(loaded) == 1 else "key"
+    progress = _Progress("scenario", quiet or not as_json)  # text streams as it goes
     results: list[dict[str, Any]] = []
     for sc in loaded:
         result = run_scenario(sc, hook)
         results.append(result)
+        progress(len(results), len(loaded), sc.name)
         if not as_json:
-            click.echo(render_scenario(result, logs=not no_logs))
+            click.echo(render_scenario(result, logs=logs, all_rows=all_rows), color=colour)
             click.echo()
     if as_json:
-        click.echo(json.dumps({"scenarios": results}, indent=2 if pretty else None))
+        _print_json({"scenarios": results}, pretty)
     else:
-        click.echo(render_summary(results))
+        click.echo(render_summary(results), color=colour)
     if report_dir is not None:
-        _write_report(results, report_dir)
+        _write_report(results, report_dir, quiet)
     sys.exit(0 if all(r["ok"] for r in results) else 1)
 
 
@@ -180,7 +327,7 @@ def _check_target(path: Path) -> None:
         _bad_input(f"{path}: exists and is not a regular file; not replacing it")
 
 
-def _write_report(results: list[dict[str, Any]], outdir: Path) -> None:
+def _write_report(results: list[dict[str, Any]], outdir: Path, quiet: bool) -> None:
     # The report stack (jinja2, matplotlib) costs most of the start-up time: only here.
     import jinja2  # noqa: PLC0415 - lazy: report stack
 
@@ -193,16 +340,24 @@ def _write_report(results: list[dict[str, Any]], outdir: Path) -> None:
     for note in notes:
         click.echo(f"gickexec: report: {note}", err=True)
     try:
-        index = write_report(results, outdir)
+        index = write_report(results, outdir, _Progress("report figures", quiet))
     except OSError as e:
         _bad_input(f"{outdir}: {e.strerror}")
     except (KeyError, TypeError, ValueError, AttributeError, jinja2.UndefinedError) as e:
         _bad_input(f"not a result document of 'gickexec run --json': {type(e).__name__}: {e}")
-    click.echo(f"gickexec: report written to {index}", err=True)
+    if not quiet:
+        click.echo(f"gickexec: report written to {index}", err=True)
 
 
-@main.command()
-@click.argument("results", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@main.command(
+    short_help="Write the HTML report of a saved 'run --json' document.",
+    epilog="""\b
+Exit status: 0 report written, 2 bad input.
+Examples:
+  gickexec report results.json -o out/
+  gickexec run --json | gickexec report - -o out/""",
+)
+@click.argument("results", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option(
     "-o",
     "--output",
@@ -210,10 +365,14 @@ def _write_report(results: list[dict[str, Any]], outdir: Path) -> None:
     required=True,
     help="Directory for index.html and the figures.",
 )
-def report(results: Path, output: Path) -> None:
-    """Write the HTML report of a saved 'gickexec run --json' document."""
+@_QUIET_OPTION
+def report(results: Path, output: Path, quiet: bool) -> None:
+    """Write the HTML report of a saved 'gickexec run --json' document (- for stdin)."""
     try:
-        doc = json.loads(read_input(str(results)).decode("utf-8"))
+        if str(results) == "-":
+            doc = json.loads(sys.stdin.read())
+        else:
+            doc = json.loads(read_input(str(results)).decode("utf-8"))
     except InputError as e:
         _bad_input(str(e))
     except (UnicodeDecodeError, ValueError) as e:  # ValueError: JSON, or a huge integer
@@ -223,7 +382,7 @@ def report(results: Path, output: Path) -> None:
     scenarios = doc.get("scenarios") if isinstance(doc, dict) else None
     if not isinstance(scenarios, list) or not all(isinstance(s, dict) for s in scenarios):
         _bad_input(f"{results}: expected {{\"scenarios\": [...]}} as 'gickexec run --json' writes")
-    _write_report(scenarios, output)
+    _write_report(scenarios, output, quiet)
 
 
 def _exporter(path: Path, at: int) -> StepHook:
@@ -265,7 +424,7 @@ def _int(text: str | None, what: str) -> int | None:
         _bad_input(str(e))
 
 
-@main.command()
+@main.command(short_help="Memreserve list and LPI tables in a real memory image.")
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--base", help="Read IMAGE as raw physical memory starting here.")
 @click.option("--memreserve", help="Physical address of the memreserve root (efi: MEMRESERVE=).")
@@ -286,7 +445,7 @@ def _int(text: str | None, what: str) -> int | None:
     default=16,
     help="LPI INTID bits when only addresses are given.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@_json_options
 def inspect(
     image: Path,
     base: str | None,
@@ -299,10 +458,18 @@ def inspect(
     pend: tuple[str, ...],
     id_bits: int,
     as_json: bool,
+    pretty: bool,
 ) -> None:
     """Report what the next kernel would see in a guest memory image (ELF core or raw).
 
-    Exit status 1 when a live LPI table is not covered by the memreserve list."""
+    \b
+    Exit status: 0 every live LPI table is covered by the memreserve list, 1 one is
+    not, or no live table was known so nothing could be checked, 2 bad input.
+    \b
+    Examples:
+      gickexec inspect guest.elf
+      gickexec inspect mem.raw --base 0x40000000 --propbaser 0x40010f9f --pendbaser 0=0x40020000"""
+
     # Lazy: pyelftools and the inspect code cost start-up time every other command saves.
     from gickexec.inspect.analyze import (  # noqa: PLC0415
         inspect_image,
@@ -340,20 +507,35 @@ def inspect(
             tables=tables,
             systab_how=how,
         )
-    click.echo(json.dumps(doc, indent=1) if as_json else render_inspection(doc), nl=as_json)
+    if as_json:
+        _print_json(doc, pretty)
+    else:
+        click.echo(render_inspection(doc), nl=False)
     sys.exit(0 if doc["ok"] else 1)
 
 
 @main.command()
-def scenarios() -> None:
-    """List the built-in scenarios."""
-    for name in builtin_names():
-        sc = load_builtin(name)
-        click.echo(f"{name:<22} {sc.description}")
+@_json_options
+def scenarios(as_json: bool, pretty: bool) -> None:
+    """List the built-in scenarios (gickexec show NAME prints one)."""
+    loaded = [load_builtin(name) for name in builtin_names()]
+    if as_json:
+        _print_json(
+            {
+                "scenarios": [
+                    {"name": sc.name, "description": sc.description, "platform": sc.platform.name}
+                    for sc in loaded
+                ]
+            },
+            pretty,
+        )
+        return
+    for sc in loaded:
+        click.echo(f"{sc.name:<22} {sc.description}")
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_scenario)
 def show(name: str) -> None:
     """Print a built-in scenario as TOML, ready to edit."""
     try:
@@ -363,21 +545,41 @@ def show(name: str) -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+@_json_options
 @click.option("--markdown", is_flag=True, help="Print docs/hardware.md.")
-def platforms(as_json: bool, markdown: bool) -> None:
+def platforms(as_json: bool, pretty: bool, markdown: bool) -> None:
     """List the platform presets and their GIC knob settings."""
+    _one_format(as_json, markdown)
     if as_json:
-        click.echo(json.dumps(platforms_doc(), indent=1))
+        _print_json(platforms_doc(), pretty)
     elif markdown:
         click.echo(platforms_markdown(), nl=False)
     else:
         click.echo(platforms_text(), nl=False)
 
 
-@main.command()
-def profiles() -> None:
+@main.command(short_help="List the kernel profiles and what tells them apart.")
+@_json_options
+def profiles(as_json: bool, pretty: bool) -> None:
     """List the kernel profiles and the behaviours that tell them apart."""
+    if as_json:
+        _print_json(
+            {
+                "profiles": [
+                    {
+                        "name": prof.name,
+                        "os": "Linux" if prof.kind == "linux" else "FreeBSD",
+                        "release": prof.release,
+                        "description": prof.description,
+                        "features": {n: getattr(prof, n) for n in FEATURE_SOURCES},
+                    }
+                    for prof in PROFILES.values()
+                ],
+                "feature_sources": dict(FEATURE_SOURCES),
+            },
+            pretty,
+        )
+        return
     for prof in PROFILES.values():
         os_name = "Linux" if prof.kind == "linux" else "FreeBSD"
         click.echo(f"{prof.name:<7} {os_name} {prof.release}: {prof.description}")
@@ -385,6 +587,11 @@ def profiles() -> None:
     for name, source in FEATURE_SOURCES.items():
         values = ", ".join(f"{p.name}={getattr(p, name)}" for p in PROFILES.values())
         click.echo(f"  {name}: {values}\n      {source}")
+
+
+def _one_format(as_json: bool, markdown: bool) -> None:
+    if as_json and markdown:
+        _bad_input("--json and --markdown exclude each other: pick one output format")
 
 
 def _split(value: str, known: Sequence[str], what: str) -> list[str]:
@@ -405,20 +612,64 @@ def _check_froms(froms: Sequence[str]) -> None:
         )
 
 
-@main.command()
+@main.command(
+    short_help="Kexec/kdump from kernel X into Y per platform and boot.",
+    epilog="""\b
+Exit status: 0 the table was computed (its outcomes are data, not a verdict),
+2 bad input.
+Examples:
+  gickexec matrix --to v4.19,v6.6 --mode kexec --boot efi
+  gickexec matrix --from all --json -p
+  gickexec matrix --from all --markdown > docs/compatibility.md""",
+)
 @click.option(
     "--from",
     "froms",
     default="same",
     show_default=True,
+    shell_complete=_complete_from(["same", "all", *PROFILES]),
     help="Comma-separated profiles to kexec from; 'same' pairs each --to with itself, "
     "'all' uses every --to profile.",
 )
-@click.option("--to", "tos", default=",".join(MATRIX_PROFILES), show_default=True)
-@click.option("--mode", "modes", default="kexec,kdump", show_default=True)
-@click.option("--boot", "boots", default="efi,dt", show_default=True)
-@click.option("--platform", "platforms", default=",".join(MATRIX_PLATFORMS), show_default=True)
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=1, show_default=True)
+@click.option(
+    "--to",
+    "tos",
+    default=",".join(MATRIX_PROFILES),
+    show_default=True,
+    shell_complete=_complete_from(list(PROFILES)),
+    help="Comma-separated profiles to kexec (or kdump) into.",
+)
+@click.option(
+    "--mode",
+    "modes",
+    default="kexec,kdump",
+    show_default=True,
+    shell_complete=_complete_from(["kexec", "kdump"]),
+    help="kexec (kexec -l; -e) and/or kdump (a panic into a crashkernel= capture kernel).",
+)
+@click.option(
+    "--boot",
+    "boots",
+    default="efi,dt",
+    show_default=True,
+    shell_complete=_complete_from(["efi", "dt"]),
+    help="How the platform boots: efi (UEFI tables) and/or dt (device tree only).",
+)
+@click.option(
+    "--platform",
+    "platforms",
+    default=",".join(MATRIX_PLATFORMS),
+    show_default=True,
+    shell_complete=_complete_from(list(PLATFORMS)),
+    help="Comma-separated platform presets (gickexec platforms lists them).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=1,
+    show_default=True,
+    help="Seed of every cell (placement of tables, KASLR).",
+)
 @click.option(
     "--loader",
     type=click.Choice(LOADERS),
@@ -426,7 +677,7 @@ def _check_froms(froms: Sequence[str]) -> None:
     show_default=True,
     help="What places the next kernel's segments on kexec.",
 )
-@click.option("--json", "as_json", is_flag=True, help='Print {"cells": [...]}.')
+@_json_options
 @click.option("--markdown", is_flag=True, help="Print docs/compatibility.md.")
 @click.option(
     "--jobs",
@@ -435,6 +686,7 @@ def _check_froms(froms: Sequence[str]) -> None:
     default=None,
     help="Processes to run cells in (default: one per CPU); the output is the same.",
 )
+@_QUIET_OPTION
 def matrix(
     froms: str,
     tos: str,
@@ -444,10 +696,13 @@ def matrix(
     seed: int,
     loader: Loader,
     as_json: bool,
+    pretty: bool,
     markdown: bool,
     jobs: int | None,
+    quiet: bool,
 ) -> None:
     """What happens when kernel X kexecs (or kdumps) into kernel Y, per platform and boot."""
+    _one_format(as_json, markdown)
     to_list = _split(tos, list(PROFILES), "profile")
     if froms == "same":
         from_list: list[str] | None = None
@@ -464,9 +719,9 @@ def matrix(
         _split(platforms, list(PLATFORMS), "platform"),
         loader,
     )
-    results = run_cells(grid, seed, jobs)
+    results = run_cells(grid, seed, jobs, _Progress("matrix cell", quiet))
     if as_json:
-        click.echo(json.dumps({"cells": results}))
+        _print_json({"cells": results}, pretty)
     elif markdown:
         ctx = click.get_current_context()
         args = ["gickexec matrix"]

@@ -285,6 +285,13 @@ def inspect_image(
                 "memreserve list: the next kernel may hand it out while the GIC writes it"
             )
             doc["ok"] = False
+    if not doc["tables"]:
+        # No claim about coverage without a table to check: say so rather than "ok".
+        doc["ok"] = False
+        doc["problems"].append(
+            "no live LPI table known, so nothing was checked against the memreserve list "
+            "(give --propbaser/--pendbaser or --prop/--pend, or an image with a GICKEXEC note)"
+        )
     return doc
 
 
@@ -330,7 +337,7 @@ def _chain_doc(chain: MemreserveChain, why: str, how: str) -> dict[str, Any]:
                 "size": n.size,
                 "count": n.count,
                 "next": n.next,
-                "entries": [[b, s] for b, s in n.entries],
+                "entries": [{"addr": b, "size": s} for b, s in n.entries],
             }
             for n in chain.nodes
         ],

@@ -28,13 +28,14 @@ def render_inspection(doc: dict[str, Any]) -> str:
     if mr:
         out.append(
             f"efi: MEMRESERVE={mr['root']:#x} ({mr['how']}); layout {mr['layout']} "
-            f"({mr['layout_reason']}); {len(mr['nodes'])} node(s), {mr['entries']} reservation(s)"
+            f"({mr['layout_reason']}); {len(mr['nodes'])} node(s) counting the root, "
+            f"{mr['entries']} reservation(s)"
         )
         for n in mr["nodes"]:
             out.append(
                 f"  node @{n['addr']:#x} size {n['size']} count {n['count']} next {n['next']:#x}"
             )
-            out += [f"    reserved {_range(b, s)}" for b, s in n["entries"]]
+            out += [f"    reserved {_range(e['addr'], e['size'])}" for e in n["entries"]]
         if mr["error"]:
             out.append(f"  walk stopped: {mr['error']}")
     for t in doc["tables"]:
@@ -53,5 +54,10 @@ def render_inspection(doc: dict[str, Any]) -> str:
             if t["first_kib_nonzero"]:
                 out.append("  first 1 KiB (IMPLEMENTATION DEFINED) is not zero")
     out += [f"problem: {p}" for p in doc["problems"]]
-    out.append("ok: every live LPI table is reserved" if doc["ok"] else "NOT OK")
+    n = len(doc["tables"])
+    out.append(
+        f"ok: all {n} live LPI table(s) checked are covered by the memreserve list"
+        if doc["ok"]
+        else "NOT OK" + ("" if n else ": nothing could be checked")
+    )
     return "\n".join(out) + "\n"

@@ -11,40 +11,20 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from gickexec.report.figures import memory_map_figure, timeline_figure
-from gickexec.report.text import render_proc_interrupts
+from gickexec.report.text import expected_text, line_class, render_proc_interrupts
 
-__all__ = ["REPORT_TITLE", "line_class", "render_iomem", "write_report"]
+__all__ = ["REPORT_TITLE", "render_iomem", "write_report"]
 
 REPORT_TITLE = "gickexec report"
 #: Events listed in the verdict before the rest are counted.
 MAX_EVENTS = 20
-
-# The log lines that decide an outcome, and the ones that report a failure (one place
-# for the rule; see docs/report.md).
-_MATTERS = re.compile(
-    r"LPI|ITS@|MEMRESERVE|reserved range|preallocated|redistributor tables|"
-    r"kexec|crashkernel|crashdump|efi: EFI"
-)
-_FAILS = re.compile(
-    r"Booted with LPIs enabled|Failed to disable LPIs|WARNING|not found|cut here|"
-    r"Kernel panic|Unable to handle|timeout|Unexpected interrupt"
-)
-
-
-def line_class(line: str) -> str:
-    """CSS class of a kernel log line: "warn", "hl" (matters) or "" (context)."""
-    if _FAILS.search(line):
-        return "warn"
-    if _MATTERS.search(line):
-        return "hl"
-    return ""
 
 
 def render_iomem(result: dict[str, Any], gen: dict[str, Any]) -> str:
@@ -54,7 +34,9 @@ def render_iomem(result: dict[str, Any], gen: dict[str, Any]) -> str:
     for r in sorted(result["platform"]["ram"], key=lambda r: r["start"]):
         lo, hi = r["start"], r["start"] + r["size"]
         lines.append(f"{lo:08x}-{hi - 1:08x} : System RAM")
-        nested = [(a, s, "reserved") for a, s in gen["reserved"] if lo <= a < hi]
+        nested = [
+            (r["start"], r["size"], "reserved") for r in gen["reserved"] if lo <= r["start"] < hi
+        ]
         if lo <= image[0] < hi and image[1]:
             nested.append((image[0], image[1], "Kernel image"))
         for a, s, what in sorted(nested):
@@ -69,7 +51,7 @@ def _memreserve_line(result: dict[str, Any]) -> str:
     out = [f"efi: MEMRESERVE={mr['root']:#x}  ({mr['nodes']} node(s), {mr['entries']} entries)"]
     for node in mr.get("list", []):
         out.append(f"  node {node['addr']:#x}: count {node['count']} of {node['size']}")
-        out += [f"    [{b:#014x}-{b + s - 1:#014x}]" for b, s in node["entries"]]
+        out += [f"    [{e['addr']:#x}-{e['addr'] + e['size'] - 1:#x}]" for e in node["entries"]]
     if mr.get("error"):
         out.append(f"  walk stopped: {mr['error']}")
     return "\n".join(out)
@@ -92,11 +74,37 @@ def _scenario_view(i: int, r: dict[str, Any]) -> dict[str, Any]:
             for g in r["generations"]
         ],
         "memreserve_line": _memreserve_line(r),
+        "expectations": [{**c, "expected": expected_text(c)} for c in r["expectations"]],
+        "health_kinds": ", ".join(dict.fromkeys(p["kind"] for p in r["health"]["problems"])),
+        "step_notes": [
+            [t for t in r["timeline"] if t["generation"] == g["index"] and _noteworthy(t)]
+            for g in r["generations"]
+        ],
     }
 
 
-def write_report(results: list[dict[str, Any]], outdir: Path) -> Path:
-    """Render ``results`` (run result documents) into ``outdir``; returns index.html."""
+def _noteworthy(step: dict[str, Any]) -> bool:
+    """A timeline step the report points out: it left notes or did not simply happen."""
+    return bool(step["notes"]) or step["outcome"] != "done"
+
+
+#: What a report writes besides index.html: figures named after the scenario's position.
+_FIGURE = re.compile(r"s\d+-(memory-map|timeline)\.png")
+
+
+def write_report(
+    results: list[dict[str, Any]],
+    outdir: Path,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Path:
+    """Render ``results`` (run result documents) into ``outdir``; returns index.html.
+
+    Figures an earlier report left there for scenarios this one does not have are
+    removed, so the folder holds one consistent report.  ``progress(done, total, name)``
+    is called after each scenario's figures."""
+    # matplotlib takes half a second to import: only reports pay for it.
+    from gickexec.report.figures import memory_map_figure, timeline_figure  # noqa: PLC0415
+
     outdir.mkdir(parents=True, exist_ok=True)
     views = [_scenario_view(i, r) for i, r in enumerate(results)]
     template = resources.files("gickexec.report").joinpath("templates/report.html.j2")
@@ -110,12 +118,18 @@ def write_report(results: list[dict[str, Any]], outdir: Path) -> Path:
     )
     tmp = Path(tempfile.mkdtemp(dir=outdir, prefix=".report-"))
     try:
-        for v in views:
+        for n, v in enumerate(views, 1):
             memory_map_figure(v["r"], tmp / v["map_png"])
             timeline_figure(v["r"], tmp / v["timeline_png"])
+            if progress is not None:
+                progress(n, len(views), v["r"]["name"])
         (tmp / "index.html").write_text(page, encoding="utf-8")
         for f in sorted(tmp.iterdir(), key=lambda p: p.name == "index.html"):
             os.replace(f, outdir / f.name)  # the page last: its figures are there first
+        wanted = {name for v in views for name in (v["map_png"], v["timeline_png"])}
+        for old in outdir.iterdir():
+            if _FIGURE.fullmatch(old.name) and old.name not in wanted:
+                old.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return outdir / "index.html"

@@ -9,15 +9,10 @@ from gickexec.scenario.schema import Expect, PerGen, Range
 __all__ = ["evaluate"]
 
 
-def _fmt_range(r: Range) -> str:
+def _range_doc(r: Range) -> dict[str, int | None]:
+    """A declared range as the result document holds it (None: unbounded that side)."""
     lo, hi = r
-    if lo == hi:
-        return str(lo)
-    if hi is None:
-        return f">= {lo}"
-    if lo is None:
-        return f"<= {hi}"
-    return f"{lo}..{hi}"
+    return {"min": lo, "max": hi}
 
 
 def _in_range(value: int, r: Range) -> bool:
@@ -52,7 +47,7 @@ def evaluate(expect: Expect, result: dict[str, Any]) -> list[dict[str, Any]]:
     for key, actual in numeric.items():
         r: Range | None = getattr(expect, key)
         if r is not None:
-            add(key, _fmt_range(r), actual, _in_range(actual, r))
+            add(key, _range_doc(r), actual, _in_range(actual, r))
     gens = result["generations"]
     for key in ("tainted", "reused_tables", "crashed"):
         spec: PerGen | None = getattr(expect, key)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ __all__ = [
     "matrix_markdown",
     "matrix_text",
     "run_cell",
+    "run_cells",
 ]
 
 Mode = Literal["kexec", "kdump"]
@@ -127,20 +128,49 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_cells(grid: Sequence[Cell], seed: int = 1, jobs: int | None = None) -> list[dict[str, Any]]:
-    """Play every cell, in ``jobs`` processes (default: one per CPU).
+#: Called after each cell with the number done, the total and the cell's name.
+CellProgress = Callable[[int, int, str], None]
+
+
+def _cell_name(cell: Cell) -> str:
+    return f"{cell.from_} -> {cell.to} {cell.mode} {cell.boot} {cell.platform}"
+
+
+def run_cells(
+    grid: Sequence[Cell],
+    seed: int = 1,
+    jobs: int | None = None,
+    progress: CellProgress | None = None,
+) -> list[dict[str, Any]]:
+    """Play every cell, in ``jobs`` processes (default: one per CPU), reporting each to
+    ``progress`` as it completes.
 
     Cells share nothing and each is deterministic, and the results come back in grid
     order, so the output is the same for any number of jobs."""
     jobs = min(default_jobs() if jobs is None else jobs, len(grid))
+    out: list[dict[str, Any]] = []
+
+    def done(result: dict[str, Any]) -> None:
+        out.append(result)
+        if progress is not None:
+            progress(len(out), len(grid), _cell_name(grid[len(out) - 1]))
+
     if jobs <= 1:
-        return [run_cell(c, seed) for c in grid]
+        for c in grid:
+            done(run_cell(c, seed))
+        return out
     # fork: the workers start with gickexec imported (spawn would import it again).
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ctx.Pool(jobs) as pool:
         # Small chunks: cells on big platforms cost far more than the rest.
-        return pool.starmap(run_cell, [(c, seed) for c in grid], chunksize=4)
+        for result in pool.imap(_run_cell_args, [(c, seed) for c in grid], chunksize=4):
+            done(result)
+    return out
+
+
+def _run_cell_args(args: tuple[Cell, int]) -> dict[str, Any]:
+    return run_cell(*args)
 
 
 def _cell_result(

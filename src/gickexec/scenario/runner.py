@@ -11,12 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from gickexec.kernel.kernel import Kernel
-from gickexec.kernel.mm import Owner
+from gickexec.kernel.mm import SEG_DTB, SEG_IMAGE, SEG_INITRD, Owner
 from gickexec.scenario.checks import evaluate
 from gickexec.scenario.schema import Scenario, Step
 from gickexec.scenario.world import World
 
-__all__ = ["play", "run_scenario"]
+__all__ = ["HEALTH_ORDER", "health", "play", "run_scenario"]
 
 
 #: Called after each top-level step with its index and the world (e.g. to export memory).
@@ -38,8 +38,11 @@ def play(scenario: Scenario, after_step: StepHook | None = None) -> World:
     return world
 
 
-def _mark(step: Step, world: World) -> None:
-    """Record the books after one executed step (repeats unrolled) for the timeline."""
+def _mark(step: Step, world: World, outcome: str) -> None:
+    """Record the books after one executed step (repeats unrolled) for the timeline:
+    whether it happened, the notes it left, and the MSIs still pending then (``stuck``:
+    after a step every deliverable MSI has been taken, so the rest wait behind tables no
+    kernel will read, and the end of the run counts them lost)."""
     what = {
         "traffic": f"{step.device} x{step.msis}",
         "page-cache": f"{step.fraction:.0%}",
@@ -48,20 +51,26 @@ def _mark(step: Step, world: World) -> None:
         "cpu-up": f"CPU{step.cpu}",
     }.get(step.action, step.kernel)
     ledger = world.ledger
+    noted = sum(len(t["notes"]) for t in world.timeline)
     world.timeline.append(
         {
             "step": len(world.timeline),
             "action": step.action,
             "what": what,
+            "outcome": outcome,
+            "notes": world.notes[noted:],
             "generation": len(world.generations) - 1,
             "sent": ledger.sent,
             "delivered": ledger.delivered,
             "lost": ledger.lost,
+            "stuck": ledger.in_flight,
         }
     )
 
 
 def _do(world: World, step: Step) -> None:
+    gens, notes = len(world.generations), len(world.notes)
+    was_dead = bool(world.generations) and world.kernel.crashed is not None
     match step.action:
         case "boot":
             world.boot(step.kernel, cmdline=step.cmdline)
@@ -94,7 +103,21 @@ def _do(world: World, step: Step) -> None:
             return
         case _:
             raise AssertionError(f"unvalidated step {step.action!r}")
-    _mark(step, world)
+    _mark(step, world, _outcome(step, world, gens, notes, was_dead))
+
+
+def _outcome(step: Step, world: World, gens: int, notes: int, was_dead: bool) -> str:
+    """The step's outcome: "done", "skipped" (it could not happen as asked) or "hung"
+    (a kdump with no capture kernel loaded: the panicked machine stops)."""
+    started = len(world.generations) > gens
+    if step.action == "kdump" and not started:
+        return "skipped" if was_dead else "hung"
+    if step.action == "kexec" and not started:
+        return "skipped"
+    if step.action in ("cpu-down", "cpu-up") and len(world.notes) > notes:
+        # the kernel is dead or refused (the boot CPU, a CPU already in that state)
+        return "skipped"
+    return "done"
 
 
 def run_scenario(scenario: Scenario, after_step: StepHook | None = None) -> dict[str, Any]:
@@ -103,18 +126,90 @@ def run_scenario(scenario: Scenario, after_step: StepHook | None = None) -> dict
     result = describe(scenario, world)
     checks = evaluate(scenario.expect, result)
     result["expectations"] = checks
-    result["ok"] = all(c["ok"] for c in checks)
+    result["expectations_held"] = all(c["ok"] for c in checks) if checks else None
+    result["health"] = health(result)
+    # Declared expectations decide; a scenario without any is judged by its health.
+    result["ok"] = result["expectations_held"] if checks else not result["health"]["problems"]
     return result
+
+
+#: Health problem kinds, worst first.
+HEALTH_ORDER = ("crashed", "hung", "corrupted", "lost", "skipped", "tainted", "guest-errors")
+
+
+def health(result: dict[str, Any]) -> dict[str, Any]:
+    """What went wrong in a result document, worst first, whatever was expected:
+    ``{"healthy": bool, "problems": [{"kind", "summary"}]}`` (kinds in HEALTH_ORDER).
+
+    A kernel that panicked because a kdump step asked it to is not a crash; one that
+    died on its own is, and so is a kdump that found no capture kernel (a hang)."""
+    problems: list[tuple[str, str]] = []
+    asked = _kdump_panics(result["timeline"])
+    for g in result["generations"]:
+        if g["crashed"] and g["index"] not in asked:
+            problems.append(("crashed", f"gen {g['index']} ({g['kernel']}): {g['crash_cause']}"))
+    for t in result["timeline"]:
+        if t["outcome"] in ("hung", "skipped"):
+            why = "; ".join(t["notes"]) or f"{t['action']} {t['what']}"
+            problems.append((t["outcome"], f"step {t['step']} {t['action']}: {why}"))
+    bits = result["corruption"]["bits"]
+    if bits:
+        owners = sorted({e["owner"] for e in result["corruption"]["events"]})
+        problems.append(
+            (
+                "corrupted",
+                f"{bits} bit(s) written outside the GIC's tables, into " + ", ".join(owners),
+            )
+        )
+    m = result["msis"]
+    if m["lost"]:
+        problems.append(("lost", f"{m['lost']} of {m['sent']} MSIs lost"))
+    for g in result["generations"]:
+        if g["taints"]:
+            problems.append(("tainted", f"gen {g['index']} ({g['kernel']}): {g['taints']}"))
+    if result["guest_errors"]:
+        n = len(result["guest_errors"])
+        problems.append(
+            ("guest-errors", f"{n} GIC programming error(s), first: " + result["guest_errors"][0])
+        )
+    problems.sort(key=lambda p: HEALTH_ORDER.index(p[0]))
+    return {
+        "healthy": not problems,
+        "problems": [{"kind": k, "summary": text} for k, text in problems],
+    }
+
+
+def _kdump_panics(timeline: list[dict[str, Any]]) -> set[int]:
+    """Generations that panicked because a kdump step made them (the one running before
+    each kdump step that was not skipped)."""
+    out: set[int] = set()
+    before = 0
+    for t in timeline:
+        if t["action"] == "kdump" and t["outcome"] != "skipped":
+            out.add(before)
+        before = t["generation"]
+    return out
 
 
 #: Ranges per generation in ``memory_map`` and ``reserved`` (the rest are left out).
 MAX_MAP_RANGES = 4096
 
 
+#: Map kinds of the roles the kernel model gives memory (GIC tables, boot segments).
+_ROLE_KINDS = {
+    "prop": "lpi-prop",
+    "pend": "lpi-pend",
+    "its": "its",
+    SEG_IMAGE: "image",
+    SEG_INITRD: "boot-data",
+    SEG_DTB: "boot-data",
+}
+
+
 def _kind(owner: Owner) -> str:
     """A coarse class of what memory holds, for maps and colours."""
     if owner.role is not None:
-        return {"prop": "lpi-prop", "pend": "lpi-pend"}.get(owner.role.kind, "its")
+        return _ROLE_KINDS[owner.role.kind]
     label = owner.label.lower()
     for key, kind in (
         ("kernel image", "image"),
@@ -174,6 +269,7 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
             {
                 "index": k.generation,
                 "kernel": k.profile.name,
+                "os": "Linux" if k.profile.kind == "linux" else "FreeBSD",
                 "boot": k.boot_method,
                 "entry": k.entry,
                 "cmdline": str(k.cmdline),
@@ -199,12 +295,14 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
                 "memreserve": None if mr is None else {"nodes": mr[0], "entries": mr[1]},
                 "image": {"addr": k.image[0], "size": k.image[1]},
                 "memory_map": memory_map(k),
-                "reserved": [[a, b - a] for a, b in k.memblock.reserved[:MAX_MAP_RANGES]],
+                "reserved": [
+                    {"start": a, "size": b - a} for a, b in k.memblock.reserved[:MAX_MAP_RANGES]
+                ],
                 "memblock": {
                     "reserved_regions": len(k.memblock.reserved),
                     "max": k.memblock.max_reserved,
                     "dropped": len(k.memblock.dropped),
-                    "resized": [[a, z] for a, z in k.memblock.resized],
+                    "resized": [{"addr": a, "size": z} for a, z in k.memblock.resized],
                 },
                 "segments": None
                 if k.segments is None
@@ -240,7 +338,7 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
                     "addr": n.addr,
                     "size": n.size,
                     "count": n.count,
-                    "entries": [[b, s] for b, s in n.entries],
+                    "entries": [{"addr": b, "size": s} for b, s in n.entries],
                 }
                 for n in chain.list_nodes
             ],

@@ -8,6 +8,7 @@ but :class:`ScenarioError`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping
@@ -220,7 +221,18 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     ctx.keys(
         data,
         "",
-        {"name", "description", "platform", "seed", "cpus", "knobs", "devices", "steps", "expect"},
+        {
+            "name",
+            "description",
+            "platform",
+            "boot",
+            "seed",
+            "cpus",
+            "knobs",
+            "devices",
+            "steps",
+            "expect",
+        },
     )
     name = ctx.str_(data.get("name", Path(source).stem), "name")
     description = data.get("description", "")
@@ -238,6 +250,8 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
             platform = platform.with_knobs(knobs_with_overrides(platform.knobs, dict(knobs)))
         except ValueError as e:
             raise ctx.fail("knobs", str(e)) from None
+    if "boot" in data:
+        platform = _boot_path(ctx, data["boot"], platform)
     seed = ctx.int_(data.get("seed", 0), "seed", 0, 2**63)
     devices = _devices(ctx, data.get("devices", []))
     names = {d.name for d in devices}
@@ -254,6 +268,13 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         raise ctx.fail("steps", f"expands to more than {MAX_STEPS} steps")
     expect = _expect(ctx, data.get("expect", {}))
     return Scenario(name, description, platform, seed, devices, steps, expect, source, text)
+
+
+def _boot_path(ctx: _Ctx, raw: Any, platform: Platform) -> Platform:
+    """``boot = "efi" | "dt"``: the same hardware booted through UEFI or a device tree."""
+    if raw not in ("efi", "dt"):
+        raise ctx.fail("boot", f"must be \"efi\" or \"dt\", not {raw!r}")
+    return dataclasses.replace(platform, firmware=raw)
 
 
 def _devices(ctx: _Ctx, raw: Any) -> tuple[Device, ...]:

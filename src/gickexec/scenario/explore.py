@@ -45,6 +45,7 @@ __all__ = [
     "check_scenario",
     "generate",
     "history_toml",
+    "parse_history",
     "run_campaign",
     "run_history",
     "shrink",
@@ -199,8 +200,8 @@ def _random_step(
 ) -> dict[str, Any]:
     cpu = rng.randrange(min(cpus, 8))
     action = rng.choices(
-        ("traffic", "kexec", "kdump", "cpu-down", "cpu-up", "page-cache", "boot"),
-        weights=(4, 3, 1.5, 1, 1, 1, 0.3),
+        ("traffic", "kexec", "kdump", "cpu-down", "cpu-up", "page-cache", "boot", "unbind", "bind"),
+        weights=(4, 3, 1.5, 1, 1, 1, 0.3, 0.7, 0.7),
     )[0]
     match action:
         case "traffic":
@@ -224,6 +225,8 @@ def _random_step(
                 "panic_cpu": cpu,
                 "inflight_msis": rng.choice((0, 4, 16)),
             }
+        case "unbind" | "bind":
+            return {"action": action, "device": rng.choice(devices)["name"]}
         case "cpu-down" | "cpu-up":
             return {"action": action, "cpu": cpu}
         case "page-cache":
@@ -266,7 +269,8 @@ def history_toml(history: History, comments: Sequence[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _scenario(history: History) -> Scenario:
+def parse_history(history: History) -> Scenario:
+    """The history as a validated :class:`Scenario` (what ``gickexec run`` would load)."""
     return parse_scenario(history_toml(history), f"<{history['name']}>")
 
 
@@ -430,6 +434,14 @@ def _uncovered(world: World, addr: int, size: int) -> bool:
     return False
 
 
+def _segment_over(world: World, addr: int, size: int) -> str | None:
+    """Which of the running kernel's kexec segments overlaps ``[addr, addr + size)``."""
+    segments = world.kernel.segments
+    if segments is None:
+        return None
+    return next((n for n, a, z in segments.named() if a < addr + size and addr < a + z), None)
+
+
 def _check_uncovered(
     checker: _Checker, step: Step, world: World, before: _Books, now: _Books
 ) -> _Found | None:
@@ -446,6 +458,11 @@ def _check_uncovered(
             why = f"{kind} table left live, no memreserve list (device-tree boot)"
         elif not any(b <= addr and addr + size <= b + s for b, s in before.published):
             why = f"{kind} table not published in the memreserve list by {old}"
+        elif seg := _segment_over(world, addr, size):
+            # The kernel reserved the table and the segment, then freed the segment
+            # (the initrd after unpacking) and the table's reservation with it.
+            loader = world.kernel.segments.loader if world.kernel.segments else "?"
+            why = f"{kind} table under the {seg} that {loader} in {old} placed"
         else:
             why = f"{kind} table published but not reserved by {new}"
         complaint = "Expected reserved range"
@@ -519,7 +536,7 @@ def check_scenario(
 
 
 def _check(history: History, invariants: Sequence[str]) -> Failure | None:
-    return check_scenario(_scenario(history), invariants)
+    return check_scenario(parse_history(history), invariants)
 
 
 # -- shrinking -----------------------------------------------------------------------------
@@ -912,8 +929,8 @@ def run_campaign(
             for batch in stream:
                 for line in batch:
                     f.write(json.dumps(line, sort_keys=True) + "\n")
+                    f.flush()
                     summary.add(line)
-                f.flush()
                 if time.monotonic() - synced >= FSYNC_INTERVAL:
                     os.fsync(f.fileno())
                     synced = time.monotonic()

@@ -46,6 +46,8 @@ def _mark(step: Step, world: World) -> None:
         "repeat": f"x{step.times}",
         "cpu-down": f"CPU{step.cpu}",
         "cpu-up": f"CPU{step.cpu}",
+        "unbind": step.device,
+        "bind": step.device,
     }.get(step.action, step.kernel)
     ledger = world.ledger
     world.timeline.append(
@@ -87,6 +89,10 @@ def _do(world: World, step: Step) -> None:
             world.traffic(step.device, step.msis)
         case "page-cache":
             world.fill_page_cache(step.fraction)
+        case "unbind":
+            world.unbind(step.device)
+        case "bind":
+            world.bind(step.device)
         case "repeat":
             for _ in range(step.times):
                 for sub in step.steps:

@@ -273,7 +273,7 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
 def _boot_path(ctx: _Ctx, raw: Any, platform: Platform) -> Platform:
     """``boot = "efi" | "dt"``: the same hardware booted through UEFI or a device tree."""
     if raw not in ("efi", "dt"):
-        raise ctx.fail("boot", f"must be \"efi\" or \"dt\", not {raw!r}")
+        raise ctx.fail("boot", f"must be 'efi' or 'dt', not {raw!r}")
     return dataclasses.replace(platform, firmware=raw)
 
 
@@ -308,6 +308,8 @@ _STEP_FIELDS = {
     "traffic": {"device", "msis"},
     "page-cache": {"fraction"},
     "repeat": {"times", "steps"},
+    "unbind": {"device"},
+    "bind": {"device"},
 }
 
 
@@ -337,6 +339,10 @@ def _step(
         if device not in devices:
             raise ctx.fail(f"{path}.device", f"no device named {device!r}")
         msis = ctx.int_(t.get("msis"), f"{path}.msis", 0, MAX_MSIS_PER_STEP)
+    if action in ("bind", "unbind"):
+        device = ctx.str_(t.get("device"), f"{path}.device")
+        if device not in devices:
+            raise ctx.fail(f"{path}.device", f"no device named {device!r}")
     fraction = 0.0
     if action == "page-cache":
         f = t.get("fraction")

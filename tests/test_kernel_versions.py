@@ -15,11 +15,16 @@ from gickexec.kernel.efi import PHYS_ADDR_MAX, arm64_va, memreserve_node_footpri
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES, KernelProfile, get_profile
 
 REQUIRED = ["v4.19", "v4.20", "v5.0", "v5.2", "v5.5", "v5.14", "v5.17", "v6.6"]
-_FLAGS = [
-    f.name
-    for f in dataclasses.fields(KernelProfile)
-    if f.name not in ("name", "release", "description", "notes", "page_size", "kind")
-]
+_NOT_FLAGS = (
+    "name",
+    "release",
+    "description",
+    "notes",
+    "page_size",
+    "kind",
+    "planted_skip_pending_reservation",
+)
+_FLAGS = [f.name for f in dataclasses.fields(KernelProfile) if f.name not in _NOT_FLAGS]
 
 
 def _world(seed: int = 1) -> World:

@@ -198,3 +198,13 @@ def test_mutated_builtin_values_give_scenario_errors(data: st.DataObject) -> Non
         parse_scenario("\n".join(lines), "m.toml")
     except ScenarioError as e:
         assert str(e).startswith("m.toml")
+
+
+def test_boot_path_overrides_the_platform_firmware() -> None:
+    assert parse_scenario(MINIMAL).platform.firmware == "efi"
+    dt = parse_scenario('boot = "dt"\n' + MINIMAL)
+    assert dt.platform.firmware == "dt"
+    assert dt.platform.name == "efi-server-8"
+    e = _error('boot = "uefi"\n' + MINIMAL)
+    assert e.field_path == "boot" and e.line == 1
+    assert "must be 'efi' or 'dt', not 'uefi'" in str(e)

@@ -747,3 +747,71 @@ def bench(as_json: bool, quick: bool) -> None:
 
     figures = measure(quick=quick)
     click.echo(json.dumps(figures) if as_json else format_text(figures))
+
+
+def _names(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Repeatable options that also take comma-separated lists."""
+    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
+@main.command()
+@click.option("--budget", type=click.IntRange(min=1), required=True, help="Histories to run.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for results.jsonl, summary.json and reproducers/.",
+)
+@click.option("--platform", "platforms", multiple=True, help="Platform preset(s) to draw from.")
+@click.option("--kernels", multiple=True, help="Kernel profiles to draw from (comma-separated).")
+@click.option(
+    "--boot",
+    "boots",
+    multiple=True,
+    type=click.Choice(["efi", "dt"]),
+    help="Boot path(s) to draw from (default: each platform's own).",
+)
+@click.option("--max-steps", type=click.IntRange(2, 64), default=6, show_default=True)
+@click.option("--invariant", "invariants", multiple=True, help="Check only these (repeatable).")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Local processes [all cores]."
+)
+@click.option("--dask", metavar="tcp://HOST:PORT", help="Run on this Dask scheduler instead.")
+@click.option("--resume", is_flag=True, help="Continue the campaign already in --out.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on the terminal.")
+def explore(
+    budget: int,
+    seed: int,
+    out: Path,
+    platforms: tuple[str, ...],
+    kernels: tuple[str, ...],
+    boots: tuple[str, ...],
+    max_steps: int,
+    invariants: tuple[str, ...],
+    workers: int | None,
+    dask: str | None,
+    resume: bool,
+    quiet: bool,
+) -> None:
+    """Random kexec/kdump histories checked after every step; failures shrunk to
+    replayable scenarios (docs/explore.md).  Exit status 1 when a history failed."""
+    from gickexec.scenario import explore as ex  # noqa: PLC0415 - only this command needs it
+
+    settings: dict[str, Any] = {"seed": seed, "budget": budget, "max_steps": max_steps}
+    for key, given in (
+        ("platforms", _names(platforms)),
+        ("kernels", _names(kernels)),
+        ("boots", boots),
+        ("invariants", _names(invariants)),
+    ):
+        if given:
+            settings[key] = tuple(dict.fromkeys(given))
+    try:
+        campaign = ex.Campaign(**settings)
+        doc = ex.run_campaign(campaign, out, workers=workers, dask=dask, resume=resume, quiet=quiet)
+    except ex.ExploreError as e:
+        _bad_input(str(e))
+    if not quiet:
+        click.echo(ex.summary_text(doc))
+    sys.exit(1 if doc["failures"] else 0)

@@ -117,9 +117,14 @@ class MsiDriver:
         dev.bus_master = True
 
     def shutdown(self) -> None:
-        """``.shutdown`` at kexec: free the vectors, disable MSI-X; the PCI core clears
-        bus mastering."""
-        if not self.shutdown_hook or self.its_dev is None:
+        """``.shutdown`` at kexec: what ``.remove`` does, if the driver has the hook."""
+        if self.shutdown_hook:
+            self.remove()
+
+    def remove(self) -> None:
+        """``.remove`` (sysfs unbind) or ``.shutdown``: free the vectors (mask, DISCARD),
+        free the ITS device (MAPD V=0), disable MSI-X; the PCI core clears bus mastering."""
+        if self.its_dev is None:
             return
         gic = self.k.gic
         for vec in range(self.its_dev.nr_lpis):
@@ -127,6 +132,7 @@ class MsiDriver:
             gic.its_irq_domain_deactivate(self.its_dev, vec)  # DISCARD
             self.device.vectors[vec].masked = True
         gic.its_free_device(self.its_dev)
+        self.its_dev = None
         self.device.msix_enabled = False
         self.device.bus_master = False
 
@@ -543,6 +549,33 @@ class Kernel:
         self.machine.cpuifs[cpu].igrpen1 = False
         self.log.printk(printk.CPU_KILLED, self.logical_id(cpu))
         self.handle_interrupts([target])
+        return None
+
+    # -- drivers ---------------------------------------------------------------------------
+
+    def unbind(self, device: str) -> str | None:
+        """``echo BDF > /sys/bus/pci/drivers/DRIVER/unbind``: the driver's ``.remove``; its
+        IRQs are freed.  Returns why it cannot, or None."""
+        driver = next((d for d in self.drivers if d.device.name == device), None)
+        if driver is None:
+            return f"{device} has no driver bound"
+        driver.remove()
+        self.drivers.remove(driver)
+        for vec in range(driver.device.nvec):
+            desc = self.irq_of_vector.pop((device, vec), None)
+            if desc is not None:
+                self.irqs.pop(desc.hwirq, None)
+        return None
+
+    def bind(self, device: MsiDevice, *, shutdown_hook: bool) -> str | None:
+        """``echo BDF > /sys/bus/pci/drivers/DRIVER/bind``: probe again (new LPIs, MAPD,
+        MAPTI).  Returns why it cannot, or None."""
+        if any(d.device is device for d in self.drivers):
+            return f"{device.name} is already bound"
+        driver = MsiDriver(self, device, shutdown_hook=shutdown_hook)
+        self.drivers.append(driver)
+        driver.probe()
+        self.handle_interrupts()
         return None
 
     # -- interrupts ------------------------------------------------------------------------

@@ -140,6 +140,10 @@ class KernelProfile:
     #: Which OS boots: Linux per the flags above, or FreeBSD entered by kboot, which only
     #: consumes the memreserve list (kernel/freebsd_kboot.py).
     kind: Literal["linux", "freebsd-kboot"] = "linux"
+    #: A planted bug for testing bug finders (``gickexec explore``): this CPU's LPI
+    #: pending table is never reserved.  No shipped profile sets it; tests register a
+    #: profile that does.
+    planted_skip_pending_reservation: int | None = None
 
     def source(self, feature: str) -> str:
         return FEATURE_SOURCES[feature]

@@ -49,6 +49,8 @@ def _mark(step: Step, world: World, outcome: str) -> None:
         "repeat": f"x{step.times}",
         "cpu-down": f"CPU{step.cpu}",
         "cpu-up": f"CPU{step.cpu}",
+        "unbind": step.device,
+        "bind": step.device,
     }.get(step.action, step.kernel)
     ledger = world.ledger
     noted = sum(len(t["notes"]) for t in world.timeline)
@@ -96,6 +98,10 @@ def _do(world: World, step: Step) -> None:
             world.traffic(step.device, step.msis)
         case "page-cache":
             world.fill_page_cache(step.fraction)
+        case "unbind":
+            world.unbind(step.device)
+        case "bind":
+            world.bind(step.device)
         case "repeat":
             for _ in range(step.times):
                 for sub in step.steps:

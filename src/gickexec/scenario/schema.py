@@ -8,6 +8,7 @@ but :class:`ScenarioError`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping
@@ -240,7 +241,18 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     ctx.keys(
         data,
         "",
-        {"name", "description", "platform", "seed", "cpus", "knobs", "devices", "steps", "expect"},
+        {
+            "name",
+            "description",
+            "platform",
+            "boot",
+            "seed",
+            "cpus",
+            "knobs",
+            "devices",
+            "steps",
+            "expect",
+        },
     )
     name = ctx.str_(data.get("name", Path(source).stem), "name")
     description = data.get("description", "")
@@ -262,6 +274,8 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
             except ValueError as e:
                 raise ctx.fail(f"knobs.{knob}", str(e)) from None
         platform = platform.with_knobs(knobs_with_overrides(platform.knobs, dict(knobs)))
+    if "boot" in data:
+        platform = _boot_path(ctx, data["boot"], platform)
     seed = ctx.int_(data.get("seed", 0), "seed", 0, MAX_SEED)
     devices = _devices(ctx, data.get("devices", []))
     names = {d.name for d in devices}
@@ -278,6 +292,13 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     _check_kernel_kinds(ctx, steps)
     expect = _expect(ctx, data.get("expect", {}))
     return Scenario(name, description, platform, seed, devices, steps, expect, source, text)
+
+
+def _boot_path(ctx: _Ctx, raw: Any, platform: Platform) -> Platform:
+    """``boot = "efi" | "dt"``: the same hardware booted through UEFI or a device tree."""
+    if raw not in ("efi", "dt"):
+        raise ctx.fail("boot", f"must be 'efi' or 'dt', not {raw!r}")
+    return dataclasses.replace(platform, firmware=raw)
 
 
 def _devices(ctx: _Ctx, raw: Any) -> tuple[Device, ...]:
@@ -311,6 +332,8 @@ _STEP_FIELDS = {
     "traffic": {"device", "msis"},
     "page-cache": {"fraction"},
     "repeat": {"times", "steps"},
+    "unbind": {"device"},
+    "bind": {"device"},
 }
 
 
@@ -340,6 +363,10 @@ def _step(
         if device not in devices:
             raise ctx.fail(f"{path}.device", f"no device named {show(device)}")
         msis = ctx.int_(t.get("msis"), f"{path}.msis", 0, MAX_MSIS_PER_STEP)
+    if action in ("bind", "unbind"):
+        device = ctx.str_(t.get("device"), f"{path}.device")
+        if device not in devices:
+            raise ctx.fail(f"{path}.device", f"no device named {device!r}")
     fraction = 0.0
     if action == "page-cache":
         f = t.get("fraction")

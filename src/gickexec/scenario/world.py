@@ -394,6 +394,24 @@ class World:
             self.notes.append(f"cpu-up {cpu}: {why}")
         self.kernel.reap()
 
+    def unbind(self, device: str) -> None:
+        """Unbind ``device``'s driver in the running kernel (DISCARD each event, MAPD V=0)."""
+        if device not in self.machine.devices:
+            raise KeyError(f"no device {device!r}")
+        if not self._halted("unbind") and (why := self.kernel.unbind(device)):
+            self.notes.append(f"unbind {device}: {why}")
+        self.kernel.reap()
+
+    def bind(self, device: str) -> None:
+        """Bind ``device``'s driver again in the running kernel (MAPD, MAPTI per vector)."""
+        dev = self.machine.devices.get(device)
+        if dev is None:
+            raise KeyError(f"no device {device!r}")
+        hook = self._shutdown_hooks[device]
+        if not self._halted("bind") and (why := self.kernel.bind(dev, shutdown_hook=hook)):
+            self.notes.append(f"bind {device}: {why}")
+        self.kernel.reap()
+
     def _start(
         self,
         profile_name: str,

@@ -1,4 +1,4 @@
-"""The kernel's memory view: OwnershipMap, Memblock and the seeded PageAllocator."""
+"""The kernel's memory view: OwnershipMap, Memblock and the buddy page allocator."""
 
 from __future__ import annotations
 
@@ -17,7 +17,18 @@ from hypothesis.stateful import (
     rule,
 )
 
-from gickexec.kernel.mm import Memblock, OutOfMemory, Owner, OwnershipMap, PageAllocator, Role
+from gickexec.kernel.mm import (
+    MIGRATE_MOVABLE,
+    MIGRATE_UNMOVABLE,
+    BuddyAllocator,
+    Memblock,
+    OutOfMemory,
+    Owner,
+    OwnershipMap,
+    Role,
+    first_deferred_pfn,
+)
+from gickexec.kernel.profiles import PROFILES
 
 _4K = 0x1000
 _64K = 0x10000
@@ -200,202 +211,142 @@ def test_memblock_alloc_out_of_memory() -> None:
         mb.alloc(0x20000, 0x1000)
 
 
-# -- PageAllocator ---------------------------------------------------------------------
+# -- BuddyAllocator ---------------------------------------------------------------------
 
-_RAM = [(0x8000_0000, 0x8000_0000 + 64 * _2M), (0x8_8000_0000, 0x8_8000_0000 + 32 * _2M)]
+_RAM = [(0x4000_0000, 0x4800_0000)]
+
+
+def test_buddy_hands_out_the_lowest_blocks_first_with_free_to_tail() -> None:
+    """v5.10+: boot memory queued at the tail, so allocations climb from the bottom."""
+    b = BuddyAllocator(_RAM, to_tail=True)
+    got = [b.alloc(_64K) for _ in range(4)]
+    assert got == [0x4000_0000, 0x4001_0000, 0x4002_0000, 0x4003_0000]
+
+
+def test_buddy_before_v5_10_hands_out_the_last_freed_block_first() -> None:
+    b = BuddyAllocator(_RAM, to_tail=False)
+    assert b.alloc(_64K) == 0x47C0_0000  # the head of the order-10 list: the top 4 MiB
+
+
+def test_the_real_6_1_layout_from_the_measured_boot_allocations() -> None:
+    """ftrace's groups and 210 single pages, then the ITS command queue, device and
+    collection tables, the property table, the memreserve page and two pending tables
+    land where the real 6.1 kernel put them (tests/data/realcheck)."""
+    b = BuddyAllocator(_RAM, to_tail=True)
+    for order in PROFILES["v6.1"].build.ftrace_groups:
+        b.alloc(_4K << order)
+    for _ in range(PROFILES["v6.1"].build.early_pages):
+        b.alloc(_4K)
+    tables = [b.alloc(_64K) for _ in range(4)]
+    node = b.alloc(_4K)
+    pend = [b.alloc(_64K) for _ in range(2)]
+    assert tables == [0x4018_0000, 0x4019_0000, 0x401A_0000, 0x401B_0000]
+    assert node == 0x4017_F000
+    assert pend == [0x401C_0000, 0x401D_0000]
+
+
+def test_ftrace_groups_follow_ftrace_allocate_records() -> None:
+    """44279 records in 173 pages, 5 groups (the real log's ftrace lines)."""
+    groups = PROFILES["v6.1"].build.ftrace_groups
+    assert groups == (7, 5, 3, 2, 0)
+    assert sum(1 << o for o in groups) == 173
+
+
+def test_unmovable_allocations_steal_the_largest_movable_block() -> None:
+    """__rmqueue_fallback(): the first unmovable allocation claims the first order-10
+    block, not the small fragments below it (the DT boot's tables above the image)."""
+    b = BuddyAllocator([(0x4000_0000, 0x4020_0000), (0x4221_0000, 0x4800_0000)])
+    assert b.alloc(_64K) == 0x4240_0000
+    assert b.pageblock_migratetype(0x4240_0000 >> 12) == MIGRATE_UNMOVABLE
+    assert b.pageblock_migratetype(0x4000_0000 >> 12) == MIGRATE_MOVABLE
+    assert b.alloc(_64K, mt=MIGRATE_MOVABLE) == 0x4221_0000
+
+
+def test_buddy_merges_back_and_rejects_double_free() -> None:
+    b = BuddyAllocator(_RAM)
+    before = b.free_ranges()
+    blocks = [b.alloc(_4K << o) for o in (0, 3, 4, 0, 9)]
+    for addr, o in zip(blocks, (0, 3, 4, 0, 9), strict=True):
+        b.free(addr, _4K << o)
+    assert b.free_ranges() == before and b.free_bytes == 128 << 20
+    with pytest.raises(ValueError, match="double free"):
+        b.free(0x4000_0000, _4K)
+
+
+def test_buddy_out_of_memory() -> None:
+    b = BuddyAllocator([(0x4000_0000, 0x4001_0000)])
+    b.alloc(_64K)
+    with pytest.raises(OutOfMemory):
+        b.alloc(_4K)
+
+
+def test_take_splits_around_the_taken_range() -> None:
+    b = BuddyAllocator([(0x1000_0000, 0x1010_0000)])
+    b.take(0x1001_0000, 0x20000)
+    assert b.free_ranges() == [(0x1000_0000, 0x1001_0000), (0x1003_0000, 0x1010_0000)]
+    with pytest.raises(ValueError):
+        b.take(0x1001_8000, _4K)
+
+
+def test_first_deferred_pfn_is_one_section_in() -> None:
+    """defer_init(): the UEFI machine counts the 64 MiB of flash first and still stops
+    at 0x48000000; the 2 GiB capture kernel's window at 0xa8000000."""
+    uefi = [(0x0400_0000, 0x0800_0000), (0x4000_0000, 0x8000_0000)]
+    assert first_deferred_pfn(uefi, 0x0400_0000) == 0x48000
+    kdump = [(0x0400_0000, 0x0800_0000), (0x9F80_0000, 0xAF80_0000)]
+    assert first_deferred_pfn(kdump, 0x0400_0000) == 0xA8000
+    assert first_deferred_pfn([(0x4000_0000, 0x4400_0000)], 0x4000_0000) is None
+
+
+class BuddyMachine(RuleBasedStateMachine):
+    """Random alloc/free/take sequences: blocks never overlap, are naturally aligned, lie
+    in free memory, and free bytes are conserved; freeing everything restores the start."""
+
+    blocks = Bundle("blocks")
+
+    @initialize(tail=st.booleans())
+    def start(self, tail: bool) -> None:
+        self.initial = [(0x4000_0000, 0x4040_0000), (0x4060_0000, 0x40A3_0000)]
+        self.b = BuddyAllocator(self.initial, to_tail=tail)
+        self.start_free = self.b.free_ranges()
+        self.live: dict[int, int] = {}
+
+    @rule(target=blocks, order=st.integers(0, 6), mt=st.sampled_from([0, 1, 2]))
+    def alloc(self, order: int, mt: int) -> tuple[int, int]:
+        size = _4K << order
+        try:
+            addr = self.b.alloc(size, mt=mt)
+        except OutOfMemory:
+            return (0, 0)
+        assert addr % size == 0
+        assert _inside(addr, size, self.initial)
+        assert all(a + s <= addr or addr + size <= a for a, s in self.live.items())
+        self.live[addr] = size
+        return (addr, size)
+
+    @rule(block=consumes(blocks))
+    def free(self, block: tuple[int, int]) -> None:
+        addr, size = block
+        if size and self.live.pop(addr, None) == size:
+            self.b.free(addr, size)
+
+    @invariant()
+    def conserved(self) -> None:
+        if hasattr(self, "b"):
+            total = sum(e - s for s, e in self.start_free)
+            assert self.b.free_bytes + sum(self.live.values()) == total
+            assert sum(e - s for s, e in self.b.free_ranges()) == self.b.free_bytes
+
+    def teardown(self) -> None:
+        if hasattr(self, "b"):
+            for addr, size in list(self.live.items()):
+                self.b.free(addr, size)
+            assert self.b.free_ranges() == self.start_free
 
 
 def _inside(addr: int, size: int, ranges: list[tuple[int, int]]) -> bool:
     return any(s <= addr and addr + size <= e for s, e in ranges)
 
 
-def test_page_allocator_blocks_are_naturally_aligned() -> None:
-    pa = PageAllocator([(0x8000_1000, 0x8400_0000)], random.Random(7))
-    for _ in range(50):
-        assert pa.alloc(_64K) % _64K == 0
-    for _ in range(50):
-        assert pa.alloc(_4K) % _4K == 0
-    for _ in range(10):
-        assert pa.alloc(3 * _4K) % (4 * _4K) == 0  # rounded up to a power of two
-    assert pa.alloc(_4K, align=_2M) % _2M == 0
-
-
-def test_page_allocator_is_deterministic_for_a_seed() -> None:
-    def run(seed: int) -> list[int]:
-        pa = PageAllocator(_RAM, random.Random(seed))
-        return [pa.alloc(size) for size in (_64K, _4K, _64K, _2M, _4K) * 4]
-
-    assert run(11) == run(11)
-    assert run(11) != run(12)
-
-
-def test_page_allocator_seeds_spread_placement() -> None:
-    firsts = {PageAllocator(_RAM, random.Random(seed)).alloc(_64K) for seed in range(20)}
-    assert len(firsts) > 15
-
-
-def test_page_allocator_allocations_stay_inside_free_ranges() -> None:
-    pa = PageAllocator(_RAM, random.Random(3))
-    got = [(pa.alloc(_64K), _64K) for _ in range(200)]
-    for addr, size in got:
-        assert _inside(addr, size, _RAM)
-    spans = sorted((a, a + s) for a, s in got)
-    for x, y in itertools.pairwise(spans):
-        assert x[1] <= y[0]
-    assert pa.free_bytes == sum(e - s for s, e in _RAM) - 200 * _64K
-
-
-def test_page_allocator_free_merges_neighbours() -> None:
-    pa = PageAllocator([(0x1000_0000, 0x1004_0000)], random.Random(0))
-    pa.take(0x1001_0000, 0x20000)
-    assert pa.free_ranges() == [(0x1000_0000, 0x1001_0000), (0x1003_0000, 0x1004_0000)]
-    pa.free(0x1001_0000, 0x10000)  # merges with the left neighbour only
-    assert pa.free_ranges() == [(0x1000_0000, 0x1002_0000), (0x1003_0000, 0x1004_0000)]
-    pa.free(0x1002_0000, 0x10000)  # closes the gap: one range again
-    assert pa.free_ranges() == [(0x1000_0000, 0x1004_0000)]
-
-
-def test_page_allocator_double_free_raises() -> None:
-    pa = PageAllocator([(0x1000_0000, 0x1010_0000)], random.Random(0))
-    addr = pa.alloc(_64K)
-    pa.free(addr, _64K)
-    with pytest.raises(ValueError, match="double free"):
-        pa.free(addr, _64K)
-    with pytest.raises(ValueError, match="double free"):
-        pa.free(0x1000_0000 + _4K, _4K)  # never allocated: still free
-    assert pa.free_ranges() == [(0x1000_0000, 0x1010_0000)]
-
-
-def test_page_allocator_take_of_used_memory_raises() -> None:
-    pa = PageAllocator([(0x1000_0000, 0x1010_0000)], random.Random(0))
-    pa.take(0x1000_0000, _64K)
-    with pytest.raises(ValueError, match="not free"):
-        pa.take(0x1000_8000, _64K)
-
-
-def test_page_allocator_out_of_memory() -> None:
-    pa = PageAllocator([(0x1000_1000, 0x1002_0000)], random.Random(0))
-    assert pa.alloc(_64K) == 0x1001_0000  # the only aligned 64K block
-    with pytest.raises(OutOfMemory):
-        pa.alloc(_64K)
-
-
-@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.9, 1.0])
-def test_fill_leaves_consistent_free_ranges(fraction: float) -> None:
-    initial = [(0x8000_1000, 0x8000_0000 + 40 * _2M + 0x3000), (0x9000_0000, 0x9000_0000 + _2M)]
-    pa = PageAllocator(initial, random.Random(5))
-    before = pa.free_bytes
-    taken = pa.fill(fraction, _2M)
-    free = pa.free_ranges()
-    chunks = [(a, a + s) for a, s in taken]
-    for a, s in taken:
-        assert s == _2M and a % _2M == 0
-        assert _inside(a, s, initial)
-    for c in chunks:
-        assert not any(_overlap(c, f) for f in free)
-    for x, y in itertools.pairwise(sorted(chunks)):
-        assert x[1] <= y[0]
-    for x, y in itertools.pairwise(free):
-        assert x[1] <= y[0]
-    assert pa.free_bytes + sum(s for _, s in taken) == before
-    if fraction == 0.0:
-        assert taken == []
-    if fraction == 1.0:
-        assert len(taken) == 40  # 39 aligned chunks in bank 0's range, 1 in bank 1
-    # The allocator still works on what is left.
-    if pa.free_bytes >= 2 * _64K:
-        addr = pa.alloc(_4K)
-        assert not any(_overlap((addr, addr + _4K), c) for c in chunks)
-
-
-# -- stateful: alloc/free against a model ----------------------------------------------
-
-_INITIAL = [(0x4000_3000, 0x4004_0000), (0x4010_0000, 0x4012_0000), (0x5000_0000, 0x5000_1000)]
-_SIZES = [_4K, 2 * _4K, 3 * _4K, 0x8000, _64K]
-
-
-class PageAllocatorMachine(RuleBasedStateMachine):
-    """Random alloc/free sequences checked against a set of allocated intervals."""
-
-    blocks = Bundle("blocks")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pa: PageAllocator | None = None
-        self.allocated: set[tuple[int, int]] = set()
-        self.total = sum(e - s for s, e in _INITIAL)
-
-    @initialize(seed=st.integers(0, 2**32 - 1))
-    def start(self, seed: int) -> None:
-        self.pa = PageAllocator(_INITIAL, random.Random(seed))
-
-    def _model_free(self) -> list[tuple[int, int]]:
-        """Initial ranges minus allocated intervals, computed from the model alone."""
-        out: list[tuple[int, int]] = []
-        for s, e in _INITIAL:
-            cursor = s
-            for a, b in sorted(self.allocated):
-                if b <= s or a >= e:
-                    continue
-                if a > cursor:
-                    out.append((cursor, a))
-                cursor = max(cursor, b)
-            if cursor < e:
-                out.append((cursor, e))
-        return out
-
-    @rule(target=blocks, size=st.sampled_from(_SIZES))
-    def alloc(self, size: int) -> tuple[int, int] | None:
-        assert self.pa is not None
-        align = 1 << max(12, (size - 1).bit_length())
-        try:
-            addr = self.pa.alloc(size)
-        except OutOfMemory:
-            # Only when the model agrees no aligned block of that size is free.
-            for s, e in self._model_free():
-                first = (s + align - 1) & ~(align - 1)
-                assert first + size > e
-            return None
-        assert addr % align == 0
-        assert _inside(addr, size, _INITIAL)
-        for other in self.allocated:
-            assert not _overlap((addr, addr + size), other)
-        self.allocated.add((addr, addr + size))
-        return (addr, addr + size)
-
-    @rule(block=consumes(blocks))
-    def free(self, block: tuple[int, int] | None) -> None:
-        assert self.pa is not None
-        if block is None:
-            return
-        self.pa.free(block[0], block[1] - block[0])
-        self.allocated.remove(block)
-        with pytest.raises(ValueError, match="double free"):
-            self.pa.free(block[0], block[1] - block[0])
-
-    @rule(block=blocks)
-    def taking_allocated_memory_raises(self, block: tuple[int, int] | None) -> None:
-        assert self.pa is not None
-        if block is None or block not in self.allocated:
-            return
-        with pytest.raises(ValueError, match="not free"):
-            self.pa.take(block[0], block[1] - block[0])
-
-    @invariant()
-    def bytes_are_conserved(self) -> None:
-        if self.pa is None:
-            return
-        used = sum(b - a for a, b in self.allocated)
-        assert self.pa.free_bytes + used == self.total
-
-    @invariant()
-    def free_ranges_match_the_model(self) -> None:
-        if self.pa is None:
-            return
-        assert self.pa.free_ranges() == self._model_free()
-
-
-PageAllocatorMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=30, deadline=None
-)
-TestPageAllocatorMachine = PageAllocatorMachine.TestCase
+BuddyMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestBuddyMachine = BuddyMachine.TestCase

@@ -12,7 +12,9 @@ from click.testing import CliRunner
 
 from gickexec import World
 from gickexec.cli import main
-from gickexec.kernel.kernel import KERNEL_IMAGE_BYTES
+from gickexec.kernel.profiles import PROFILES as _P
+
+KERNEL_IMAGE_BYTES = _P["v6.6"].build.image_size
 from gickexec.kernel.kexec import DTB_BYTES, INITRD_BYTES, Loader, place_segments
 from gickexec.kernel.mm import free_ranges
 from gickexec.kernel.profiles import PROFILES

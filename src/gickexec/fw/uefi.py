@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gickexec.arch.efi import (
+    ACPI_20_TABLE_GUID,
     CONFIG_TABLE_ENTRY_BYTES,
+    EFI_MEMORY_ATTRIBUTES_TABLE_GUID,
     EFI_SYSTEM_TABLE_BYTES,
     EFI_SYSTEM_TABLE_SIGNATURE,
     SMBIOS3_TABLE_GUID,
@@ -20,7 +22,10 @@ from gickexec.arch.efi import (
 from gickexec.hw.memory import FIRMWARE, MemRegion, PhysicalMemory
 
 __all__ = [
+    "EDK2_QEMU_VIRT",
+    "GENERIC_EDK2",
     "EfiMemoryType",
+    "FirmwareLayout",
     "PhysicalReader",
     "SystemTableError",
     "UefiFirmware",
@@ -37,6 +42,7 @@ class EfiMemoryType:
     LOADER_DATA = 2
     RUNTIME_SERVICES_DATA = 6
     CONVENTIONAL = 7
+    ACPI_RECLAIM = 9
 
 
 class PhysicalReader(Protocol):
@@ -52,48 +58,126 @@ class SystemTableError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Layout:
-    runtime: MemRegion
-    loader_pool: MemRegion
+class FirmwareLayout:
+    """Where a UEFI firmware build puts its tables and regions, as offsets below the top of
+    the first RAM bank (EDK II allocates top-down, so the offsets hold when RAM grows).
+
+    ``regions``: (offset, size, EFI memory type, label) of what the memory map marks other
+    than conventional memory.  ``tables``: the firmware's own configuration tables in
+    array order, (name, GUID, offset).  ``kernel_reserved``: (offset, size, label) of
+    EFI_LOADER_DATA pages Linux keeps (``efi_init()`` reserves the memory map it was handed
+    and the memory attributes table; the stub's pool page holds the INITRD and MEMRESERVE
+    tables).  ``stub_pool``: where the stub's AllocatePool() lands; ``rng_seed``: where the
+    stub's LINUX_EFI_RANDOM_SEED table lands (None: no EFI_RNG_PROTOCOL); ``initrd_top``:
+    the initrd the stub loads ends here; ``nomap_memory``: (start, size) outside RAM that
+    the memory map reports as runtime memory.
+    """
+
+    name: str
+    systab: int
+    vendor: int
+    config_array: int
+    regions: tuple[tuple[int, int, int, str], ...]
+    tables: tuple[tuple[str, bytes, int], ...]
+    kernel_reserved: tuple[tuple[int, int, str], ...] = ()
+    stub_pool: int = 0
+    rng_seed: int | None = None
+    initrd_top: int = 0
+    nomap_memory: tuple[tuple[int, int], ...] = ()
+    revision: int = (2 << 16) | 70
+    vendor_name: str = "EDK II"
+    source: str = ""
+    #: what the firmware's loader appends to the command line when it hands over an
+    #: initrd (EDK II's QemuLoadImageLib: " initrd=initrd")
+    initrd_cmdline: str = ""
+
+
+#: The model's generic EDK II-like firmware: a 16 MiB runtime region 64 MiB below the top
+#: of the first bank with the system table and SMBIOS in it, and a 1 MiB loader pool
+#: below that (no measured source: representative).
+GENERIC_EDK2 = FirmwareLayout(
+    name="generic EDK II",
+    systab=(64 << 20) - 0x3E0018,
+    vendor=(64 << 20) - 0x3E0400,
+    config_array=(64 << 20) - 0x3E1000,
+    regions=(
+        (64 << 20, 16 << 20, EfiMemoryType.RUNTIME_SERVICES_DATA, "EFI Runtime Data"),
+        (66 << 20, 1 << 20, EfiMemoryType.LOADER_DATA, "EFI Loader Data (pool)"),
+    ),
+    tables=(("SMBIOS 3.0", SMBIOS3_TABLE_GUID, (64 << 20) - 0x7F0000),),
+    # EDK II pools hand out addresses that are 8-byte aligned but rarely page aligned
+    # (the real MEMRESERVE root in a user's log sits at ...e98).
+    stub_pool=(66 << 20) - 0xE98,
+    source="representative",
+)
+
+#: AAVMF (EDK II 2022.11, Debian 12's qemu-efi-aarch64) on QEMU 7.2 ``virt``, measured from
+#: the real runs (tests/data/realcheck: the "efi:" line, /proc/iomem and the memory node
+#: ranges of the 1 GiB and 2 GiB runs; every offset below the top of RAM is the same in
+#: both, except the memory attributes table, 8 KiB lower with 2 GiB -- the model keeps the
+#: 1 GiB value).  The NOR flash at 0x04000000 is reported as runtime memory.
+EDK2_QEMU_VIRT = FirmwareLayout(
+    name="AAVMF 2022.11 (QEMU virt)",
+    # The system table lives in runtime services data; its exact address is not in the
+    # logs (model choice inside the top runtime region).
+    systab=0x3F0000 - 0x18,
+    vendor=0x3F0000 - 0x400,
+    config_array=0x3F0000 - 0x1000,
+    regions=(
+        (0x400000, 0x3E0000, EfiMemoryType.RUNTIME_SERVICES_DATA, "EFI runtime (SMBIOS)"),
+        (0x20000, 0x20000, EfiMemoryType.ACPI_RECLAIM, "EFI reserved (top of RAM)"),
+        (0x3BC0000, 0x2F0000, EfiMemoryType.RUNTIME_SERVICES_DATA, "EFI runtime services"),
+        (0x6200000, 0x10000, EfiMemoryType.ACPI_RECLAIM, "ACPI tables"),
+    ),
+    tables=(
+        ("SMBIOS 3.0", SMBIOS3_TABLE_GUID, 0x130000),
+        ("MEMATTR", EFI_MEMORY_ATTRIBUTES_TABLE_GUID, 0x32D4AE8),
+        ("ACPI 2.0", ACPI_20_TABLE_GUID, 0x61FFFE8),
+    ),
+    kernel_reserved=(
+        (0x6400000, 0x1000, "EFI memory map"),
+        (0x32D5000, 0x1000, "EFI memory attributes table"),
+    ),
+    stub_pool=0x61EB000 - 0xF18,
+    rng_seed=0x6200000 - 0xE798,
+    initrd_top=0xA196000,
+    nomap_memory=((0x04000000, 0x04000000),),
+    initrd_cmdline=" initrd=initrd",
+    source="tests/data/realcheck (AAVMF 2022.11-6+deb12u2, QEMU 7.2.22)",
+)
 
 
 class UefiFirmware:
-    """EDK II-like firmware state: where it put its tables and what it allocated.
+    """UEFI firmware state: where it put its tables and what it allocated, following a
+    :class:`FirmwareLayout` anchored at the top of the first RAM bank."""
 
-    Firmware tables go to a runtime-services region at the top of the first RAM bank
-    (the kernel must keep it); pool allocations of EFI_LOADER_DATA come from a small
-    loader-data region below it (ordinary RAM once the kernel runs).
-    """
-
-    VENDOR = "EDK II"
-    REVISION = (2 << 16) | 70  # UEFI 2.70
-
-    def __init__(self, mem: PhysicalMemory) -> None:
+    def __init__(self, mem: PhysicalMemory, layout: FirmwareLayout = GENERIC_EDK2) -> None:
         self.mem = mem
-        bank = mem.ram[0]
-        rt_size = 16 << 20
-        rt_start = bank.end - (64 << 20)
-        self.layout = _Layout(
-            MemRegion(rt_start, rt_size, "EFI Runtime Data"),
-            MemRegion(rt_start - (2 << 20), 1 << 20, "EFI Loader Data (pool)"),
-        )
-        self.systab = rt_start + 0x3E0018
-        self._vendor = rt_start + 0x3E0400
+        self.layout = layout
+        self.top = mem.ram[0].end
+        self.systab = self.top - layout.systab
+        self._vendor = self.top - layout.vendor
         self._cfg_capacity = 16
-        self._cfg_array = rt_start + 0x3E1000
-        self._smbios = rt_start + 0x7F0000
-        # EDK II pools hand out addresses that are 8-byte aligned but rarely page aligned
-        # (the real MEMRESERVE root in a user's log sits at ...e98).
-        self._pool_next = self.layout.loader_pool.start + 0xE98
+        self._cfg_array = self.top - layout.config_array
+        self._pool_next = self.top - layout.stub_pool
         self.power_on()
 
+    def at(self, offset: int) -> int:
+        """The address ``offset`` bytes below the top of the first RAM bank."""
+        return self.top - offset
+
     def power_on(self) -> None:
-        """Build the system table with its initial configuration tables."""
-        vendor = (self.VENDOR + "\0").encode("utf-16-le")
+        """Build the system table with the firmware's own configuration tables."""
+        vendor = (self.layout.vendor_name + "\0").encode("utf-16-le")
         self.mem.write(self._vendor, vendor, FIRMWARE)
-        # A minimal SMBIOS 3.0 entry point ("_SM3_"), so the kernel has more than one table.
-        self.mem.write(self._smbios, b"_SM3_", FIRMWARE)
-        self._entries: list[ConfigTableEntry] = [ConfigTableEntry(SMBIOS3_TABLE_GUID, self._smbios)]
+        self._entries: list[ConfigTableEntry] = []
+        for _name, guid, offset in self.layout.tables:
+            addr = self.at(offset)
+            if guid == SMBIOS3_TABLE_GUID:
+                # A minimal SMBIOS 3.0 entry point ("_SM3_").
+                self.mem.write(addr, b"_SM3_", FIRMWARE)
+            self._entries.append(ConfigTableEntry(guid, addr))
+        self._pool_next = self.top - self.layout.stub_pool
         self._write_tables()
 
     def _write_tables(self) -> None:
@@ -102,10 +186,10 @@ class UefiFirmware:
         blob = b"".join(e.to_bytes() for e in self._entries)
         self.mem.write(self._cfg_array, blob, FIRMWARE)
         st = EfiSystemTable(
-            revision=self.REVISION,
+            revision=self.layout.revision,
             firmware_vendor=self._vendor,
             firmware_revision=0x10000,
-            runtime_services=self.layout.runtime.start + 0x1000,
+            runtime_services=self.top - self.layout.regions[0][0] + 0x1000,
             boot_services=0,
             number_of_table_entries=len(self._entries),
             configuration_table=self._cfg_array,
@@ -119,8 +203,10 @@ class UefiFirmware:
         if memory_type != EfiMemoryType.LOADER_DATA:
             raise ValueError("the model firmware pools only EFI_LOADER_DATA")
         addr = self._pool_next
-        self._pool_next = (addr + size + 7) & ~7
-        if self._pool_next > self.layout.loader_pool.end:
+        # Small pool allocations of EDK II sit 0x80 apart (pool header and tail): the
+        # real INITRD and MEMRESERVE tables are at ...f18 and ...f98.
+        self._pool_next = addr + max(0x80, (size + 0x7F) & ~0x7F)
+        if self._pool_next - (addr & ~0xFFF) > 0x1000 * 16:
             raise RuntimeError("model firmware pool exhausted")
         return addr
 
@@ -130,16 +216,24 @@ class UefiFirmware:
         self._entries.append(ConfigTableEntry(guid, table))
         self._write_tables()
 
+    def regions(self) -> list[tuple[MemRegion, int]]:
+        """The memory map's non-conventional regions: (region, EFI memory type)."""
+        return [
+            (MemRegion(self.at(off), size, label), kind)
+            for off, size, kind, label in self.layout.regions
+        ]
+
+    def kernel_reserved(self) -> list[tuple[int, int, str]]:
+        """EFI_LOADER_DATA pages Linux keeps: (address, size, label)."""
+        return [(self.at(off), size, label) for off, size, label in self.layout.kernel_reserved]
+
     def memory_map(self) -> list[tuple[MemRegion, int]]:
         """The EFI memory map: (region, EFI memory type) pairs covering all RAM."""
-        special = [
-            (self.layout.runtime, EfiMemoryType.RUNTIME_SERVICES_DATA),
-            (self.layout.loader_pool, EfiMemoryType.LOADER_DATA),
-        ]
+        special = sorted(self.regions(), key=lambda s: s[0].start)
         out: list[tuple[MemRegion, int]] = []
         for bank in self.mem.ram:
             cursor = bank.start
-            for region, kind in sorted(special, key=lambda s: s[0].start):
+            for region, kind in special:
                 if not bank.contains(region.start, region.size):
                     continue
                 if region.start > cursor:

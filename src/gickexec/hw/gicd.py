@@ -12,7 +12,9 @@ __all__ = ["Distributor"]
 class Distributor:
     """GICD: reports LPI support and the INTID width; holds the group enables."""
 
-    def __init__(self, *, id_bits: int, lpis: bool, spis: int, events: EventLog) -> None:
+    def __init__(
+        self, *, id_bits: int, lpis: bool, spis: int, events: EventLog, rss: bool = True
+    ) -> None:
         if not 14 <= id_bits <= 24:
             raise ValueError(f"GICD_TYPER.IDbits+1 must be 14..24, not {id_bits}")
         self.typer = GicdTyper(
@@ -20,7 +22,7 @@ class Distributor:
             IDbits=id_bits - 1,
             LPIS=int(lpis),
             MBIS=1,
-            RSS=1,
+            RSS=int(rss),
             A3V=1,
         )
         self.ctlr = 0

@@ -82,6 +82,14 @@ class GicKnobs:
         "RO; 0 means 'not indicated'",
         "§1.2, §7.2; Linux commit 34453c2e9f79 (CES bit 1, IR bit 2); KVM reports 1",
     )
+    range_selector: bool = _knob(
+        True,
+        "GICD_TYPER.RSS: affinity level 0 values up to 255 can be targeted (Range Selector "
+        "support, printed by Linux as ', RSS' or 'Distributor has Range Selector support')",
+        IMPDEF,
+        "IHI 0069 GICD_TYPER.RSS; QEMU 7.2 arm_gicv3_dist.c reports 0 (the real 6.1 runs "
+        "print 'GICv3 features: 16 PPIs' without ', RSS')",
+    )
     direct_lpi: bool = _knob(
         False,
         "GICR_TYPER.DirectLPI: GICR_SETLPIR/CLRLPIR/INVLPIR/INVALLR/SYNCR are implemented "

@@ -69,7 +69,13 @@ class Machine:
         """Reset every GIC block (memory contents are left as they are)."""
         p = self.platform
         self.mem.unmap_all_mmio()
-        self.gicd = Distributor(id_bits=p.id_bits, lpis=True, spis=p.spis, events=self.events)
+        self.gicd = Distributor(
+            id_bits=p.id_bits,
+            lpis=True,
+            spis=p.spis,
+            events=self.events,
+            rss=p.knobs.range_selector,
+        )
         self.rdists = [
             Redistributor(
                 cpu,

@@ -15,12 +15,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from gickexec.fw.uefi import EDK2_QEMU_VIRT, GENERIC_EDK2, FirmwareLayout
 from gickexec.hw.knobs import GicKnobs
 from gickexec.hw.memory import MemRegion
 
-__all__ = ["PLATFORMS", "Firmware", "Platform"]
+__all__ = ["BOOT_PATHS", "PLATFORMS", "BootPath", "Firmware", "Platform"]
 
 Firmware = Literal["efi", "dt"]
+#: How a machine boots the first kernel: UEFI with ACPI tables, UEFI handing over a
+#: device tree, or a device tree and no firmware services (QEMU ``-kernel`` or U-Boot).
+BootPath = Literal["uefi-acpi", "uefi-dt", "dt"]
+BOOT_PATHS: tuple[BootPath, ...] = ("uefi-acpi", "uefi-dt", "dt")
 
 _GiB = 1 << 30
 
@@ -51,6 +56,57 @@ class Platform:
     efi_stub: bool = True
     source: str = ""
     model: str = ""
+    #: The boot paths the machine offers (the first is its default) and the one in use.
+    boot_paths: tuple[BootPath, ...] = ()
+    boot: BootPath | None = None
+    #: What loads the first kernel on a device-tree boot: QEMU's ``-kernel`` loader
+    #: (hw/arm/boot.c) or a U-Boot ``booti`` (model: the image at the first 2 MiB
+    #: boundary of RAM).
+    dt_loader: Literal["qemu", "u-boot"] = "u-boot"
+    firmware_layout: FirmwareLayout = GENERIC_EDK2
+    #: The firmware offers EFI_RNG_PROTOCOL, so the EFI stub randomises the image's
+    #: physical placement (KASLR) unless ``nokaslr``.
+    efi_rng: bool = True
+    #: ``fdt_totalsize()`` of the device tree a DT boot loader hands over (QEMU ``virt``
+    #: builds it in a 1 MiB buffer), and the packed size kexec-tools makes of the running
+    #: kernel's /sys/firmware/fdt before adding ``bootargs`` (measured: tests/data/
+    #: realcheck; the EFI stub's generated tree packs to 520 bytes on every platform).
+    fdt_bytes: int = 0x100000
+    fdt_packed_bytes: int = 7824
+    #: the ITS's node in the board's device tree (MSI domains are named after it)
+    dt_its_node: str = ""
+
+    @property
+    def dt_its_path(self) -> str:
+        return self.dt_its_node or (
+            f"/interrupt-controller@{self.gicd_base:x}/msi-controller@{self.its_base:x}"
+        )
+
+    @property
+    def boot_path(self) -> BootPath:
+        """The boot path in use: "uefi-acpi", "uefi-dt" or "dt"."""
+        if self.boot is not None:
+            return self.boot
+        if self.boot_paths:
+            return self.boot_paths[0]
+        return "uefi-acpi" if self.firmware == "efi" else "dt"
+
+    @property
+    def acpi(self) -> bool:
+        return self.boot_path == "uefi-acpi"
+
+    def with_boot(self, path: BootPath) -> Platform:
+        """The same machine booted another way (one of ``boot_paths``)."""
+        offered = self.boot_paths or (self.boot_path,)
+        if path not in offered:
+            raise ValueError(
+                f"{self.name} boots via {', '.join(offered)}, not {path}"
+            )
+        firmware: Firmware = "dt" if path == "dt" else "efi"
+        return dataclasses.replace(self, boot=path, firmware=firmware)
+
+    def with_ram(self, banks: tuple[MemRegion, ...]) -> Platform:
+        return dataclasses.replace(self, ram=banks)
 
     def affinity(self, cpu: int) -> int:
         """Aff3.Aff2.Aff1.Aff0 of ``cpu`` as GICR_TYPER.Affinity_Value packs it."""
@@ -188,15 +244,17 @@ _PRESETS = (
         midr=0x431F0AF1,
         source="LKML 1809.2/06246 (TX2 guest test); KVM behaviour gic-architecture.md §5.2",
     ),
-    # QEMU TCG's GICv3 + ITS (gic-architecture.md §5.1): clearable EnableLPIs with CES=1,
-    # no RWP, base writes accepted at any time, CommonLPIAff=1, no configuration cache
-    # beyond its HPPI, PTZ read back, commands skipped on parameter errors, 12-byte ITT
-    # entries, pending state in guest memory.
+    # QEMU TCG's GICv3 + ITS (QEMU 7.2 hw/intc/arm_gicv3_redist.c, arm_gicv3_its.c):
+    # clearable EnableLPIs with CES=1, no RWP, base writes accepted at any time,
+    # CommonLPIAff=1, no configuration cache beyond its HPPI, PTZ read back, commands
+    # skipped on parameter errors, 12-byte ITT entries, pending state in guest memory.
+    # The machine of the real runs (tests/data/realcheck): `-M virt,gic-version=3,its=on
+    # -cpu cortex-a57 -smp 2 -m 1G`, AAVMF or `-kernel` direct boot.
     Platform(
         name="qemu-virt",
-        description="QEMU TCG virt (gic-version=3, its=on): 4 CPUs, UEFI (edk2), 4 GiB",
-        cpus=4,
-        ram=_VIRT_RAM,
+        description="QEMU 7.2 TCG virt (gic-version=3, its=on), cortex-a57: 2 CPUs, 1 GiB",
+        cpus=2,
+        ram=(MemRegion(0x40000000, _GiB, "System RAM"),),
         firmware="efi",
         knobs=GicKnobs(
             enable_lpis_clearable=True,
@@ -208,12 +266,23 @@ _PRESETS = (
             ptz_reads_back=True,
             its_error_policy="skip",
             itt_entry_size=12,
+            range_selector=False,
         ),
         gicd_base=_VIRT_GICD,
         gicr_base=_VIRT_GICR,
         its_base=_VIRT_ITS,
-        source="QEMU hw/intc/arm_gicv3_redist.c, arm_gicv3_its.c (gic-architecture.md §5.1)",
+        # cortex-a57 r1p0 (the real runs' "Booting Linux on physical CPU ... [0x411fd070]")
+        midr=0x411FD070,
+        source=(
+            "QEMU 7.2 hw/arm/virt.c, hw/arm/boot.c, hw/intc/arm_gicv3_*; AAVMF 2022.11; "
+            "real runs in tests/data/realcheck"
+        ),
         model="linux,dummy-virt",
+        boot_paths=("uefi-acpi", "uefi-dt", "dt"),
+        dt_loader="qemu",
+        firmware_layout=EDK2_QEMU_VIRT,
+        # hw/arm/virt.c create_gic()/create_its(): "/intc@8000000/its@8080000"
+        dt_its_node="/intc@8000000/its@8080000",
     ),
     # GIC-600 (TRM 3.10.2 stall; 4.6.2 GITS_TYPER).  GIC-600 reports 4-byte ITT entries;
     # the model's ITE needs 8 bytes, so this preset uses 8 (ITTs are twice the size).

@@ -9,8 +9,13 @@ Only parameters that change what happens to LPI tables are modelled:
   ``nr_cpus=1``);
 * ``irqchip.gicv3_nolpi=1`` turns LPI support off (``gic_dist_supports_lpis()``).
 
-Unknown parameters are rejected rather than ignored so that a typo in a scenario is an
-error, not a silently different experiment.
+* ``nokaslr`` keeps the EFI stub from randomising where the image runs.
+
+Every other parameter is passed through and shown in the "Kernel command line:" line, as
+a real kernel does; those the kernel does not know at all (no ``__setup``/``early_param``
+or module parameter of that name: :data:`KNOWN_ELSEWHERE` lists the common ones the model
+recognises without interpreting) go to init and are listed in "Unknown kernel command
+line parameters".  Malformed values of the interpreted parameters are errors.
 """
 
 from __future__ import annotations
@@ -20,7 +25,19 @@ from dataclasses import dataclass
 
 from gickexec.bounded import InputError, clip, parse_uint
 
-__all__ = ["CmdlineError", "KernelCmdline", "parse_cmdline", "parse_size"]
+__all__ = ["KNOWN_ELSEWHERE", "CmdlineError", "KernelCmdline", "parse_cmdline", "parse_size"]
+
+#: Parameters a Linux kernel knows (init/main.c, kernel/printk, drivers ...) that change
+#: nothing the model follows: passed through, not reported as unknown.
+KNOWN_ELSEWHERE = frozenset(
+    {
+        "console", "earlycon", "earlyprintk", "initrd", "quiet", "debug", "loglevel",
+        "root", "rootwait", "rootfstype", "rw", "ro", "init", "rdinit", "panic",
+        "reset_devices", "acpi", "efi", "mem", "cma", "swiotlb", "iommu", "kaslr",
+        "ignore_loglevel", "printk.time", "elfcorehdr", "noinitrd", "nosmp", "irqaffinity",
+        "systemd.unit", "numa", "mitigations", "kpti", "rodata", "pci", "usbcore.autosuspend",
+    }
+)
 
 # [0-9], not \d: memparse()'s simple_strtoull() takes ASCII digits only.
 _SIZE = re.compile(r"([0-9]+)([KMGkmg]?)", re.ASCII)
@@ -37,6 +54,11 @@ class KernelCmdline:
     maxcpus: int | None = None
     nr_cpus: int | None = None
     gicv3_nolpi: bool = False
+    nokaslr: bool = False
+    #: the line as given (what "Kernel command line:" prints)
+    text: str = ""
+    #: words the kernel does not know (passed to init)
+    unknown: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         parts = []
@@ -48,6 +70,8 @@ class KernelCmdline:
             parts.append(f"nr_cpus={self.nr_cpus}")
         if self.gicv3_nolpi:
             parts.append("irqchip.gicv3_nolpi=1")
+        if self.nokaslr:
+            parts.append("nokaslr")
         return " ".join(parts)
 
 
@@ -70,11 +94,13 @@ def _count(name: str, value: str) -> int:
 
 
 def parse_cmdline(text: str) -> KernelCmdline:
-    """Parse the parameters above; anything else is a :class:`CmdlineError`."""
+    """Parse the parameters above; the rest pass through (see the module docstring)."""
     crash = 0
     maxcpus: int | None = None
     nr_cpus: int | None = None
     nolpi = False
+    nokaslr = False
+    unknown: list[str] = []
     for word in text.split():
         name, _, value = word.partition("=")
         match name:
@@ -92,9 +118,10 @@ def parse_cmdline(text: str) -> KernelCmdline:
                 if value not in ("0", "1", "y", "n", ""):
                     raise CmdlineError(f"irqchip.gicv3_nolpi={clip(value)}: expects 0 or 1")
                 nolpi = value in ("1", "y", "")
+            case "nokaslr":
+                nokaslr = True
+            case _ if name in KNOWN_ELSEWHERE or name.startswith(("irqchip.", "efi.")):
+                pass
             case _:
-                raise CmdlineError(
-                    f"{clip(word)!r}: not a parameter the model knows "
-                    "(crashkernel=, maxcpus=, nr_cpus=, irqchip.gicv3_nolpi=)"
-                )
-    return KernelCmdline(crash, maxcpus, nr_cpus, nolpi)
+                unknown.append(word)
+    return KernelCmdline(crash, maxcpus, nr_cpus, nolpi, nokaslr, text, tuple(unknown))

@@ -10,7 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gickexec.arch.efi import (
+    ACPI_20_TABLE_GUID,
+    EFI_MEMORY_ATTRIBUTES_TABLE_GUID,
+    LINUX_EFI_INITRD_MEDIA_GUID,
     LINUX_EFI_MEMRESERVE_TABLE_GUID,
+    LINUX_EFI_RANDOM_SEED_TABLE_GUID,
     MEMRESERVE_HEADER_BYTES,
     MEMRESERVE_V420_BYTES,
     SMBIOS3_TABLE_GUID,
@@ -31,6 +35,7 @@ __all__ = [
     "EfiState",
     "efi_apply_persistent_mem_reservations",
     "efi_config_parse_tables",
+    "efi_stub_install_tables",
     "install_memreserve_table",
 ]
 
@@ -42,7 +47,16 @@ PAGE_OFFSET = 0xFFFF_8000_0000_0000
 #: ARM64_MEMSTART_ALIGN with 4K pages: PHYS_OFFSET is DRAM start rounded down to 1 GiB
 ARM64_MEMSTART_ALIGN = 1 << 30
 
-_TABLE_NAMES = {SMBIOS3_TABLE_GUID: "SMBIOS 3.0", LINUX_EFI_MEMRESERVE_TABLE_GUID: "MEMRESERVE"}
+#: ``common_tables[]`` of drivers/firmware/efi/efi.c: GUID -> (name, first version that
+#: names it).  INITRD came with the stub's initrd config table (v6.1, UNCONFIRMED).
+_TABLE_NAMES: dict[bytes, tuple[str, tuple[int, int]]] = {
+    ACPI_20_TABLE_GUID: ("ACPI 2.0", (0, 0)),
+    SMBIOS3_TABLE_GUID: ("SMBIOS 3.0", (0, 0)),
+    EFI_MEMORY_ATTRIBUTES_TABLE_GUID: ("MEMATTR", (0, 0)),
+    LINUX_EFI_RANDOM_SEED_TABLE_GUID: ("RNG", (0, 0)),
+    LINUX_EFI_INITRD_MEDIA_GUID: ("INITRD", (6, 1)),
+    LINUX_EFI_MEMRESERVE_TABLE_GUID: ("MEMRESERVE", (0, 0)),
+}
 
 
 def install_memreserve_table(
@@ -64,6 +78,31 @@ def install_memreserve_table(
     mem.write(root, empty, agent)
     fw.install_configuration_table(LINUX_EFI_MEMRESERVE_TABLE_GUID, root)
     return root
+
+
+def efi_stub_install_tables(
+    fw: UefiFirmware,
+    mem: PhysicalMemory,
+    profile: KernelProfile,
+    agent: Agent,
+    initrd: tuple[int, int] | None,
+    rng_seed: bool,
+) -> None:
+    """What the EFI stub installs before ExitBootServices(), in its order: the INITRD
+    table describing the initrd it loaded (``struct linux_efi_initrd {base, size}``, v6.1,
+    UNCONFIRMED first version), the RNG seed (``efi_random_get_seed()``: a
+    LINUX_EFI_RANDOM_SEED table in EFI_ACPI_RECLAIM_MEMORY, when the firmware has
+    EFI_RNG_PROTOCOL), then the memreserve root."""
+    if initrd is not None and profile.version >= (6, 1):
+        tbl = fw.allocate_pool(EfiMemoryType.LOADER_DATA, 16)
+        mem.write(tbl, initrd[0].to_bytes(8, "little") + initrd[1].to_bytes(8, "little"), agent)
+        fw.install_configuration_table(LINUX_EFI_INITRD_MEDIA_GUID, tbl)
+    if rng_seed and fw.layout.rng_seed is not None:
+        seed = fw.at(fw.layout.rng_seed)
+        # struct linux_efi_random_seed {u32 size; u8 bits[]}: EFI_RANDOM_SEED_SIZE 32
+        mem.write(seed, (32).to_bytes(4, "little") + bytes(32), agent)
+        fw.install_configuration_table(LINUX_EFI_RANDOM_SEED_TABLE_GUID, seed)
+    install_memreserve_table(fw, mem, profile, agent)
 
 
 @dataclass(slots=True)
@@ -96,16 +135,15 @@ def efi_config_parse_tables(
         return EfiState(config_tables=False)
     major, minor = st.revision >> 16, st.revision & 0xFFFF
     vendor = _read_vendor(mem, st.firmware_vendor)
-    if profile.printk_era == "modern":
-        log.printk(printk.EFI_BY_NEW, major, minor // 10, vendor)
-        entry_fmt = printk.EFI_CFG_ENTRY_NEW
-    else:
-        log.printk(printk.EFI_BY_OLD, major, minor, vendor)
-        entry_fmt = printk.EFI_CFG_ENTRY_OLD
+    by = printk.EFI_BY.at(profile.version)
+    assert by is not None
+    log.printk(by, major, minor if "%.02u" in by else minor // 10, vendor)
+    entry_fmt = printk.EFI_CFG_ENTRY.at(profile.version)
+    assert entry_fmt is not None
     state = EfiState(config_tables=True)
-    known = dict(_TABLE_NAMES)
+    known = {g: name for g, (name, first) in _TABLE_NAMES.items() if profile.version >= first}
     if profile.memreserve_layout is None:
-        known.pop(LINUX_EFI_MEMRESERVE_TABLE_GUID)
+        known.pop(LINUX_EFI_MEMRESERVE_TABLE_GUID, None)
     line = "efi: "
     for t in tables:
         name = known.get(t.guid)

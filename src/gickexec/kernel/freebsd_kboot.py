@@ -25,7 +25,7 @@ from gickexec.fw.memreserve import walk_memreserve
 from gickexec.fw.uefi import SystemTableError, read_config_tables
 from gickexec.hw.machine import MsiDevice
 from gickexec.kernel.kernel import Kernel
-from gickexec.kernel.mm import KernelFault, Owner, PageAllocator, Role
+from gickexec.kernel.mm import BuddyAllocator, KernelFault, Owner, Role
 
 __all__ = ["FreeBsdKboot"]
 
@@ -51,7 +51,7 @@ class FreeBsdKboot(Kernel):
         except KernelFault as fault:
             self.die(fault)
             return
-        self.pages = PageAllocator(self.memblock.free_ranges(), self.rng)
+        self.pages = BuddyAllocator(self.memblock.free_ranges())
         self.online_cpus = list(self.possible_cpus)
 
     @property

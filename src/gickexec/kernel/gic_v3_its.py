@@ -200,9 +200,23 @@ class GicV3Its:
     # -- gic_init_bases -------------------------------------------------------------
 
     def gic_dist_init(self) -> None:
+        """``gic_init_bases()``'s report: SPIs, extended SPIs, the root handler, then the
+        features (or, before 6.x, the Range Selector line)."""
         gicd = self.k.machine.gicd
-        self.k.log.printk(printk.GIC_SPIS, gicd.spis)
-        self.k.log.printk(printk.GIC_RSS, "")
+        log = self.k.log
+        log.printk(printk.GIC_SPIS, gicd.spis)
+        log.printk(printk.GIC_ESPIS, 0)
+        log.printk(printk.ROOT_IRQ, "gic_handle_irq")
+        rss = bool(gicd.typer.RSS)
+        log.printk(printk.GIC_RSS, "" if rss else "no ")
+        rd = GicrTyper.decode(self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.TYPER))
+        # GICR_TYPER.PPInum 0: 16 PPIs (GICv3.1 extended PPIs would add 32 or 64)
+        log.printk(
+            printk.GIC_FEATURES,
+            16,
+            ", RSS" if rss else "",
+            ", DirectLPI" if rd.DirectLPI else "",
+        )
 
     def found_redistributor(self, cpu: int) -> None:
         typer = GicrTyper.decode(self._readq(self._rd_base(cpu) + GicrOffset.TYPER))
@@ -253,6 +267,8 @@ class GicV3Its:
 
     def its_probe_one(self) -> bool:
         base = self.its_phys
+        # its_of_probe()/its_acpi_probe(): the 128 KiB GITS frame (control + translater)
+        self.k.log.printk(printk.ITS_MEM, base, base + 0x20000 - 1)
         if not self.its_force_quiescent():
             return False
         typer = self.its_typer = GitsTyper.decode(self._readq(base + GitsOffset.TYPER))
@@ -408,11 +424,13 @@ class GicV3Its:
         hit = k.segment_at(self.prop_table_pa, size)
         if hit is not None and hit[0] == SEG_IMAGE:
             img, img_size = k.image
+            # memset() writes 0xa2 over the code it runs from: no further output (the
+            # real 6.1 DT kexec of this layout hangs silently, as issue reports say).
             raise KernelFault(
-                f"gic_reset_prop_table() overwrote the kernel's own image: the 'reused' "
-                f"property table @{self.prop_table_pa:#x} is inside the image "
+                f"hang: gic_reset_prop_table() overwrote the kernel's own image: the "
+                f"'reused' property table @{self.prop_table_pa:#x} is inside the image "
                 f"[{img:#x}, {img + img_size:#x}) that the loader placed over it",
-                [printk.kformat(printk.PANIC, "Fatal exception")],
+                [],
             )
         if hit is not None and hit[0] == SEG_INITRD:
             k.gic_hit(SEG_INITRD, self.prop_table_pa, "gic_reset_prop_table()")

@@ -24,36 +24,41 @@ from gickexec.kernel.efi import (
     EfiState,
     efi_apply_persistent_mem_reservations,
     efi_config_parse_tables,
-    install_memreserve_table,
+    efi_stub_install_tables,
 )
 from gickexec.kernel.gic_v3_its import GicV3Its, ItsDevice
+from gickexec.kernel.bootloader import FirstBoot, efi_stub_boot, qemu_direct_boot, uboot_booti
 from gickexec.kernel.kexec import KexecSegments
 from gickexec.kernel.mm import (
+    MIGRATE_UNMOVABLE,
     SEG_DTB,
     SEG_IMAGE,
     SEG_INITRD,
+    BuddyAllocator,
     KernelFault,
     Memblock,
     OutOfMemory,
     Owner,
     OwnershipMap,
-    PageAllocator,
     Role,
+    first_deferred_pfn,
+    free_ranges,
 )
 from gickexec.kernel.profiles import KernelProfile
 
 __all__ = ["IrqDesc", "KdumpParams", "Kernel", "MsiDriver"]
 
 _2M = 0x200000
-#: Kernel image footprint (text, data, bss) placed on a 2 MiB boundary, as arm64 does.
-KERNEL_IMAGE_BYTES = 40 << 20
+_PAGE = 0x1000
 #: First Linux IRQ number handed to MSIs (below it: SGIs, PPIs, timers, SPIs in use).
 FIRST_MSI_VIRQ = 48
 
 #: arm64 reserve_crashkernel(): below ARCH_LOW_ADDRESS_LIMIT (4 GiB), 2 MiB aligned
 CRASH_ADDR_LIMIT = 1 << 32
 #: kexec-tools' elfcorehdr segment (one PT_LOAD per RAM range fits easily)
-ELFCOREHDR_BYTES = 0x10000
+ELFCOREHDR_BYTES = 0x1000
+#: arm64 NR_IRQS and the nr_irqs early_irq_init() reports (no preallocated descriptors)
+NR_IRQS = 64
 
 Entry = Literal["firmware", "kexec", "kdump"]
 
@@ -66,10 +71,25 @@ class KdumpParams:
     kernel's memory that ``/proc/vmcore`` exposes."""
 
     usable: tuple[int, int]
-    image: int
-    elfcorehdr: tuple[int, int]
+    segments: KexecSegments
     vmcore: tuple[tuple[int, int], ...]
     cpu: int
+    #: CPUs of the crashed kernel (one crash note each)
+    cpus: int = 1
+
+    @property
+    def image(self) -> int:
+        return self.segments.image[0]
+
+    @property
+    def elfcorehdr(self) -> tuple[int, int]:
+        """``(addr, bytes)`` of the ELF core header as ``linux,elfcorehdr`` gives it:
+        kexec-tools' ELF64 header and one program header per CPU note, vmcoreinfo, the
+        kernel text and each memory range, rounded up to 1 KiB (the real 2-CPU, 4-range
+        header is 0x400 bytes in its 0x1000-byte segment)."""
+        assert self.segments.elfcorehdr is not None
+        phdrs = self.cpus + 2 + len(self.vmcore)
+        return self.segments.elfcorehdr[0], (64 + 56 * phdrs + 0x3FF) & ~0x3FF
 
 
 @dataclass(slots=True)
@@ -152,6 +172,8 @@ class Kernel:
         cmdline: KernelCmdline | None = None,
         kdump: KdumpParams | None = None,
         segments: KexecSegments | None = None,
+        initrd_bytes: int = 0,
+        pinned_image: int | None = None,
     ) -> None:
         self.machine = machine
         self.profile = profile
@@ -170,17 +192,28 @@ class Kernel:
         self.possible_cpus = [self.boot_cpu, *others][:limit]
         self.nr_cpus = len(self.possible_cpus)
         self.online_cpus: list[int] = []
-        self.log = printk.KernelLog()
+        self.log = printk.KernelLog(version=profile.version)
         self.owners = OwnershipMap()
         if kdump is not None:
             self.memory = [(kdump.usable[0], kdump.usable[0] + kdump.usable[1])]
         else:
             self.memory = [(r.start, r.end) for r in machine.mem.ram]
+        #: memory the firmware reports as runtime (memblock_mark_nomap): in memblock.memory
+        #: (it counts for deferred struct-page init) but never free, not "System RAM"
+        self.nomap: list[tuple[int, int]] = []
         self.memblock = Memblock(self.memory, profile.init_memblock_reserved_regions)
+        self.initrd_bytes = initrd_bytes
+        self.pinned_image = pinned_image
+        #: where the boot loader put the image, initramfs and DTB on a firmware boot
+        self.first_boot: FirstBoot | None = None
+        self.initrd: tuple[int, int] | None = None
+        self.dtb: tuple[int, int] | None = None
+        #: memory whose struct pages page_alloc_init_late() initialises (after smp_init)
+        self._deferred: list[tuple[int, int]] = []
         self.crashkernel: tuple[int, int] | None = None
         #: why this kernel died (oops, panic, hang), or None while it runs
         self.crashed: str | None = None
-        self.pages: PageAllocator | None = None
+        self.pages: BuddyAllocator | None = None
         self.efi: EfiState | None = None
         self.gic = GicV3Its(self)
         self.irqs: dict[int, IrqDesc] = {}
@@ -209,6 +242,31 @@ class Kernel:
         """``smp_processor_id()`` of physical CPU ``cpu`` (what the log prints)."""
         return self.possible_cpus.index(cpu)
 
+    @property
+    def memblock_memory(self) -> list[tuple[int, int]]:
+        """``memblock.memory``: RAM and the firmware's nomap memory, merged."""
+        out: list[tuple[int, int]] = []
+        for start, end in sorted([*self.memory, *self.nomap]):
+            if out and start <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], end))
+            else:
+                out.append((start, end))
+        return out
+
+    @property
+    def system_ram(self) -> list[tuple[int, int]]:
+        """The "System RAM" ranges of /proc/iomem: memory minus what the firmware keeps
+        (nomap), ``[start, end)``."""
+        return free_ranges(self.memory, [(s, e - s) for s, e in self.nomap])
+
+    @property
+    def iomem_kernel(self) -> list[tuple[int, int]]:
+        """"Kernel code" (``_stext``..``__init_begin``) and "Kernel data" (``_sdata``..
+        ``_end``) of /proc/iomem as ``(addr, size)``: kexec-tools does not avoid them."""
+        base, size = self.image
+        b = self.profile.build
+        return [(base + b.stext, b.init_begin - b.stext), (base + b.sdata, size - b.sdata)]
+
     def in_linear_map(self, addr: int, size: int) -> bool:
         """Whether ``[addr, addr + size)`` is in this kernel's memory (its linear map)."""
         return any(s <= addr and addr + size <= e for s, e in self.memory)
@@ -228,7 +286,7 @@ class Kernel:
     ) -> int:
         """``alloc_pages()`` of a naturally aligned block, labelled; zeroed unless asked not."""
         assert self.pages is not None, "page allocator used before mm_init"
-        addr = self.pages.alloc(size)
+        addr = self.pages.alloc(size, mt=MIGRATE_UNMOVABLE)
         self.claim(addr, size, Owner(label, role))
         if zero:
             self.machine.mem.fill(addr, size, 0, self.agent())
@@ -260,19 +318,23 @@ class Kernel:
         p = m.platform
         for cpuif in m.cpuifs:
             cpuif.reset()
-        if self.entry == "firmware" and self.firmware is not None and p.efi_stub:
-            install_memreserve_table(self.firmware, m.mem, self.profile, self.agent())
+        if self.entry == "firmware":
+            self._run_boot_loader()
         self.log.printk(printk.BOOTING, p.mpidr(self.boot_cpu), p.midr)
-        self.log.printk(printk.LINUX_VERSION, self.profile.release)
+        banner = self.profile.build.banner
+        self.log.line(printk.kformat(banner, self.profile.release) if "%s" in banner else banner)
         try:
             self._setup_machine_fdt()
-            if self.boot_method == "dt":
+            if self.has_board_dt:
                 self.log.printk(printk.MACHINE_MODEL, p.model)
             for phase in (
                 self._setup_arch,
+                self._start_kernel_early,
                 self._mm_init,
                 self._init_irq,
+                self._early_initcalls,
                 self._smp_init,
+                self._page_alloc_init_late,
                 self._populate_rootfs,
             ):
                 phase()
@@ -296,27 +358,84 @@ class Kernel:
             self.machine.cpuifs[cpu].igrpen1 = False
         self.online_cpus = []
 
-    def _place_image(self) -> None:
-        """Where the image runs: the kexec loader's or kdump's address, else a random
-        2 MiB boundary (the EFI stub's KASLR placement, or the boot loader's choice)."""
-        if self.segments is not None:
-            addr = self.segments.image[0]
-        elif self.kdump is not None:
-            addr = self.kdump.image
+    @property
+    def has_board_dt(self) -> bool:
+        """Booted with the board's device tree (not the EFI stub's empty one): a DT
+        boot, UEFI handing over a DT, or kexec/kdump from such a kernel."""
+        return self.machine.platform.boot_path != "uefi-acpi"
+
+    def _run_boot_loader(self) -> None:
+        """Before the kernel runs: the boot loader places the image and initrd (and, on
+        UEFI, the EFI stub installs its configuration tables)."""
+        build = self.profile.build
+        p = self.machine.platform
+        ram = [(s, e) for s, e in self.memory]
+        if self.firmware is not None:
+            fw = self.firmware
+            busy = [(r.start, r.size) for r, _ in fw.regions()]
+            top = fw.at(fw.layout.initrd_top) if fw.layout.initrd_top else None
+            if top is not None:
+                busy.append((top, max(e for _, e in ram) - top))
+            boot = efi_stub_boot(
+                free_ranges(ram, busy),
+                build.image_size,
+                self.initrd_bytes,
+                top or 0,
+                kaslr=p.efi_rng and not self.cmdline.nokaslr,
+                rng=self.rng,
+                pinned=self.pinned_image,
+            )
+        elif p.dt_loader == "qemu":
+            start, end = ram[0]
+            boot = qemu_direct_boot(
+                (start, end - start), build.image_size, self.initrd_bytes, p.fdt_bytes
+            )
         else:
-            fw = self.firmware.layout if self.firmware is not None else None
-            avoid = [] if fw is None else [fw.runtime, fw.loader_pool]
-            slots = []
-            for start, end in self.memory:
-                first = (start + _2M - 1) & ~(_2M - 1)
-                for addr in range(first, end - KERNEL_IMAGE_BYTES + 1, 16 * _2M):
-                    if not any(r.start < addr + KERNEL_IMAGE_BYTES and addr < r.end for r in avoid):
-                        slots.append(addr)
-            addr = self.rng.choice(slots)
-        self.image = (addr, KERNEL_IMAGE_BYTES)
+            boot = uboot_booti(ram, build.image_size, p.fdt_bytes)
+        if self.pinned_image is not None:
+            boot = FirstBoot(self.pinned_image, boot.initrd, boot.dtb, boot.how)
+        self.first_boot = boot
+        if self.firmware is not None and p.efi_stub:
+            efi_stub_install_tables(
+                self.firmware, self.machine.mem, self.profile, self.agent(),
+                boot.initrd, p.efi_rng,
+            )
+
+    def _place_image(self) -> None:
+        """Where the image runs: the kexec loader's address, else where the boot loader
+        put it (kernel/bootloader.py); then ``arm64_memblock_init()``'s reservations of the
+        image (``_stext`` to ``_end``), the initrd (page-rounded) and, from
+        ``early_init_fdt_reserve_self()``, the device tree."""
+        build = self.profile.build
+        p = self.machine.platform
+        if self.segments is not None:
+            base = self.segments.image[0]
+            self.initrd = self.segments.initramfs
+            self.dtb = self.segments.dtb
+        elif self.kdump is not None:
+            base = self.kdump.image
+            seg = self.kdump.segments
+            self.initrd = seg.initramfs
+            self.dtb = seg.dtb
+        else:
+            assert self.first_boot is not None
+            boot = self.first_boot
+            base, self.initrd, self.dtb = boot.image, boot.initrd, boot.dtb
+        self.image = (base, build.image_size)
         self._memblock_reserve(
-            addr, KERNEL_IMAGE_BYTES, self.segment_label("kernel image"), Role(SEG_IMAGE)
+            base + build.stext,
+            build.image_size - build.stext,
+            self.segment_label("kernel image"),
+            Role(SEG_IMAGE),
         )
+        if self.initrd is not None:
+            start = self.initrd[0] & ~(_PAGE - 1)
+            size = -(-(self.initrd[0] + self.initrd[1]) // _PAGE) * _PAGE - start
+            self._memblock_reserve(start, size, self.segment_label("initrd"), Role(SEG_INITRD))
+        if self.dtb is not None:
+            self._memblock_reserve(
+                self.dtb[0], self.dtb[1], self.segment_label("device tree"), Role(SEG_DTB)
+            )
 
     def segment_label(self, segment: str) -> str:
         """The owner label of one of this kernel's boot segments."""
@@ -329,10 +448,10 @@ class Kernel:
         """``(segment, start)`` of this kernel's image, initrd or DTB overlapping
         ``[addr, addr + size)`` (the initrd only until it is freed), or None."""
         owned = [(SEG_IMAGE, *self.image)]
-        if self.segments is not None:
-            owned.append((SEG_DTB, *self.segments.dtb))
-            if not self.initrd_freed:
-                owned.append((SEG_INITRD, *self.segments.initrd))
+        if self.dtb is not None:
+            owned.append((SEG_DTB, *self.dtb))
+        if self.initrd is not None and not self.initrd_freed:
+            owned.append((SEG_INITRD, *self.initrd))
         for name, start, length in owned:
             if start < addr + size and addr < start + length:
                 return name, start
@@ -380,9 +499,9 @@ class Kernel:
         Model choice: a flipped bit outside the FDT header might instead change a property
         silently (UNCONFIRMED which)."""
         hit = self._first_hit(SEG_DTB)
-        if hit is None or self.segments is None:
+        if hit is None or self.dtb is None:
             return
-        dtb = self.segments.dtb[0]
+        dtb = self.dtb[0]
         raise KernelFault(
             f"{hit[1]} set a pending bit at {hit[0]:#x} in the device tree the loader placed "
             f"at {dtb:#x} before this kernel parsed it: setup_machine_fdt() spins forever",
@@ -393,16 +512,24 @@ class Kernel:
         """``arch_initcall``: export the boot-time memblock reservations as "reserved" in
         /proc/iomem; ``rootfs_initcall``: unpack the initramfs and free its pages."""
         self.iomem_reserved = [(s, e - s) for s, e in self.memblock.reserved]
-        if self.segments is None:
+        if self.initrd is None:
             return
-        addr, size = self.segments.initrd
+        addr, size = self.initrd
         if self._first_hit(SEG_INITRD) is not None:
             # UNCONFIRMED which error string: it depends on which byte of the archive changed.
             self.log.printk(printk.INITRAMFS_FAILED, "junk in compressed archive")
-        self.memblock.free(addr, size)
-        self.free_pages(addr, size)
+        # free_initrd_mem() -> free_reserved_area(): the whole pages inside the initrd
+        start = -(-addr // _PAGE) * _PAGE
+        end = (addr + size) & ~(_PAGE - 1)
+        rstart = addr & ~(_PAGE - 1)
+        rend = -(-(addr + size) // _PAGE) * _PAGE
+        self.memblock.free(rstart, rend - rstart)
+        self.owners.assign(rstart, rend - rstart, None)
+        if end > start:
+            assert self.pages is not None
+            self.pages.free_range(start, end)
         self.initrd_freed = True
-        self.log.printk(printk.FREEING_MEMORY, "initrd", size >> 10)
+        self.log.printk(printk.FREEING_MEMORY, "initrd", max(0, end - start) >> 10)
 
     def _prepare_namespace(self) -> None:
         """After the initcalls: without its initramfs the kernel cannot mount a root fs
@@ -418,52 +545,92 @@ class Kernel:
         )
 
     def _setup_arch(self) -> None:
-        if self.firmware is not None:
-            for region, kind in self.firmware.memory_map():
-                if kind == EfiMemoryType.RUNTIME_SERVICES_DATA:
-                    self._memblock_reserve(region.start, region.size, "EFI runtime services data")
-        self._place_image()
-        if self.segments is not None:
-            # arm64_memblock_init() and early_init_fdt_reserve_self()
-            for seg, (addr, size) in (
-                (SEG_INITRD, self.segments.initrd),
-                (SEG_DTB, self.segments.dtb),
-            ):
-                label = self.segment_label("initrd" if seg == SEG_INITRD else "device tree")
-                self._memblock_reserve(addr, size, label, Role(seg))
-        if self.kdump is not None:
-            addr, size = self.kdump.elfcorehdr
-            self._memblock_reserve(addr, size, "elfcorehdr (/proc/vmcore)")
-            self.log.printk(printk.ELFCOREHDR_RESERVED, size >> 10, addr)
+        """arm64 ``setup_arch()`` as far as memory goes, in its order: ``efi_init()`` (the
+        firmware memory map: runtime regions nomap, ACPI reclaim and the stub's pages
+        reserved, then the configuration tables and the memreserve walk),
+        ``arm64_memblock_init()`` (image, initrd, DTB, elfcorehdr), ``paging_init()``
+        and ``bootmem_init()`` (NODE_DATA, the vmemmap, CMA, crashkernel), then the early
+        memblock users of ``start_kernel()`` (per-CPU areas, the dentry and inode hash
+        tables).  memblock allocates top-down."""
         top = max(e for _, e in self.memory)
 
         def on_reserve(addr: int, size: int, what: str) -> None:
             self.claim(addr, max(0, min(size, top - addr)), Owner(what))
 
-        if self.firmware is not None:
+        fw = self.firmware
+        if fw is not None:
+            self.log.printk(printk.EFI_FROM_FDT)
+            for start, size in fw.layout.nomap_memory:
+                self._add_nomap(start, size)
+            for region, kind in fw.regions():
+                if kind == EfiMemoryType.RUNTIME_SERVICES_DATA:
+                    self._add_nomap(region.start, region.size)
+                    self.claim(region.start, region.size, Owner(region.name))
+                elif kind == EfiMemoryType.ACPI_RECLAIM and self.in_linear_map(
+                    region.start, region.size
+                ):
+                    self._memblock_reserve(region.start, region.size, region.name)
+            for addr, size, label in fw.kernel_reserved():
+                if self.in_linear_map(addr, size):
+                    self._memblock_reserve(addr, size, label)
             self.efi = efi_config_parse_tables(
                 self.machine.mem,
-                self.firmware.systab,
+                fw.systab,
                 self.profile,
                 self.memblock,
                 self.log,
                 on_reserve,
             )
-        if self.cmdline.crashkernel:
-            self.reserve_crashkernel(self.cmdline.crashkernel)
-        # paging_init(): the linear map's page tables, then memblock_allow_resize()
-        self._early_alloc("memblock: kernel page tables", 4 << 20)
+        else:
+            self.log.printk(printk.EFI_NOT_FOUND)
+        self._place_image()
+        if self.kdump is not None:
+            addr, size = self.kdump.elfcorehdr
+            self._memblock_reserve(addr, size, "elfcorehdr (/proc/vmcore)")
+            self.log.printk(printk.ELFCOREHDR_RESERVED, size >> 10, addr)
+        # paging_init(): the linear map's page tables, then memblock_allow_resize().
+        # Debian's rodata=full maps the linear map with pages: 8 bytes of PTE per 4 KiB
+        # page, plus the upper levels and the fixmap (model: 192 KiB).
+        ram_bytes = sum(e - s0 for s0, e in self.system_ram)
+        self._early_alloc("memblock: kernel page tables", (ram_bytes >> 9) + 0x30000, _PAGE)
         self.memblock.can_resize = True
         if self.efi is not None and self.profile.defers_persistent_reservations:
             efi_apply_persistent_mem_reservations(self.efi, self.profile, self.memblock, on_reserve)
-        ram = sum(e - s for s, e in self.memory)
-        self._early_alloc("memblock: struct page array", (ram // 4096 * 64 + _2M - 1) & ~(_2M - 1))
-        self._early_alloc("memblock: per-CPU areas", self.nr_cpus * (128 << 10))
+        # bootmem_init(): NODE_DATA, sparse_init()'s vmemmap (2 MiB of struct pages per
+        # present 128 MiB section, one buffer), CMA, crashkernel.
+        self._early_alloc("memblock: NODE_DATA", 0x2C80, 64)
+        sections = {
+            pfn >> 15
+            for s0, e0 in self.memblock_memory
+            for pfn in range(s0 >> 12, e0 >> 12, 1 << 15)
+        }
+        self._early_alloc("memblock: vmemmap (struct pages)", len(sections) * _2M, _2M)
+        cma = self.profile.build.cma_bytes
+        if cma:
+            try:
+                addr = self.memblock.alloc(cma, _2M, CRASH_ADDR_LIMIT)
+            except OutOfMemory:
+                addr = None
+            if addr is not None:
+                self.claim(addr, cma, Owner("CMA area"))
+                self.log.printk(printk.CMA_RESERVED, cma >> 20, addr)
+        if self.cmdline.crashkernel:
+            self.reserve_crashkernel(self.cmdline.crashkernel)
+        self._early_alloc("memblock: per-CPU areas", self.nr_cpus * 0x1F000, _PAGE)
+        pages = sum(e - s0 for s0, e in self.memblock_memory) >> 12
+        for label, scale in (("dentry", 1), ("inode", 2)):
+            entries = 1 << max(0, (pages >> scale) - 1).bit_length()
+            self._early_alloc(f"memblock: {label} hash table", entries * 8, _PAGE)
         for addr, size in self.memblock.resized:
             self.claim(addr, size, Owner("memblock: reserved regions array"))
 
-    def _early_alloc(self, label: str, size: int) -> None:
-        addr = self.memblock.alloc(size, 0x10000)
+    def _add_nomap(self, start: int, size: int) -> None:
+        """``memblock_mark_nomap()`` of firmware memory (added to memblock.memory)."""
+        self.nomap.append((start, start + size))
+        self.memblock.nomap.append((start, start + size))
+
+    def _early_alloc(self, label: str, size: int, align: int = 0x10000) -> None:
+        addr = self.memblock.alloc(size, align)
         self.claim(addr, size, Owner(label))
 
     def reserve_crashkernel(self, size: int) -> None:
@@ -477,8 +644,48 @@ class Kernel:
         self.claim(addr, size, Owner("crashkernel region"))
         self.log.printk(printk.CRASHKERNEL_RESERVED, addr, addr + size, size >> 20)
 
+    def _start_kernel_early(self) -> None:
+        """``start_kernel()`` before ``mm_init()``: the command line and what it did not know."""
+        self.log.printk(printk.KERNEL_CMDLINE, self.cmdline.text)
+        unknown = self.cmdline.unknown
+        if unknown:
+            self.log.printk(printk.UNKNOWN_PARAMS, " ".join(unknown))
+
     def _mm_init(self) -> None:
-        self.pages = PageAllocator(self.memblock.free_ranges(), self.rng)
+        """``mm_init()`` -> ``memblock_free_all()``: the free memory whose struct pages
+        are initialised early (``defer_init()``) goes to the buddy allocator; then the
+        allocations of the build that precede the ITS probe (ftrace's record groups, then
+        single pages: :class:`~gickexec.kernel.profiles.KernelBuild`)."""
+        regions = self.memblock_memory
+        zone_start = regions[0][0]
+        deferred = first_deferred_pfn(regions, zone_start)
+        free = self.memblock.free_ranges()
+        limit = None if deferred is None else deferred << 12
+        early = [(s0, e if limit is None else min(e, limit)) for s0, e in free]
+        self._deferred = [] if limit is None else [(max(s0, limit), e) for s0, e in free if e > limit]
+        to_tail = self.profile.buddy_free_to_tail
+        self.pages = BuddyAllocator([r for r in early if r[1] > r[0]], to_tail=to_tail)
+        build = self.profile.build
+        for order in build.ftrace_groups:
+            self._boot_alloc(order, "kernel: ftrace records")
+        for _ in range(build.early_pages):
+            self._boot_alloc(0, "kernel: early allocations (slab, IRQ descriptors)")
+
+    def _boot_alloc(self, order: int, label: str) -> None:
+        assert self.pages is not None
+        try:
+            self.alloc_pages(_PAGE << order, label, zero=False)
+        except OutOfMemory:
+            pass
+
+    def _page_alloc_init_late(self) -> None:
+        """``page_alloc_init_late()`` after ``smp_init()``: the deferred struct pages are
+        initialised and their memory joins the free lists (``deferred_free_range()`` ->
+        ``__free_pages_core()``, to the tail like boot memory)."""
+        assert self.pages is not None
+        for start, end in self._deferred:
+            self.pages.free_range(start, end, to_tail=self.profile.buddy_free_to_tail)
+        self._deferred = []
 
     @property
     def lpis(self) -> bool:
@@ -487,6 +694,7 @@ class Kernel:
 
     def _init_irq(self) -> None:
         gic = self.gic
+        self.log.printk(printk.NR_IRQS, NR_IRQS, NR_IRQS, 0)
         gic.gic_dist_init()
         gic.found_redistributor(self.boot_cpu)
         gic.gic_cpu_init(self.boot_cpu)
@@ -500,6 +708,23 @@ class Kernel:
         # local_irq_enable(): whatever the redistributor signals is taken from now on.
         self.handle_interrupts([self.boot_cpu])
 
+    def _early_initcalls(self) -> None:
+        """``do_pre_smp_initcalls()``: the MSI domains stacked on the ITS, then
+        ``arm_enable_runtime_services()``."""
+        if self.gic.its_ok:
+            p = self.machine.platform
+            if self.has_board_dt:
+                name, path = p.dt_its_path.rsplit("/", 1)[-1], p.dt_its_path
+            else:
+                name = path = f"ITS@{p.its_base:#x}"
+            self.log.printk(printk.MSI_DOMAIN_PLATFORM, name)
+            self.log.printk(printk.MSI_DOMAIN_PCI, path)
+            self.log.printk(printk.MSI_DOMAIN_FSL_MC, name)
+        if self.efi is not None and self.efi.config_tables:
+            self.log.printk(printk.EFI_RUNTIME_ON)
+        else:
+            self.log.printk(printk.EFI_RUNTIME_OFF)
+
     def _smp_init(self) -> None:
         self.log.printk(printk.SMP_BRINGING_UP)
         maxcpus = self.cmdline.maxcpus
@@ -508,7 +733,9 @@ class Kernel:
                 break
             self.gic.found_redistributor(cpu)
             self.cpu_up(cpu)
-        self.log.printk(printk.SMP_BROUGHT_UP, len(self.online_cpus))
+        n = len(self.online_cpus)
+        self.log.printk(printk.SMP_BROUGHT_UP, n, "" if n == 1 else "s")
+        self.log.printk(printk.SMP_TOTAL, n)
 
     def cpu_up(self, cpu: int) -> str | None:
         """Bring physical ``cpu`` online (``gic_starting_cpu`` at STARTING, then the ONLINE
@@ -548,6 +775,8 @@ class Kernel:
                     desc.cpu = target
         self.machine.cpuifs[cpu].igrpen1 = False
         self.log.printk(printk.CPU_KILLED, self.logical_id(cpu))
+        self.log.printk(printk.PSCI_KILLED_OLD, self.logical_id(cpu))
+        self.log.printk(printk.PSCI_KILLED, self.logical_id(cpu), 0)
         self.handle_interrupts([target])
         return None
 
@@ -645,9 +874,20 @@ class Kernel:
         self.online_cpus = []
 
     def shutdown_for_kexec(self) -> None:
-        """``kernel_kexec()``: device shutdown, secondary CPUs off, jump.  The GIC is not reset."""
-        self.device_shutdown()
+        """``kernel_kexec()``: ``kernel_restart_prepare()`` (device shutdown), "Starting
+        new kernel", ``machine_shutdown()`` (the secondary CPUs go down, their remaining
+        interrupts migrating to the boot CPU), ``machine_kexec()`` ("Bye!").  The GIC is
+        not reset."""
+        for driver in self.drivers:
+            driver.shutdown()
         self.log.printk(printk.KEXEC_STARTING)
+        for cpu in list(self.online_cpus):
+            if cpu != self.boot_cpu:
+                self.cpu_down(cpu)
+        self.log.printk(printk.BYE)
+        for cpu in self.online_cpus:
+            self.machine.cpuifs[cpu].igrpen1 = False
+        self.online_cpus = []
 
     def crash_shutdown(self, reason: str) -> None:
         """``panic()`` -> ``__crash_kexec()`` -> ``machine_crash_shutdown()``: other CPUs
@@ -667,6 +907,7 @@ class Kernel:
         self.crashed = f"panic: {reason}"
         if self.crashkernel is not None:
             self.log.printk(printk.KDUMP_STARTING)
+            self.log.printk(printk.BYE)
 
     # -- views ---------------------------------------------------------------------------
 

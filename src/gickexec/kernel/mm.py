@@ -3,9 +3,10 @@
 * :class:`Memblock` models the early allocator: ``memory`` and ``reserved`` region lists,
   ``memblock_reserve()`` with merging, top-down ``memblock_alloc()`` (the default on
   arm64), and the containment test ``gic_check_reserved_range()`` relies on.
-* :class:`PageAllocator` hands out naturally aligned blocks after ``mm_init``.  Where a
-  block lands depends on a seeded random choice among free ranges, standing in for
-  KASLR, different kernels and different allocation orders.
+* :class:`BuddyAllocator` is the page allocator after ``mm_init``: free lists per order and
+  migratetype, filled the way ``memblock_free_all()`` fills them and split, stolen and
+  merged the way ``mm/page_alloc.c`` does, so a table lands where the real allocator puts
+  it (no randomness: the same boot gives the same addresses).
 * :class:`OwnershipMap` is the kernel's belief about every byte of RAM (which GIC table,
   which allocation, reserved, or free), used to judge GIC writes.
 """
@@ -13,7 +14,7 @@
 from __future__ import annotations
 
 import bisect
-import random
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -26,8 +27,12 @@ __all__ = [
     "OutOfMemory",
     "Owner",
     "OwnershipMap",
-    "PageAllocator",
-    "Role",
+    "BuddyAllocator",
+    "MIGRATE_MOVABLE",
+    "MIGRATE_RECLAIMABLE",
+    "MIGRATE_UNMOVABLE",
+    "first_deferred_pfn",
+        "Role",
     "free_ranges",
     "highest_fit",
 ]
@@ -166,6 +171,8 @@ class Memblock:
     def __init__(self, memory: list[tuple[int, int]], max_reserved: int | None = None) -> None:
         self.memory = sorted(memory)
         self.reserved: list[list[int]] = []  # merged [start, end)
+        #: ``[start, end)`` marked MEMBLOCK_NOMAP (firmware runtime memory): never free
+        self.nomap: list[tuple[int, int]] = []
         #: ``memblock.reserved.max``: the static ``INIT_MEMBLOCK_RESERVED_REGIONS`` array
         #: until it is doubled (None: unbounded)
         self.max_reserved = max_reserved
@@ -245,7 +252,9 @@ class Memblock:
 
     def free_ranges(self) -> list[tuple[int, int]]:
         """Memory minus reserved: what ``mm_init`` hands to the page allocator."""
-        return free_ranges(self.memory, [(s, e - s) for s, e in self.reserved])
+        return free_ranges(
+            self.memory, [(s, e - s) for s, e in (*map(tuple, self.reserved), *self.nomap)]
+        )
 
     def _find_top_down(self, size: int, align: int, limit: int | None = None) -> int:
         """``memblock_find_in_range()``: the highest fitting aligned free address."""
@@ -262,83 +271,285 @@ class Memblock:
         return addr
 
 
-class PageAllocator:
-    """The buddy allocator's placement, reduced to "a naturally aligned free block".
 
-    The block is chosen at random (from ``rng``) among free ranges weighted by size,
-    then at a random aligned offset; the same seed gives the same placement.
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+#: MAX_ORDER with 4 KiB pages (include/linux/mmzone.h, v4.19-v6.3): orders 0..10
+MAX_ORDER = 11
+#: pageblock_order = HUGETLB_PAGE_ORDER on arm64 with 4 KiB pages (2 MiB pageblocks)
+PAGEBLOCK_ORDER = 9
+#: PAGES_PER_SECTION with SECTION_SIZE_BITS = 27 (arm64, 4 KiB pages, v5.12+; 30 before,
+#: arch/arm64/include/asm/sparsemem.h) -- the deferred-init granule below
+PAGES_PER_SECTION = 1 << (27 - PAGE_SHIFT)
+
+MIGRATE_UNMOVABLE = 0
+MIGRATE_MOVABLE = 1
+MIGRATE_RECLAIMABLE = 2
+#: ``fallbacks[]`` in mm/page_alloc.c: where each type steals from, in order
+_FALLBACKS = {
+    MIGRATE_UNMOVABLE: (MIGRATE_RECLAIMABLE, MIGRATE_MOVABLE),
+    MIGRATE_MOVABLE: (MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE),
+    MIGRATE_RECLAIMABLE: (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE),
+}
+
+
+def first_deferred_pfn(regions: Sequence[tuple[int, int]], zone_start: int) -> int | None:
+    """``defer_init()`` (mm/page_alloc.c, v4.17+, "We start only with one section of
+    pages"): walking the last zone's memory ``regions`` (``[start, end)`` byte ranges, in
+    order, from ``zone_start``), struct pages are initialised until more than
+    PAGES_PER_SECTION have been and a section boundary is reached; the rest is deferred to
+    ``page_alloc_init_late()``.  Returns that first deferred pfn, or None (all early)."""
+    seen = 0
+    for start, end in sorted(regions):
+        s, e = max(start, zone_start) >> PAGE_SHIFT, end >> PAGE_SHIFT
+        if s >= e:
+            continue
+        # first pfn in [s, e) at which seen > PAGES_PER_SECTION and section aligned
+        need = s + max(0, PAGES_PER_SECTION + 1 - seen - 1)
+        cand = -(-need // PAGES_PER_SECTION) * PAGES_PER_SECTION
+        if cand < e:
+            return cand
+        seen += e - s
+    return None
+
+
+class BuddyAllocator:
+    """One zone's buddy allocator (``struct zone`` free_area[], mm/page_alloc.c).
+
+    * Freeing: ``__free_pages_memory()`` hands each free range over in the largest
+      naturally aligned chunks up to MAX_ORDER - 1; ``__free_one_page()`` merges buddies.
+      Since Linux commit 7fef431be9c9 ("mm/page_alloc: place pages to tail in
+      __free_pages_core()") (v5.10) memory handed over at boot goes to the *tail* of the
+      free lists (``to_tail``), so the lowest blocks are handed out first; before, to the
+      head (the last freed, highest, first).  Other frees go to the head unless
+      ``buddy_merge_likely()``.
+    * Allocation: ``__rmqueue_smallest()`` takes the head of the smallest non-empty list
+      of the wanted migratetype and ``expand()`` puts the upper halves at the heads of the
+      lower lists.  With none, ``__rmqueue_fallback()`` steals the *largest* block of
+      another type (``fallbacks[]``) and, for a block of at least a pageblock, converts
+      its pageblocks (``steal_suitable_fallback()``).  All boot memory starts MOVABLE
+      (``memmap_init_range()``), so the first unmovable allocation claims the lowest free
+      4 MiB block and the next ones are carved from it upwards.
+    * Per-CPU page lists are not modelled: before ``setup_per_cpu_pageset()`` (after
+      ``init_IRQ()``) the boot pageset has batch 1 and high 0, so every allocation the GIC
+      driver makes at boot reaches the buddy lists directly; later ones are treated the
+      same way (model choice).
     """
 
-    def __init__(self, free: list[tuple[int, int]], rng: random.Random) -> None:
-        self._free = sorted((s, e) for s, e in free if e > s)
-        self._rng = rng
+    def __init__(self, free: Iterable[tuple[int, int]], *, to_tail: bool = True) -> None:
+        self._lists: list[list[OrderedDict[int, None]]] = [
+            [OrderedDict() for _ in range(3)] for _ in range(MAX_ORDER)
+        ]
+        #: head pfn of every free block -> (order, migratetype of the list it is on)
+        self._heads: dict[int, tuple[int, int]] = {}
+        #: pageblock index -> migratetype, where it is not MOVABLE
+        self._pageblock: dict[int, int] = {}
+        self._free_pages = 0
+        for start, end in sorted(free):
+            self.free_range(start, end, to_tail=to_tail)
+
+    # -- bookkeeping --------------------------------------------------------------------
 
     @property
     def free_bytes(self) -> int:
-        return sum(e - s for s, e in self._free)
+        return self._free_pages << PAGE_SHIFT
 
     def free_ranges(self) -> list[tuple[int, int]]:
-        return list(self._free)
+        """Free memory as sorted, merged ``[start, end)`` byte ranges."""
+        out: list[tuple[int, int]] = []
+        for pfn in sorted(self._heads):
+            start, end = pfn << PAGE_SHIFT, (pfn + (1 << self._heads[pfn][0])) << PAGE_SHIFT
+            if out and out[-1][1] == start:
+                out[-1] = (out[-1][0], end)
+            else:
+                out.append((start, end))
+        return out
 
-    def alloc(self, size: int, align: int | None = None) -> int:
-        """Allocate ``size`` bytes aligned to ``align`` (default: size rounded to a power of 2)."""
-        if align is None:
-            align = 1 << max(12, (size - 1).bit_length())
-        fits: list[tuple[int, int, int]] = []
-        total = 0
-        for s, e in self._free:
-            first = (s + align - 1) & ~(align - 1)
-            slots = (e - size - first) // align + 1 if e - size >= first else 0
-            if slots > 0:
-                fits.append((first, slots, total))
-                total += slots
-        if not total:
-            raise OutOfMemory(f"no free {size:#x}-byte block aligned {align:#x}")
-        pick = self._rng.randrange(total)
-        k = bisect.bisect_right([f[2] for f in fits], pick) - 1
-        first, _, base = fits[k]
-        addr = first + (pick - base) * align
-        self.take(addr, size)
-        return addr
+    def pageblock_migratetype(self, pfn: int) -> int:
+        return self._pageblock.get(pfn >> PAGEBLOCK_ORDER, MIGRATE_MOVABLE)
 
-    def take(self, addr: int, size: int) -> None:
-        """Remove ``[addr, addr + size)`` from the free ranges (it must be free)."""
-        end = addr + size
-        for i, (s, e) in enumerate(self._free):
-            if s <= addr and end <= e:
-                pieces = [(p, q) for p, q in ((s, addr), (end, e)) if q > p]
-                self._free[i : i + 1] = pieces
-                return
-        raise ValueError(f"[{addr:#x}, {end:#x}) is not free")
+    def _add(self, pfn: int, order: int, mt: int, tail: bool) -> None:
+        lst = self._lists[order][mt]
+        lst[pfn] = None
+        if not tail:
+            lst.move_to_end(pfn, last=False)
+        self._heads[pfn] = (order, mt)
+
+    def _del(self, pfn: int) -> tuple[int, int]:
+        order, mt = self._heads.pop(pfn)
+        del self._lists[order][mt][pfn]
+        return order, mt
+
+    # -- freeing ------------------------------------------------------------------------
+
+    def free_range(self, start: int, end: int, *, to_tail: bool = False) -> None:
+        """``__free_pages_memory()``: give back the pages of ``[start, end)`` (rounded
+        inwards to pages) in the largest aligned chunks."""
+        for pfn, order in self._chunks(-(-start >> PAGE_SHIFT), end >> PAGE_SHIFT):
+            self.free_block(pfn, order, to_tail=to_tail)
+
+    def free_block(self, pfn: int, order: int, *, to_tail: bool = False) -> None:
+        """``__free_one_page()``: merge with free buddies, then queue the result."""
+        mt = self.pageblock_migratetype(pfn)
+        self._free_pages += 1 << order
+        while order < MAX_ORDER - 1:
+            buddy = pfn ^ (1 << order)
+            if self._heads.get(buddy, (-1, 0))[0] != order:
+                break
+            self._del(buddy)
+            pfn &= buddy
+            order += 1
+        tail = to_tail or self._buddy_merge_likely(pfn, order)
+        self._add(pfn, order, mt, tail)
+
+    def _buddy_merge_likely(self, pfn: int, order: int) -> bool:
+        """``buddy_merge_likely()``: is the buddy of the next-higher block free?"""
+        if order >= MAX_ORDER - 2:
+            return False
+        higher = pfn & ~((1 << (order + 1)) - 1)
+        higher_buddy = higher ^ (1 << (order + 1))
+        return self._heads.get(higher_buddy, (-1, 0))[0] == order + 1
 
     def free(self, addr: int, size: int) -> None:
-        """Give ``[addr, addr + size)`` back, merging with neighbours."""
-        end = addr + size
-        i = bisect.bisect_left(self._free, (addr, end))
-        overlaps_prev = i > 0 and self._free[i - 1][1] > addr
-        if overlaps_prev or (i < len(self._free) and self._free[i][0] < end):
-            raise ValueError(f"double free of [{addr:#x}, {end:#x})")
-        self._free.insert(i, (addr, end))
-        if i + 1 < len(self._free) and self._free[i][1] == self._free[i + 1][0]:
-            self._free[i : i + 2] = [(self._free[i][0], self._free[i + 1][1])]
-        if i > 0 and self._free[i - 1][1] == self._free[i][0]:
-            self._free[i - 1 : i + 1] = [(self._free[i - 1][0], self._free[i][1])]
+        """``free_pages_exact()``: give ``[addr, addr + size)`` back (page granular)."""
+        chunks = self._chunks(addr >> PAGE_SHIFT, -(-(addr + size) >> PAGE_SHIFT))
+        if any(self._containing(p) is not None for p, _ in chunks):
+            raise ValueError(f"double free in [{addr:#x}, {addr + size:#x})")
+        for p, o in chunks:
+            self.free_block(p, o)
+
+    @staticmethod
+    def _chunks(pfn: int, last: int) -> list[tuple[int, int]]:
+        """``[pfn, last)`` as the largest naturally aligned blocks, in address order."""
+        out = []
+        while pfn < last:
+            order = min(MAX_ORDER - 1, (pfn & -pfn).bit_length() - 1 if pfn else MAX_ORDER - 1)
+            while pfn + (1 << order) > last:
+                order -= 1
+            out.append((pfn, order))
+            pfn += 1 << order
+        return out
+
+    def _containing(self, pfn: int) -> int | None:
+        """Head pfn of the free block that contains ``pfn``, or None."""
+        for o in range(MAX_ORDER):
+            head = pfn & ~((1 << o) - 1)
+            if self._heads.get(head, (-1, 0))[0] == o:
+                return head
+        return None
+
+    # -- allocation ---------------------------------------------------------------------
+
+    def alloc(self, size: int, align: int | None = None, mt: int = MIGRATE_UNMOVABLE) -> int:
+        """``alloc_pages()`` of the order that holds ``size`` bytes: the block's physical
+        address (naturally aligned, so ``align`` up to the block size is implied)."""
+        order = max(0, (max(size, 1) - 1).bit_length() - PAGE_SHIFT)
+        if align is not None and align > (PAGE_SIZE << order):
+            order = align.bit_length() - 1 - PAGE_SHIFT
+        if order >= MAX_ORDER:
+            raise OutOfMemory(f"{size:#x} bytes is beyond MAX_ORDER")
+        pfn = self._rmqueue_smallest(order, mt)
+        if pfn is None and self._rmqueue_fallback(order, mt):
+            pfn = self._rmqueue_smallest(order, mt)
+        if pfn is None:
+            raise OutOfMemory(f"no free order-{order} block")
+        self._free_pages -= 1 << order
+        return pfn << PAGE_SHIFT
+
+    def _rmqueue_smallest(self, order: int, mt: int) -> int | None:
+        for current in range(order, MAX_ORDER):
+            lst = self._lists[current][mt]
+            if lst:
+                pfn = next(iter(lst))
+                self._del(pfn)
+                self._expand(pfn, order, current, mt)
+                return pfn
+        return None
+
+    def _expand(self, pfn: int, low: int, high: int, mt: int) -> None:
+        while high > low:
+            high -= 1
+            self._add(pfn + (1 << high), high, mt, tail=False)
+
+    def _rmqueue_fallback(self, order: int, start_mt: int) -> bool:
+        """Steal from another migratetype, largest block first; True if something moved."""
+        for current in range(MAX_ORDER - 1, order - 1, -1):
+            for fmt in _FALLBACKS[start_mt]:
+                lst = self._lists[current][fmt]
+                if not lst:
+                    continue
+                if not self._can_steal(current, start_mt) and current > order:
+                    return self._steal_smallest(order, start_mt)
+                self._steal(next(iter(lst)), current, start_mt, whole=True)
+                return True
+        return False
+
+    def _steal_smallest(self, order: int, start_mt: int) -> bool:
+        for current in range(order, MAX_ORDER):
+            for fmt in _FALLBACKS[start_mt]:
+                lst = self._lists[current][fmt]
+                if lst:
+                    self._steal(next(iter(lst)), current, start_mt, whole=False)
+                    return True
+        return False
+
+    @staticmethod
+    def _can_steal(order: int, start_mt: int) -> bool:
+        """``can_steal_fallback()``."""
+        return (
+            order >= PAGEBLOCK_ORDER // 2
+            or start_mt in (MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE)
+        )
+
+    def _steal(self, pfn: int, order: int, start_mt: int, *, whole: bool) -> None:
+        """``steal_suitable_fallback()``: a block of a pageblock or more changes type
+        whole; a smaller one takes its pageblock along when most of it is free."""
+        if order >= PAGEBLOCK_ORDER:
+            for pb in range(pfn >> PAGEBLOCK_ORDER, (pfn + (1 << order)) >> PAGEBLOCK_ORDER):
+                self._pageblock[pb] = start_mt
+            self._del(pfn)
+            self._add(pfn, order, start_mt, tail=True)
+            return
+        block = pfn >> PAGEBLOCK_ORDER << PAGEBLOCK_ORDER
+        free_here = [
+            p for p in self._heads if block <= p < block + (1 << PAGEBLOCK_ORDER)
+        ] if whole else [pfn]
+        if whole and sum(1 << self._heads[p][0] for p in free_here) >= 1 << (PAGEBLOCK_ORDER - 1):
+            self._pageblock[block >> PAGEBLOCK_ORDER] = start_mt
+        else:
+            free_here = [pfn]
+        for p in free_here:
+            o, _ = self._del(p)
+            self._add(p, o, start_mt, tail=True)
+
+    def take(self, addr: int, size: int) -> None:
+        """Remove ``[addr, addr + size)`` from the free lists (it must be free): what an
+        allocation elsewhere in the kernel took, splitting the blocks around it."""
+        pfn, last = addr >> PAGE_SHIFT, -(-(addr + size) >> PAGE_SHIFT)
+        while pfn < last:
+            head = self._containing(pfn)
+            if head is None:
+                raise ValueError(f"[{addr:#x}, {addr + size:#x}) is not free")
+            order, mt = self._del(head)
+            self._free_pages -= 1 << order
+            end = head + (1 << order)
+            for p, o in self._chunks(head, pfn):
+                self._add(p, o, mt, tail=False)
+                self._free_pages += 1 << o
+            cut = min(end, last)
+            for p, o in self._chunks(cut, end):
+                self._add(p, o, mt, tail=False)
+                self._free_pages += 1 << o
+            pfn = cut
 
     def fill(self, fraction: float, chunk: int) -> list[tuple[int, int]]:
-        """Allocate about ``fraction`` of free memory in ``chunk``-sized, chunk-aligned
-        pieces spread over all of RAM (what a busy page cache looks like)."""
+        """Allocate about ``fraction`` of free memory as movable ``chunk``-sized blocks (a
+        page cache filling up), in the order the allocator hands them out."""
+        want = int(self.free_bytes * fraction) // chunk
         taken: list[tuple[int, int]] = []
-        remaining: list[tuple[int, int]] = []
-        for s, e in self._free:
-            cursor = s
-            first = (s + chunk - 1) & ~(chunk - 1)
-            for addr in range(first, e - chunk + 1, chunk):
-                if self._rng.random() < fraction:
-                    taken.append((addr, chunk))
-                    if addr > cursor:
-                        remaining.append((cursor, addr))
-                    cursor = addr + chunk
-            if cursor < e:
-                remaining.append((cursor, e))
-        self._free = remaining
+        for _ in range(want):
+            try:
+                taken.append((self.alloc(chunk, mt=MIGRATE_MOVABLE), chunk))
+            except OutOfMemory:
+                break
         return taken

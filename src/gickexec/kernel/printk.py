@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["KernelLog", "kformat", "pa"]
+__all__ = ["KernelLog", "Msg", "kformat", "pa"]
 
 _CONV = re.compile(r"%(pa|[-#0 +]*\d*(?:\.\d+)?(?:ll|l|h|z)?[diuxXsc%])")
 
@@ -49,13 +49,73 @@ def kformat(fmt: str, *args: object) -> str:
     return "".join(out)
 
 
+Version = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """A message whose wording depends on the kernel version: ``variants`` are
+    ``(first version, format)`` in ascending order; a format of None means that version
+    does not print it (at the default log level)."""
+
+    variants: tuple[tuple[Version, str | None], ...]
+
+    def at(self, version: Version) -> str | None:
+        fmt: str | None = None
+        for first, text in self.variants:
+            if version >= first:
+                fmt = text
+        return fmt
+
+
+def always(fmt: str) -> Msg:
+    """A message every modelled version prints the same way."""
+    return Msg((((0, 0), fmt),))
+
+
 # -- arch/arm64 and init ----------------------------------------------------------------
 BOOTING = "Booting Linux on physical CPU 0x%010lx [0x%08x]"
 LINUX_VERSION = "Linux version %s (gickexec@model) (gcc (GCC) 12.2.0) #1 SMP PREEMPT"
 MACHINE_MODEL = "Machine model: %s"
 SMP_BRINGING_UP = "smp: Bringing up secondary CPUs ..."
 SMP_SECONDARY = "CPU%u: Booted secondary processor 0x%010lx [0x%08x]"
-SMP_BROUGHT_UP = "smp: Brought up 1 node, %d CPUs"
+SMP_BROUGHT_UP = "smp: Brought up 1 node, %d CPU%s"
+# arch/arm64/kernel/smp.c smp_cpus_done()
+SMP_TOTAL = "SMP: Total of %d processors activated."
+# arch/arm64/kernel/machine_kexec.c machine_kexec(), printed last by every version
+BYE = "Bye!"
+# drivers/firmware/psci/psci.c cpu_psci_cpu_kill() (pr_fmt "psci: "), when a secondary
+# CPU goes down through PSCI (kexec's machine_shutdown, hotplug): printed by 6.1
+PSCI_KILLED_OLD = Msg((((0, 0), "psci: CPU%d killed."), ((5, 9), None)))
+# "(polled %d ms)" since the poll loop was shortened (v5.9, UNCONFIRMED)
+PSCI_KILLED = Msg((((0, 0), None), ((5, 9), "psci: CPU%d killed (polled %d ms)")))
+# init/main.c: the command line, and (since v5.15, UNCONFIRMED) the parameters the kernel
+# does not know, which go to init
+KERNEL_CMDLINE = "Kernel command line: %s"
+UNKNOWN_PARAMS = Msg(
+    (
+        ((0, 0), None),
+        ((5, 15), 'Unknown kernel command line parameters "%s", will be passed to user space.'),
+    )
+)
+# arch/arm64/kernel/irq.c init_IRQ -> early_irq_init(): NR_IRQS is 64 on arm64
+NR_IRQS = "NR_IRQS: %d, nr_irqs: %d, preallocated irqs: %d"
+# kernel/irq/handle.c set_handle_irq() (v5.11+, UNCONFIRMED first version)
+ROOT_IRQ = Msg((((0, 0), None), ((5, 11), "Root IRQ handler: %s")))
+# kernel/dma/contiguous.c dma_contiguous_reserve() -> mm/cma.c
+CMA_RESERVED = "cma: Reserved %lu MiB at %pa"
+# drivers/firmware/efi/efi-init.c efi_init(): no "linux,uefi-system-table" in the DT
+EFI_NOT_FOUND = "efi: UEFI not found."
+# drivers/firmware/efi/arm-runtime.c arm_enable_runtime_services() (early_initcall)
+EFI_RUNTIME_ON = "Remapping and enabling EFI services."
+EFI_RUNTIME_OFF = "EFI services will not be available."
+# drivers/firmware/efi/fdtparams.c (v5.7+) no longer says where it looks (UNCONFIRMED)
+EFI_FROM_FDT = Msg((((0, 0), "efi: Getting EFI parameters from FDT:"), ((5, 7), None)))
+# The MSI domains on top of the ITS (irq-gic-v3-its-platform-msi.c, -pci-msi.c,
+# -fsl-mc-msi.c): named after the ACPI ITS ("ITS@0x8080000") or the DT node
+MSI_DOMAIN_PLATFORM = "Platform MSI: %s domain created"
+MSI_DOMAIN_PCI = "PCI/MSI: %s domain created"
+MSI_DOMAIN_FSL_MC = "fsl-mc MSI: %s domain created"
 KEXEC_STARTING = "kexec_core: Starting new kernel"
 # arch/arm64/mm/init.c reserve_crashkernel() (v4.x-v5.x): CRASHKERNEL_RESERVED checked
 # against public copies of the pr_info() (linux-arm-kernel patches, searched 2026-11);
@@ -64,7 +124,14 @@ KEXEC_STARTING = "kexec_core: Starting new kernel"
 # from memory of the same file, UNCONFIRMED.
 CRASHKERNEL_RESERVED = "crashkernel reserved: 0x%016llx - 0x%016llx (%lld MB)"
 CRASHKERNEL_FAILED = "cannot allocate crashkernel (size:0x%llx)"
-ELFCOREHDR_RESERVED = "Reserving %lldKB of memory at 0x%llx for elfcorehdr"
+ELFCOREHDR_RESERVED = Msg(
+    (
+        ((0, 0), "Reserving %lldKB of memory at 0x%llx for elfcorehdr"),
+        # drivers/of/fdt.c early_init_dt_reserve_memory... (6.1 prints this; the move's
+        # first version is UNCONFIRMED)
+        ((6, 0), "OF: fdt: Reserving %llu KiB of memory at 0x%llx for elfcorehdr"),
+    )
+)
 # kernel/panic.c, arch/arm64/kernel/smp.c and machine_kexec.c, arch/arm64/mm/fault.c.
 # PANIC, SMP_STOPPING, KDUMP_STARTING (machine_crash_shutdown()'s pr_info) and OOPS_FAULT
 # (die_kernel_fault()'s pr_alert, %016lx) checked against public copies of the source and
@@ -89,24 +156,43 @@ FREEING_MEMORY = "Freeing %s memory: %ldK"
 PANIC_NO_ROOT = "VFS: Unable to mount root fs on unknown-block(0,0)"
 # arch/arm64/kernel/smp.c __cpu_die(): pr_notice in the v4.x-v6.x copies we found (some
 # trees demote it to pr_debug, which a default dmesg does not show)
-CPU_KILLED = "CPU%u: shutdown"
+CPU_KILLED = Msg((((0, 0), "CPU%u: shutdown"), ((6, 0), None)))
 
 # -- drivers/firmware/efi ---------------------------------------------------------------
-EFI_BY_OLD = "efi: EFI v%u.%.02u by %s"
-EFI_BY_NEW = "efi: EFI v%u.%u by %s"
-EFI_CFG_ENTRY_OLD = " %s=0x%lx "
-EFI_CFG_ENTRY_NEW = "%s=0x%lx "
+# efi_systab_report_header(): the minor revision as "%.02u" (6.1 prints "EFI v2.70"),
+# later as the UEFI 2.x spelling with the tens digit only (6.6: "EFI v2.7"; the
+# change's first version, 6.2, is UNCONFIRMED)
+EFI_BY = Msg(
+    (
+        ((0, 0), "efi: EFI v%u.%.02u by %s"),
+        ((6, 2), "efi: EFI v%u.%u by %s"),
+    )
+)
+#: ``efi_config_parse_tables()`` entry: " %s=0x%lx " in v4.x, "%s=0x%lx " after the table
+#: match rewrite (present in 5.10; first version UNCONFIRMED)
+EFI_CFG_ENTRY = Msg(((((0, 0), " %s=0x%lx "), ((5, 10), "%s=0x%lx "))))
 EFI_MEMRESERVE_MAP_FAIL = "efi: Could not map UEFI memreserve entry!"
 
 # -- drivers/irqchip/irq-gic-v3.c (pr_fmt "GICv3: ") ------------------------------------
 GIC_SPIS = "GICv3: %d SPIs implemented"
-GIC_RSS = "GICv3: Distributor has %sRange Selector support"
+# gic_init_bases(): ESPI support (v5.5, UNCONFIRMED), then the features line that
+# replaced "Distributor has ... Range Selector support" (6.x; 6.1 prints it)
+GIC_ESPIS = Msg((((0, 0), None), ((5, 5), "GICv3: %d Extended SPIs implemented")))
+GIC_RSS = Msg(
+    (
+        ((0, 0), "GICv3: Distributor has %sRange Selector support"),
+        ((6, 0), None),
+    )
+)
+GIC_FEATURES = Msg((((0, 0), None), ((6, 0), "GICv3: GICv3 features: %d PPIs%s%s")))
 GIC_FOUND_RDIST = "GICv3: CPU%d: found redistributor %lx region %d:%pa"
 GIC_UNEXPECTED_OLD = "Unexpected interrupt received!"
 GIC_UNEXPECTED_NEW = "Unexpected interrupt (irqnr %u)"
 
 # -- drivers/irqchip/irq-gic-v3-its.c (no pr_fmt: prefixes are literal) -----------------
 ITS_ALLOCATED = "ITS@%pa: allocated %d %s @%lx (%s, esz %d, psz %dK, shr %d)"
+# its_probe_one(): the ITS's register frame as %pR
+ITS_MEM = "ITS [mem 0x%08llx-0x%08llx]"
 ITS_PROP_TABLE_OLD = "GIC: using LPI property table @%pa"
 ITS_PROP_TABLE = "GICv3: using LPI property table @%pa"
 ITS_PEND_TABLE_OLD = "CPU%d: using LPI pending table @%pa"
@@ -132,9 +218,15 @@ class KernelLog:
 
     lines: list[str] = field(default_factory=list)
     taints: set[str] = field(default_factory=set)
+    #: the kernel version whose message variants :meth:`printk` picks
+    version: Version = (99, 0)
 
-    def printk(self, fmt: str, *args: object) -> None:
-        self.lines.append(kformat(fmt, *args))
+    def printk(self, fmt: str | Msg, *args: object) -> None:
+        """Print ``fmt`` (a :class:`Msg` in the variant of this log's version; nothing
+        when that version does not print it)."""
+        text = fmt.at(self.version) if isinstance(fmt, Msg) else fmt
+        if text is not None:
+            self.lines.append(kformat(text, *args))
 
     def line(self, text: str) -> None:
         self.lines.append(text)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from gickexec.fw.memreserve import MemreserveLayout
 
-__all__ = ["FEATURE_SOURCES", "PROFILES", "KernelProfile", "get_profile"]
+__all__ = ["FEATURE_SOURCES", "PROFILES", "KernelBuild", "KernelProfile", "get_profile"]
 
 # Where each feature flag comes from.  Keys are KernelProfile field names.
 FEATURE_SOURCES: dict[str, str] = {
@@ -88,6 +88,11 @@ FEATURE_SOURCES: dict[str, str] = {
         "(pre-4.20 irq-gic-v3-its.c read in a public copy; the exact version of Shanker "
         "Donthineni's RWP patch is UNCONFIRMED)"
     ),
+    "buddy_free_to_tail": (
+        'Linux commit 7fef431be9c9 ("mm/page_alloc: place pages to tail in '
+        '__free_pages_core()") (v5.10): memory handed to the buddy allocator at boot goes to '
+        "the tail of the free lists, so the lowest blocks are handed out first"
+    ),
     "printk_era": (
         "message formats that changed without behaviour: 'efi: EFI v2.70 by' and ' %s=0x%lx ' "
         "(EFI-5.1) versus 'EFI v2.7 by' and '%s=0x%lx ' (EFI-6.2); 'Unexpected interrupt "
@@ -103,6 +108,71 @@ INIT_MEMBLOCK_REGIONS = 128
 NR_CPUS = 256
 PAGE_SIZE = 4096
 SZ_4K = 4096
+
+
+#: "Linux version" banner of a kernel built by the model (no distribution build)
+_MODEL_BANNER = "Linux version %s (gickexec@model) (gcc (GCC) 12.2.0) #1 SMP PREEMPT"
+
+
+@dataclass(frozen=True, slots=True)
+class KernelBuild:
+    """Facts of one built arm64 ``Image``: where its sections lie and how much it allocates
+    early.  They come from the build, not from the source, so they are measured.
+
+    The default is Debian's ``linux-image-6.1.0-56-arm64`` (6.1.192), measured from the
+    real runs in tests/data/realcheck: the Image header's ``image_size`` and the file size
+    as kexec-tools prints them, the section offsets from /proc/iomem ("Kernel code" starts
+    at ``_stext``, ends at ``__init_begin``; "Kernel data" is ``_sdata``.. ``_end``; QEMU
+    loaded the image at 0x40200000), the ftrace record count from "ftrace: allocating
+    44279 entries in 173 pages".  Other profiles borrow this layout (their own builds were
+    not measured).
+    """
+
+    banner: str = _MODEL_BANNER
+    #: Image header ``image_size`` (text to end of BSS): what a loader must leave free
+    image_size: int = 0x2010000
+    #: bytes of the Image file itself (kexec-tools' ``kernel_size``/``bufsz``)
+    file_size: int = 0x1F6DFC0
+    #: offsets from the image base of ``_stext``, ``__init_begin`` and ``_sdata``
+    stext: int = 0x10000
+    init_begin: int = 0x1660000
+    sdata: int = 0x1CB0000
+    #: ``ftrace_allocate_records()`` groups are sized from this count (4 KiB pages,
+    #: 16-byte ``struct dyn_ftrace``)
+    ftrace_records: int = 44279
+    #: Single pages the build takes from the page allocator between ``mm_init()`` and the
+    #: ITS probe besides ftrace's groups (slab pages of the boot caches, IRQ descriptors,
+    #: workqueues ...).  Not derivable from the source: measured -- in all four boots of
+    #: the real runs the first ITS table lands 0x190000 above the start of the first free
+    #: 4 MiB block and the memreserve node page at +0x17f000, which 210 such pages after
+    #: ftrace's groups reproduce.
+    early_pages: int = 210
+    #: CONFIG_CMA_SIZE_MBYTES (Debian: 64), reserved top-down by dma_contiguous_reserve()
+    cma_bytes: int = 64 << 20
+
+    @property
+    def ftrace_groups(self) -> tuple[int, ...]:
+        """Orders of the blocks ``ftrace_allocate_records()`` takes: the largest power of
+        two of the pages still needed, until all records have a place."""
+        per_page = 4096 // 16
+        left = self.ftrace_records
+        orders: list[int] = []
+        while left > 0:
+            pages = -(-left // per_page)
+            order = pages.bit_length() - 1
+            orders.append(order)
+            left -= (4096 << order) // 16
+        return tuple(orders)
+
+
+#: Debian 12's arm64 kernel, the one the real runs booted.
+DEBIAN_6_1_BUILD = KernelBuild(
+    banner=(
+        "Linux version 6.1.0-56-arm64 (debian-kernel@lists.debian.org) (gcc-12 (Debian "
+        "12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP Debian "
+        "6.1.192-2 (2026-11-16)"
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +205,12 @@ class KernelProfile:
     #: INIT_MEMBLOCK_RESERVED_REGIONS grows by NR_CPUS + 1.
     memblock_reserved_regions_per_cpu: bool
     printk_era: Literal["classic", "modern"]
+    #: (major, minor): selects the message formats of kernel/printk.py, whose variants
+    #: each name the first version that prints them that way
+    version: tuple[int, int] = (4, 19)
+    #: memblock_free_all() queues boot memory at the tail of the buddy free lists
+    buddy_free_to_tail: bool = False
+    build: KernelBuild = field(default=KernelBuild())
     page_size: int = PAGE_SIZE
     notes: tuple[str, ...] = field(default=())
     #: Which OS boots: Linux per the flags above, or FreeBSD entered by kboot, which only
@@ -185,6 +261,7 @@ _V4_19 = KernelProfile(
 _V4_20 = dataclasses.replace(
     _V4_19,
     name="v4.20",
+    version=(4, 20),
     release="4.20.0",
     description="the fix, first form: one kmalloc'd 24-byte memreserve node per reservation",
     reuses_preallocated_lpi_tables=True,
@@ -201,6 +278,7 @@ _V4_20 = dataclasses.replace(
 _V4_20_RC = dataclasses.replace(
     _V4_20,
     name="v4.20-rc1",
+    version=(4, 20),
     release="4.20.0",
     description="the fix as first merged: the memreserve walk can overflow memblock",
     defers_persistent_reservations=False,
@@ -209,6 +287,7 @@ _V4_20_RC = dataclasses.replace(
 _V5_0 = dataclasses.replace(
     _V4_20,
     name="v5.0",
+    version=(5, 0),
     release="5.0.0",
     description="page-array memreserve nodes reached with __va() (faults in kdump)",
     memreserve_layout="v5.0",
@@ -222,6 +301,7 @@ _V5_0 = dataclasses.replace(
 _V5_2 = dataclasses.replace(
     _V5_0,
     name="v5.2",
+    version=(5, 2),
     release="5.2.0",
     description="memreserve nodes sized SZ_4K and memremap()ed one by one",
     memreserve_node_access="memremap",
@@ -231,6 +311,7 @@ _V5_2 = dataclasses.replace(
 _V5_5 = dataclasses.replace(
     _V5_2,
     name="v5.5",
+    version=(5, 5),
     release="5.5.0",
     description="reservations also 'reserved' in /proc/iomem (kexec-tools avoids them)",
     memreserve_in_iomem=True,
@@ -239,6 +320,8 @@ _V5_5 = dataclasses.replace(
 _V5_10 = dataclasses.replace(
     _V5_5,
     name="v5.10",
+    version=(5, 10),
+    buddy_free_to_tail=True,
     release="5.10.0",
     description="LTS: the v5.5 behaviours; pending tables reserved at STARTING",
 )
@@ -246,6 +329,7 @@ _V5_10 = dataclasses.replace(
 _V5_14 = dataclasses.replace(
     _V5_10,
     name="v5.14",
+    version=(5, 14),
     release="5.14.0",
     description="reservations also in memblock (kexec_file_load avoids them)",
     memreserve_in_memblock=True,
@@ -254,6 +338,7 @@ _V5_14 = dataclasses.replace(
 _V5_17 = dataclasses.replace(
     _V5_14,
     name="v5.17",
+    version=(5, 17),
     release="5.17.0",
     description="pending tables reserved from the CPUHP online callback; GITS_BASER reset",
     pending_memreserve_at_online=True,
@@ -261,9 +346,19 @@ _V5_17 = dataclasses.replace(
     printk_era="modern",
 )
 
+_V6_1 = dataclasses.replace(
+    _V5_17,
+    name="v6.1",
+    version=(6, 1),
+    release="6.1.0",
+    description="Debian 12's kernel (the real runs): the v5.17 behaviours, measured build",
+    build=DEBIAN_6_1_BUILD,
+)
+
 _V6_6 = dataclasses.replace(
     _V5_17,
     name="v6.6",
+    version=(6, 6),
     release="6.6.0",
     description="current: the v5.17 behaviours (nothing later changes what the model sees)",
 )
@@ -291,6 +386,7 @@ PROFILES: dict[str, KernelProfile] = {
         _V5_10,
         _V5_14,
         _V5_17,
+        _V6_1,
         _V6_6,
         _FREEBSD_KBOOT,
     )

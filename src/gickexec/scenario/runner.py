@@ -75,13 +75,16 @@ def _do(world: World, step: Step) -> None:
     was_dead = bool(world.generations) and world.kernel.crashed is not None
     match step.action:
         case "boot":
-            world.boot(step.kernel, cmdline=step.cmdline)
+            world.boot(step.kernel, cmdline=step.cmdline, initrd=step.initrd, image=step.image)
         case "kexec":
             world.kexec(
                 step.kernel,
                 cmdline=step.cmdline,
                 handover_msis=step.handover_msis,
                 loader=step.loader,
+                initrd=step.initrd,
+                mem_min=step.mem_min,
+                mem_max=step.mem_max,
             )
         case "kdump":
             world.kdump(
@@ -89,6 +92,7 @@ def _do(world: World, step: Step) -> None:
                 cmdline=step.cmdline,
                 panic_cpu=step.cpu,
                 inflight_msis=step.inflight_msis,
+                initrd=step.initrd,
             )
         case "cpu-down":
             world.cpu_down(step.cpu)

@@ -18,9 +18,10 @@ from typing import Any
 
 from gickexec.bounded import InputError, read_input, show
 from gickexec.hw.knobs import knobs_with_overrides
-from gickexec.hw.platform import PLATFORMS, Platform
-from gickexec.kernel.cmdline import CmdlineError, parse_cmdline
-from gickexec.kernel.kexec import LOADERS, Loader
+from gickexec.hw.memory import MemRegion
+from gickexec.hw.platform import BOOT_PATHS, PLATFORMS, Platform
+from gickexec.kernel.cmdline import CmdlineError, parse_cmdline, parse_size
+from gickexec.kernel.kexec import INITRD_BYTES, LOADERS, ULONG_MAX, Loader
 from gickexec.kernel.profiles import PROFILES
 
 __all__ = [
@@ -84,6 +85,13 @@ class Step:
     cpu: int = 0
     inflight_msis: int = 0
     loader: Loader = "kexec-tools"
+    #: bytes of the initramfs the boot loader (boot) or kexec-tools (kexec, kdump) loads
+    initrd: int = 0
+    #: boot: where the boot loader put the image (pins the EFI stub's KASLR choice)
+    image: int | None = None
+    #: kexec: ``--mem-min`` / ``--mem-max``
+    mem_min: int = 0
+    mem_max: int = ULONG_MAX
 
 
 #: A numeric expectation: exact value, or inclusive (min, max) with None for open.
@@ -248,6 +256,7 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
             "boot",
             "seed",
             "cpus",
+            "ram",
             "knobs",
             "devices",
             "steps",
@@ -266,6 +275,9 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     platform = PLATFORMS[pname]
     if "cpus" in data:
         platform = platform.with_cpus(ctx.int_(data["cpus"], "cpus", 1, MAX_CPUS))
+    if "ram" in data:
+        platform = platform.with_ram(_ram(ctx, data["ram"], platform))
+
     if "knobs" in data:
         knobs = ctx.table(data["knobs"], "knobs")
         for knob, value in knobs.items():  # one at a time: the error names the knob's line
@@ -296,9 +308,53 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
 
 def _boot_path(ctx: _Ctx, raw: Any, platform: Platform) -> Platform:
     """``boot = "efi" | "dt"``: the same hardware booted through UEFI or a device tree."""
-    if raw not in ("efi", "dt"):
-        raise ctx.fail("boot", f"must be 'efi' or 'dt', not {raw!r}")
-    return dataclasses.replace(platform, firmware=raw)
+    if raw in ("efi", "dt"):
+        return dataclasses.replace(platform, firmware=raw)
+    if raw not in BOOT_PATHS:
+        raise ctx.fail("boot", f"must be one of efi, dt, {', '.join(BOOT_PATHS)}, not {raw!r}")
+    try:
+        return platform.with_boot(raw)
+    except ValueError as e:
+        raise ctx.fail("boot", str(e)) from None
+
+
+#: RAM a scenario may give a machine: 64 MiB .. 16 TiB per bank, 16 banks
+MIN_BANK, MAX_BANK, MAX_BANKS = 64 << 20, 16 << 40, 16
+
+
+def _size(ctx: _Ctx, value: Any, path: str) -> int:
+    """A byte count: an integer or a size string such as "1G" or "512M"."""
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except CmdlineError as e:
+            raise ctx.fail(path, str(e)) from None
+    return ctx.int_(value, path, 0, 1 << 52)
+
+
+def _ram(ctx: _Ctx, raw: Any, platform: Platform) -> tuple[MemRegion, ...]:
+    """``ram = "1G"`` (the first bank, at the preset's base, resized; the others
+    dropped) or ``ram = [{ start = 0x40000000, size = "1G" }, ...]``."""
+    if not isinstance(raw, list):
+        size = _size(ctx, raw, "ram")
+        if not MIN_BANK <= size <= MAX_BANK or size % 0x200000:
+            raise ctx.fail("ram", "must be a multiple of 2 MiB from 64 MiB to 16 TiB")
+        return (MemRegion(platform.ram[0].start, size, "System RAM"),)
+    if not 1 <= len(raw) <= MAX_BANKS:
+        raise ctx.fail("ram", f"must list 1 to {MAX_BANKS} banks")
+    banks: list[MemRegion] = []
+    for i, b in enumerate(raw):
+        path = f"ram[{i}]"
+        t = ctx.table(b, path)
+        ctx.keys(t, path, {"start", "size"})
+        start = ctx.int_(t.get("start"), f"{path}.start", 0, 1 << 52)
+        size = _size(ctx, t.get("size"), f"{path}.size")
+        if start % 0x200000 or size % 0x200000 or not MIN_BANK <= size <= MAX_BANK:
+            raise ctx.fail(path, "start and size must be 2 MiB multiples, 64 MiB to 16 TiB")
+        if banks and start < banks[-1].end:
+            raise ctx.fail(f"{path}.start", "banks must be in order and not overlap")
+        banks.append(MemRegion(start, size, "System RAM"))
+    return tuple(banks)
 
 
 def _devices(ctx: _Ctx, raw: Any) -> tuple[Device, ...]:
@@ -324,9 +380,9 @@ def _devices(ctx: _Ctx, raw: Any) -> tuple[Device, ...]:
 
 
 _STEP_FIELDS = {
-    "boot": {"kernel", "cmdline"},
-    "kexec": {"kernel", "cmdline", "handover_msis", "loader"},
-    "kdump": {"kernel", "cmdline", "panic_cpu", "inflight_msis"},
+    "boot": {"kernel", "cmdline", "initrd", "image"},
+    "kexec": {"kernel", "cmdline", "handover_msis", "loader", "initrd", "mem_min", "mem_max"},
+    "kdump": {"kernel", "cmdline", "panic_cpu", "inflight_msis", "initrd"},
     "cpu-down": {"cpu"},
     "cpu-up": {"cpu"},
     "traffic": {"device", "msis"},
@@ -408,8 +464,36 @@ def _step(
             f"{path}.loader",
             f"unknown loader {show(loader)} (expected one of: {', '.join(LOADERS)})",
         )
+    default_initrd = 0 if action == "boot" else INITRD_BYTES
+    initrd = _size(ctx, t.get("initrd", default_initrd), f"{path}.initrd")
+    if initrd > 1 << 34:
+        raise ctx.fail(f"{path}.initrd", "must be at most 16 GiB")
+    image = None
+    if "image" in t:
+        image = ctx.int_(t["image"], f"{path}.image", 0, 1 << 52)
+        if image % 0x10000:
+            raise ctx.fail(f"{path}.image", "must be 64 KiB aligned (EFI_KIMG_ALIGN)")
+    mem_min = ctx.int_(t.get("mem_min", 0), f"{path}.mem_min", 0, ULONG_MAX)
+    mem_max = ctx.int_(t.get("mem_max", ULONG_MAX), f"{path}.mem_max", 0, ULONG_MAX)
+    if mem_min >= mem_max:
+        raise ctx.fail(f"{path}.mem_max", "must be above mem_min")
     return Step(
-        action, kernel, device, msis, fraction, handover, times, sub, cmdline, cpu, inflight, loader
+        action,
+        kernel,
+        device,
+        msis,
+        fraction,
+        handover,
+        times,
+        sub,
+        cmdline,
+        cpu,
+        inflight,
+        loader,
+        initrd,
+        image,
+        mem_min,
+        mem_max,
     )
 
 

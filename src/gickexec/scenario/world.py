@@ -28,14 +28,16 @@ from gickexec.hw.memory import Agent, AgentKind, GicWrite
 from gickexec.hw.platform import PLATFORMS, Platform
 from gickexec.kernel.cmdline import KernelCmdline, parse_cmdline
 from gickexec.kernel.freebsd_kboot import FreeBsdKboot
-from gickexec.kernel.kernel import (
-    ELFCOREHDR_BYTES,
-    KERNEL_IMAGE_BYTES,
-    IrqDesc,
-    KdumpParams,
-    Kernel,
+from gickexec.kernel.kernel import IrqDesc, KdumpParams, Kernel
+from gickexec.kernel.kexec import (
+    INITRD_BYTES,
+    ULONG_MAX,
+    KexecOptions,
+    KexecSegments,
+    Loader,
+    kexec_fdt_bytes,
+    load_segments,
 )
-from gickexec.kernel.kexec import KexecSegments, Loader, place_segments
 from gickexec.kernel.mm import SEG_DTB, SEG_IMAGE, SEG_INITRD, Role, free_ranges
 from gickexec.kernel.profiles import get_profile
 
@@ -196,7 +198,11 @@ class World:
         self.platform = platform
         self.seed = seed
         self.machine = Machine(platform)
-        self.firmware = UefiFirmware(self.machine.mem) if platform.firmware == "efi" else None
+        self.firmware = (
+            UefiFirmware(self.machine.mem, platform.firmware_layout)
+            if platform.firmware == "efi"
+            else None
+        )
         self.ledger = MsiLedger()
         self.corruption = CorruptionMonitor()
         self.machine.mem.observe_gic_writes(self.corruption.on_write)
@@ -238,15 +244,28 @@ class World:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def boot(self, profile: str, *, cmdline: str = "") -> Kernel:
-        """Power on and boot ``profile`` through the platform's firmware."""
+    def boot(
+        self, profile: str, *, cmdline: str = "", initrd: int = 0, image: int | None = None
+    ) -> Kernel:
+        """Power on and boot ``profile`` through the platform's boot path, with an
+        ``initrd``-byte initramfs; ``image`` pins where the boot loader put the image (a
+        real run's KASLR choice), else the loader decides."""
         if self.generations:
             self.generations[-1].device_shutdown()
             self._record_memreserve(self.generations[-1])
             self.machine.power_on()
             if self.firmware is not None:
                 self.firmware.power_on()
-        return self._start(profile, "firmware", cmdline=parse_cmdline(cmdline))
+        if self.firmware is not None and initrd:
+            # the firmware's loader names the initrd it hands over (EDK II QemuLoadImageLib)
+            cmdline += self.firmware.layout.initrd_cmdline
+        return self._start(
+            profile,
+            "firmware",
+            cmdline=parse_cmdline(cmdline),
+            initrd_bytes=initrd,
+            pinned_image=image,
+        )
 
     def _halted(self, what: str) -> bool:
         k = self.kernel
@@ -262,11 +281,14 @@ class World:
         cmdline: str = "",
         handover_msis: int = 0,
         loader: Loader = "kexec-tools",
+        initrd: int = INITRD_BYTES,
+        mem_min: int = 0,
+        mem_max: int = ULONG_MAX,
     ) -> Kernel:
         """kexec from the running kernel into ``profile``: ``loader`` places the image,
-        initrd and DTB (``kexec -l`` or ``kexec -s -l``), then ``kexec -e``.  Devices that
-        keep signalling during the handover send ``handover_msis`` MSIs before the new
-        kernel starts."""
+        an ``initrd``-byte initramfs and the DTB (``kexec -l [--mem-min/--mem-max]`` or
+        ``kexec -s -l``), then ``kexec -e``.  Devices that keep signalling during the
+        handover send ``handover_msis`` MSIs before the new kernel starts."""
         old = self.kernel
         parsed = parse_cmdline(cmdline)
         if self._halted("kexec"):
@@ -277,11 +299,16 @@ class World:
                 "(kexec -s fails with ENOSYS)"
             )
             return old
-        segments = place_segments(
-            loader, old.memory, self._loader_view(old, loader), KERNEL_IMAGE_BYTES
+        opts = KexecOptions(
+            get_profile(profile).build.image_size,
+            initrd,
+            kexec_fdt_bytes(self.platform, cmdline, kdump=False),
+            mem_min,
+            mem_max,
         )
-        if segments is None:
-            self.notes.append(f"kexec skipped: {loader} found no free area for a segment")
+        segments = load_segments(loader, old.system_ram, self._loader_view(old, loader), opts)
+        if isinstance(segments, str):
+            self.notes.append(f"kexec skipped: {loader}: {segments}")
             return old
         old.shutdown_for_kexec()
         self._record_memreserve(old)
@@ -316,7 +343,7 @@ class World:
         and pages).  kexec_file_load: memblock's current reservations (since v5.14 also
         the memreserve list's)."""
         if loader == "kexec-tools":
-            not_reserved = [old.image] + ([old.crashkernel] if old.crashkernel else [])
+            not_reserved = [*old.iomem_kernel] + ([old.crashkernel] if old.crashkernel else [])
             regions = [(s, s + n) for s, n in old.iomem_reserved]
             used = [
                 (s & ~0xFFF, ((e + 0xFFF) & ~0xFFF) - (s & ~0xFFF))
@@ -334,6 +361,7 @@ class World:
         panic_cpu: int = 0,
         inflight_msis: int = 0,
         reason: str = "sysrq triggered crash",
+        initrd: int = INITRD_BYTES,
     ) -> Kernel | None:
         """The running kernel panics on ``panic_cpu`` and, if ``crashkernel=`` reserved
         room for it (``kexec -p``), boots the capture kernel ``profile`` there.
@@ -371,15 +399,26 @@ class World:
             )
             return None
         base, size = crash
-        # kexec-tools: the image at the bottom of the region, elfcorehdr at the top.
-        hdr = (base + size - ELFCOREHDR_BYTES, ELFCOREHDR_BYTES)
+        # kexec -p (kexec-tools): the image at the bottom of the region, elfcorehdr at
+        # the top, initrd, DTB and purgatory above the image.
+        opts = KexecOptions(
+            get_profile(profile).build.image_size,
+            initrd,
+            kexec_fdt_bytes(self.platform, cmdline, kdump=True),
+        )
+        segments = load_segments(
+            "kexec-tools", old.system_ram, self._loader_view(old, "kexec-tools"), opts, crash
+        )
+        if isinstance(segments, str):
+            self.notes.append(f"kdump: kexec -p failed: {segments}: the machine hangs")
+            return None
         vmcore = tuple(
             piece
             for start, end in old.memory
             for piece in ((start, min(end, base)), (max(start, base + size), end))
             if piece[1] > piece[0]
         )
-        params = KdumpParams(crash, base, hdr, vmcore, panic_cpu)
+        params = KdumpParams(crash, segments, vmcore, panic_cpu, old.nr_cpus)
         return self._start(profile, "kdump", cmdline=parsed, kdump=params, crashed=old)
 
     def cpu_down(self, cpu: int) -> None:
@@ -422,6 +461,8 @@ class World:
         crashed: Kernel | None = None,
         segments: KexecSegments | None = None,
         hits: list[tuple[str, int, str]] | None = None,
+        initrd_bytes: int = 0,
+        pinned_image: int | None = None,
     ) -> Kernel:
         profile = get_profile(profile_name)
         gen = len(self.generations)
@@ -436,6 +477,8 @@ class World:
             cmdline=cmdline,
             kdump=kdump,
             segments=segments,
+            initrd_bytes=initrd_bytes,
+            pinned_image=pinned_image,
         )
         k.gic_hits.extend(hits or [])
         k.on_irq = lambda cpu, intid, desc: self.ledger.record_irq(cpu, intid, desc, gen)

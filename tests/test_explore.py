@@ -125,7 +125,7 @@ def test_planted_bug_is_found_and_shrunk(planted: str, tmp_path: Path) -> None:
     runs = [CliRunner().invoke(main, ["run", "--json", str(reproducer)]) for _ in range(2)]
     assert runs[0].exit_code == 1
     assert runs[0].output == runs[1].output
-    result = json.loads(runs[0].output)["scenarios"][0]
+    result = json.loads(runs[0].stdout)["scenarios"][0]
     failed = [c for c in result["expectations"] if not c["ok"]]
     assert [c["check"] for c in failed] == ["log_absent"]
 

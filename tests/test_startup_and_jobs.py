@@ -31,10 +31,10 @@ def test_matrix_output_is_identical_for_one_and_two_jobs() -> None:
     one = runner.invoke(main, [*args, "--json", "--jobs", "1"])
     two = runner.invoke(main, [*args, "--json", "--jobs", "2"])
     assert one.exit_code == two.exit_code == 0
-    assert one.output == two.output
-    assert len(json.loads(one.output)["cells"]) == 2 * 2 * 2 * 2
-    text_one = runner.invoke(main, [*args, "-j", "1"]).output
-    assert text_one == runner.invoke(main, [*args, "-j", "2"]).output
+    assert one.stdout == two.stdout
+    assert len(json.loads(one.stdout)["cells"]) == 2 * 2 * 2 * 2
+    text_one = runner.invoke(main, [*args, "-j", "1"]).stdout
+    assert text_one == runner.invoke(main, [*args, "-j", "2"]).stdout
 
 
 def test_run_cells_keeps_grid_order_in_parallel() -> None:

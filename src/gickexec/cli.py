@@ -738,7 +738,7 @@ def matrix(
         click.echo(matrix_text(results))
 
 
-@main.command()
+@main.command(short_help="Measure the model's speed figures on this machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
 @click.option("--quick", is_flag=True, help="Small counts, one repeat: a smoke run.")
 def bench(as_json: bool, quick: bool) -> None:
@@ -754,7 +754,7 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
 
 
-@main.command()
+@main.command(short_help="Random kexec/kdump histories, failures shrunk to scenarios.")
 @click.option("--budget", type=click.IntRange(min=1), required=True, help="Histories to run.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(

@@ -179,7 +179,10 @@ def generate(campaign: Campaign, index: int) -> History:
         history["boot"] = rng.choice(campaign.boots)
     steps = [{"action": "boot", "kernel": rng.choice(linux), "cmdline": _cmdline(rng, cpus)}]
     for _ in range(rng.randint(1, campaign.max_steps - 1)):
-        steps.append(_random_step(rng, campaign.kernels, linux, devices, cpus))
+        step = _random_step(rng, campaign.kernels, linux, devices, cpus)
+        steps.append(step)
+        if step["action"] == "kexec" and PROFILES[step["kernel"]].kind != "linux":
+            break  # FreeBSD kboot is a last kernel: it kexecs nothing (schema refuses it)
     history["steps"] = steps
     return history
 

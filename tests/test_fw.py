@@ -39,7 +39,7 @@ OTHER_GUID = guid_bytes("00000000-1111-2222-3333-444455556666")
 
 def _fw(platform: str = "efi-server-8") -> tuple[Machine, UefiFirmware]:
     m = Machine(PLATFORMS[platform])
-    return m, UefiFirmware(m.mem)
+    return m, UefiFirmware(m.mem, PLATFORMS[platform].firmware_layout)
 
 
 def _systab(m: Machine, fw: UefiFirmware) -> tuple[EfiSystemTable, bytes]:
@@ -62,7 +62,7 @@ def test_system_table_signature_and_crc(platform: str) -> None:
     assert st_.signature == EFI_SYSTEM_TABLE_SIGNATURE
     assert raw[:8] == b"IBI SYST"
     assert st_.header_size == EFI_SYSTEM_TABLE_BYTES == 120
-    assert st_.revision == UefiFirmware.REVISION
+    assert st_.revision == fw.layout.revision == (2 << 16) | 70
     assert st_.crc_ok(raw)
     # the CRC is the CRC32 of the header with the CRC field zeroed
     blanked = raw[:16] + bytes(4) + raw[20:120]
@@ -74,7 +74,8 @@ def test_system_table_signature_and_crc(platform: str) -> None:
         assert not EfiSystemTable.from_bytes(bytes(bad)).crc_ok(bytes(bad))
     vendor = m.mem.read(st_.firmware_vendor, 12).decode("utf-16-le")
     assert vendor == "EDK II"
-    assert fw.layout.runtime.contains(fw.systab, EFI_SYSTEM_TABLE_BYTES)
+    runtime = [r for r, k in fw.regions() if k == EfiMemoryType.RUNTIME_SERVICES_DATA]
+    assert any(r.contains(fw.systab, EFI_SYSTEM_TABLE_BYTES) for r in runtime)
 
 
 def test_crc_ok_rejects_bad_header_sizes() -> None:
@@ -88,7 +89,8 @@ def test_read_config_tables_returns_the_smbios_entry() -> None:
     m, fw = _fw()
     st_, entries = read_config_tables(m.mem, fw.systab)
     assert st_.number_of_table_entries == 1
-    assert [(e.guid, e.table) for e in entries] == [(SMBIOS3_TABLE_GUID, fw._smbios)]
+    smbios = fw.at(fw.layout.tables[0][2])
+    assert [(e.guid, e.table) for e in entries] == [(SMBIOS3_TABLE_GUID, smbios)]
     assert m.mem.read(entries[0].table, 5) == b"_SM3_"
     assert SMBIOS3_TABLE_GUID.hex() == "4415fdf294972c4a992ee5bbcf20e394"
 
@@ -100,7 +102,7 @@ def test_install_configuration_table_adds_and_replaces() -> None:
     raw = m.mem.read(fw.systab, EFI_SYSTEM_TABLE_BYTES)
     assert st_.number_of_table_entries == 2 and st_.crc_ok(raw)
     assert {e.guid: e.table for e in entries} == {
-        SMBIOS3_TABLE_GUID: fw._smbios,
+        SMBIOS3_TABLE_GUID: fw.at(fw.layout.tables[0][2]),
         LINUX_EFI_MEMRESERVE_TABLE_GUID: 0x8000_1000,
     }
     crc_before = st_.crc32
@@ -128,7 +130,7 @@ def test_install_configuration_table_adds_and_replaces() -> None:
 def test_install_sequences_keep_one_entry_per_guid(ops: list[tuple[int, int]]) -> None:
     m, fw = _fw()
     guids = [guid_bytes(f"{i:08x}-0000-0000-0000-000000000000") for i in range(6)]
-    want = {SMBIOS3_TABLE_GUID: fw._smbios}
+    want = {SMBIOS3_TABLE_GUID: fw.at(fw.layout.tables[0][2])}
     for g, table in ops:
         fw.install_configuration_table(guids[g], table)
         want[guids[g]] = table
@@ -221,8 +223,10 @@ def test_allocate_pool_is_8_byte_aligned_loader_data() -> None:
     c = fw.allocate_pool(EfiMemoryType.LOADER_DATA, 24)
     assert a % 8 == b % 8 == c % 8 == 0
     assert a % PAGE_SIZE == 0xE98  # like EDK II pools: aligned, but not to a page
-    assert b == a + 16 and c == b + 8
-    assert all(fw.layout.loader_pool.contains(x) for x in (a, b, c))
+    # small pool allocations 0x80 apart, as the real INITRD and MEMRESERVE tables are
+    assert b == a + 0x80 and c == b + 0x80
+    pool = [r for r, k in fw.regions() if k == EfiMemoryType.LOADER_DATA]
+    assert all(pool[0].contains(x) for x in (a, b, c))
     with pytest.raises(ValueError):
         fw.allocate_pool(EfiMemoryType.RUNTIME_SERVICES_DATA, 16)
     with pytest.raises(RuntimeError, match="exhausted"):
@@ -239,9 +243,10 @@ def test_memory_map_covers_all_ram_without_overlap(platform: str) -> None:
         assert a.end <= b.start
     assert all(m.mem.is_ram(r.start, r.size) for r in regions)
     kinds = dict((r, k) for r, k in mm)
-    assert kinds[fw.layout.runtime] == EfiMemoryType.RUNTIME_SERVICES_DATA
-    assert kinds[fw.layout.loader_pool] == EfiMemoryType.LOADER_DATA
-    assert {k for _, k in mm} == {2, 6, 7}
+    for region, kind in fw.regions():
+        assert kinds[region] == kind
+    assert {k for _, k in mm} <= {2, 6, 7, 9}
+    assert EfiMemoryType.CONVENTIONAL in {k for _, k in mm}
 
 
 # -- memreserve walk -------------------------------------------------------------------

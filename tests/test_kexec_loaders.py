@@ -12,13 +12,11 @@ from click.testing import CliRunner
 
 from gickexec import World
 from gickexec.cli import main
-from gickexec.kernel.profiles import PROFILES as _P
-
-KERNEL_IMAGE_BYTES = _P["v6.6"].build.image_size
 from gickexec.kernel.kexec import DTB_BYTES, INITRD_BYTES, Loader, place_segments
 from gickexec.kernel.mm import free_ranges
 from gickexec.kernel.profiles import PROFILES
 
+KERNEL_IMAGE_BYTES = PROFILES["v6.6"].build.image_size
 _2M = 0x200000
 _G = 1 << 30
 RAM = [(0x8000_0000, 0x1_0000_0000)]

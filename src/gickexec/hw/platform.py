@@ -87,9 +87,9 @@ class Platform:
         """The boot path in use: "uefi-acpi", "uefi-dt" or "dt"."""
         if self.boot is not None:
             return self.boot
-        if self.boot_paths:
-            return self.boot_paths[0]
-        return "uefi-acpi" if self.firmware == "efi" else "dt"
+        if self.firmware == "dt":
+            return "dt"
+        return next((b for b in self.boot_paths if b != "dt"), "uefi-acpi")
 
     @property
     def acpi(self) -> bool:

@@ -9,6 +9,7 @@ allocations), ``mm_init`` (the page allocator takes what memblock left), ``init_
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from gickexec.fw.uefi import EfiMemoryType, UefiFirmware
 from gickexec.hw.machine import Machine, MsiDevice
 from gickexec.hw.memory import Agent, AgentKind
 from gickexec.kernel import printk
+from gickexec.kernel.bootloader import FirstBoot, efi_stub_boot, qemu_direct_boot, uboot_booti
 from gickexec.kernel.cmdline import KernelCmdline
 from gickexec.kernel.efi import (
     EfiState,
@@ -27,7 +29,6 @@ from gickexec.kernel.efi import (
     efi_stub_install_tables,
 )
 from gickexec.kernel.gic_v3_its import GicV3Its, ItsDevice
-from gickexec.kernel.bootloader import FirstBoot, efi_stub_boot, qemu_direct_boot, uboot_booti
 from gickexec.kernel.kexec import KexecSegments
 from gickexec.kernel.mm import (
     MIGRATE_UNMOVABLE,
@@ -40,6 +41,7 @@ from gickexec.kernel.mm import (
     OutOfMemory,
     Owner,
     OwnershipMap,
+    PAGES_PER_SECTION,
     Role,
     first_deferred_pfn,
     free_ranges,
@@ -286,7 +288,13 @@ class Kernel:
     ) -> int:
         """``alloc_pages()`` of a naturally aligned block, labelled; zeroed unless asked not."""
         assert self.pages is not None, "page allocator used before mm_init"
-        addr = self.pages.alloc(size, mt=MIGRATE_UNMOVABLE)
+        while True:
+            try:
+                addr = self.pages.alloc(size, mt=MIGRATE_UNMOVABLE)
+                break
+            except OutOfMemory:
+                if not self._deferred_grow_zone():
+                    raise
         self.claim(addr, size, Owner(label, role))
         if zero:
             self.machine.mem.fill(addr, size, 0, self.agent())
@@ -397,8 +405,7 @@ class Kernel:
         self.first_boot = boot
         if self.firmware is not None and p.efi_stub:
             efi_stub_install_tables(
-                self.firmware, self.machine.mem, self.profile, self.agent(),
-                boot.initrd, p.efi_rng,
+                self.firmware, self.machine.mem, self.profile, self.agent(), boot.initrd, p.efi_rng
             )
 
     def _place_image(self) -> None:
@@ -407,7 +414,6 @@ class Kernel:
         image (``_stext`` to ``_end``), the initrd (page-rounded) and, from
         ``early_init_fdt_reserve_self()``, the device tree."""
         build = self.profile.build
-        p = self.machine.platform
         if self.segments is not None:
             base = self.segments.image[0]
             self.initrd = self.segments.initramfs
@@ -607,11 +613,9 @@ class Kernel:
         self._early_alloc("memblock: vmemmap (struct pages)", len(sections) * _2M, _2M)
         cma = self.profile.build.cma_bytes
         if cma:
-            try:
+            # dma_contiguous_reserve(): skipped without a word when it does not fit
+            with contextlib.suppress(OutOfMemory):
                 addr = self.memblock.alloc(cma, _2M, CRASH_ADDR_LIMIT)
-            except OutOfMemory:
-                addr = None
-            if addr is not None:
                 self.claim(addr, cma, Owner("CMA area"))
                 self.log.printk(printk.CMA_RESERVED, cma >> 20, addr)
         if self.cmdline.crashkernel:
@@ -662,7 +666,9 @@ class Kernel:
         free = self.memblock.free_ranges()
         limit = None if deferred is None else deferred << 12
         early = [(s0, e if limit is None else min(e, limit)) for s0, e in free]
-        self._deferred = [] if limit is None else [(max(s0, limit), e) for s0, e in free if e > limit]
+        self._deferred = (
+            [] if limit is None else [(max(s0, limit), e) for s0, e in free if e > limit]
+        )
         to_tail = self.profile.buddy_free_to_tail
         self.pages = BuddyAllocator([r for r in early if r[1] > r[0]], to_tail=to_tail)
         build = self.profile.build
@@ -672,11 +678,32 @@ class Kernel:
             self._boot_alloc(0, "kernel: early allocations (slab, IRQ descriptors)")
 
     def _boot_alloc(self, order: int, label: str) -> None:
-        assert self.pages is not None
-        try:
+        with contextlib.suppress(OutOfMemory):
             self.alloc_pages(_PAGE << order, label, zero=False)
-        except OutOfMemory:
-            pass
+
+    def _deferred_grow_zone(self) -> bool:
+        """``deferred_grow_zone()``: an allocation that fails before
+        ``page_alloc_init_late()`` initialises the next section of deferred pages (at
+        least PAGES_PER_SECTION, to a section boundary) and retries.  False when nothing
+        is left to grow into."""
+        if not self._deferred or self.pages is None:
+            return False
+        section = PAGES_PER_SECTION << 12
+        start = self._deferred[0][0]
+        limit = (start // section + 1) * section
+        grown: list[tuple[int, int]] = []
+        rest: list[tuple[int, int]] = []
+        for s0, e in self._deferred:
+            if s0 < limit:
+                grown.append((s0, min(e, limit)))
+                if e > limit:
+                    rest.append((limit, e))
+            else:
+                rest.append((s0, e))
+        self._deferred = rest
+        for s0, e in grown:
+            self.pages.free_range(s0, e, to_tail=self.profile.buddy_free_to_tail)
+        return True
 
     def _page_alloc_init_late(self) -> None:
         """``page_alloc_init_late()`` after ``smp_init()``: the deferred struct pages are

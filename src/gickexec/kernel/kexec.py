@@ -116,7 +116,8 @@ class KexecSegments:
         """``(start, bytes)`` of the initramfs the DTB describes, or None."""
         if not self.initrd[1]:
             return None
-        return self.initrd[0], self.initrd_bytes if self.initrd_bytes is not None else self.initrd[1]
+        size = self.initrd_bytes if self.initrd_bytes is not None else self.initrd[1]
+        return self.initrd[0], size
 
     def named(self) -> list[tuple[str, int, int]]:
         """``(name, addr, size)`` for each segment, image first."""

@@ -19,20 +19,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "MIGRATE_MOVABLE",
+    "MIGRATE_RECLAIMABLE",
+    "MIGRATE_UNMOVABLE",
     "SEG_DTB",
     "SEG_IMAGE",
     "SEG_INITRD",
+    "BuddyAllocator",
     "KernelFault",
     "Memblock",
     "OutOfMemory",
     "Owner",
     "OwnershipMap",
-    "BuddyAllocator",
-    "MIGRATE_MOVABLE",
-    "MIGRATE_RECLAIMABLE",
-    "MIGRATE_UNMOVABLE",
+    "Role",
     "first_deferred_pfn",
-        "Role",
     "free_ranges",
     "highest_fit",
 ]

@@ -66,12 +66,11 @@ def split_generations(text: str) -> list[list[str]]:
     lines = [_HOST.sub("", raw[:MAX_LINE]) for raw in text.splitlines()[:MAX_LINES]]
     stamped = any(_STAMP.match(ln) for ln in lines)
     gens: list[list[str]] = []
-    for line in lines:
-        m = _STAMP.match(line)
-        if m is not None:
-            line = line[m.end() :]
-        elif stamped:
+    for raw in lines:
+        m = _STAMP.match(raw)
+        if m is None and stamped:
             continue
+        line = raw[m.end() :] if m is not None else raw
         if "Booting Linux on physical CPU" in line:
             line = line[line.index("Booting Linux") :]
             gens.append([])
@@ -181,9 +180,9 @@ class Comparison:
             out.extend(f"  - missing: {ln}" for ln in g.missing)
             out.extend(f"  + extra:   {ln}" for ln in g.extra)
             out.extend(f"  ~ real:    {r}\n    model:   {m}" for r, m in g.differing)
-        for i, (real, model) in enumerate(
-            zip(self.segments_real, self.segments_model + [[]] * len(self.segments_real))
-        ):
+        padded = self.segments_model + [[]] * len(self.segments_real)
+        for i, real in enumerate(self.segments_real):
+            model = padded[i]
             same = "same" if real == model else "DIFFERENT"
             out.append(f"kexec load {i}: segments {same}")
             fmt = ", ".join

@@ -665,6 +665,8 @@ class World:
                 )
 
     def fill_page_cache(self, fraction: float) -> int:
+        if self._halted("page-cache"):
+            return 0
         return self.kernel.fill_page_cache(fraction)
 
     # -- observations ------------------------------------------------------------------------

@@ -247,9 +247,9 @@ def test_v510_frees_spare_tables_immediately_on_reuse(monkeypatch: pytest.Monkey
     for cpu, addr in gen1.items():
         # freed from its_cpu_init_lpis (STARTING): before the CPU is marked online
         assert cpu not in freed[addr]
-        assert k1.owner(addr) is None
-        assert k1.pages is not None
-        assert any(s <= addr and addr + SZ_64K <= e for s, e in k1.pages.free_ranges())
+        # back in the buddy allocator, which may have handed it out again since
+        owner = k1.owner(addr)
+        assert owner is None or "pending table" not in owner.label
         assert k1.gic.rd[cpu].pend_page is None
 
 
@@ -263,7 +263,8 @@ def test_v66_frees_spare_tables_from_the_online_callback(monkeypatch: pytest.Mon
     assert set(freed) == set(gen1.values())
     for cpu, addr in gen1.items():
         assert cpu in freed[addr]
-        assert w.generations[1].owner(addr) is None
+        owner = w.generations[1].owner(addr)
+        assert owner is None or "pending table" not in owner.label
 
 
 # -- efi_mem_reserve_persistent, directly ------------------------------------------------
@@ -433,7 +434,8 @@ def test_install_memreserve_table_writes_an_empty_16_byte_root() -> None:
     assert w.firmware is not None
     root = kefi.install_memreserve_table(w.firmware, w.machine.mem, V66, AGENT)
     assert root is not None
-    assert w.firmware.layout.loader_pool.contains(root, 16)
+    pool = [r for r, k in w.firmware.regions() if k == EfiMemoryType.LOADER_DATA]
+    assert pool[0].contains(root, 16)
     assert _hdr(w.machine.mem, root) == MemreserveHeader(0, 0, 0)
     v419 = get_profile("v4.19")
     assert kefi.install_memreserve_table(w.firmware, w.machine.mem, v419, AGENT) is None

@@ -44,7 +44,9 @@ def test_v420_rc1_on_thunderx2_overflows_and_drops_the_property_table(rc1: World
     k = rc1.generations[1]
     mb = k.memblock
     assert k.profile.init_memblock_reserved_regions == 128
-    assert len(mb.dropped) == 326
+    # the tables are consecutive 64 KiB blocks, but each v4.20 reservation has its own
+    # kmalloc'd 24-byte node between them: 204 regions find no slot
+    assert len(mb.dropped) == 204
     # the property table is the oldest entry, walked last: dropped, so not reserved
     old_prop = rc1.generations[0].gic.prop_table_pa
     assert (old_prop, 0x10000) in mb.dropped and not mb.is_reserved_range(old_prop, 0x10000)
@@ -58,8 +60,8 @@ def test_v420_defers_the_walk_and_grows_the_array_after_paging_init() -> None:
     w = _tx2("v4.20")
     k = w.generations[1]
     mb = k.memblock
-    assert mb.dropped == [] and mb.max_reserved == 512
-    assert [s for _, s in mb.resized] == [0x2000, 0x3000]
+    assert mb.dropped == [] and mb.max_reserved == 256
+    assert [s for _, s in mb.resized] == [0x2000]
     # the arrays went top-down into memory the walk had not reserved yet
     assert all(k.owner(a) is not None for a, _ in mb.resized)
     assert {k.owner(a).label for a, _ in mb.resized} == {"memblock: reserved regions array"}  # type: ignore[union-attr]

@@ -207,4 +207,4 @@ def test_boot_path_overrides_the_platform_firmware() -> None:
     assert dt.platform.name == "efi-server-8"
     e = _error('boot = "uefi"\n' + MINIMAL)
     assert e.field_path == "boot" and e.line == 1
-    assert "must be 'efi' or 'dt', not 'uefi'" in str(e)
+    assert "must be one of efi, dt, uefi-acpi, uefi-dt, dt, not 'uefi'" in str(e)

@@ -60,7 +60,7 @@ def test_clearable_enable_lpis_lets_dt_kernel_recover() -> None:
     w = World(platform, seed=2)
     w.add_device("eth0", device_id=0x100, nvec=4)
     w.boot("v6.6")
-    w.kexec("v6.6")
+    w.kexec("v6.6", mem_min=0x40000000)  # off the old tables above the image
     w.traffic("eth0", 40)
     w.finish()
     log = w.generations[1].log

@@ -27,21 +27,26 @@ def test_fixed_kernel_kexec_on_efi_is_ok() -> None:
     assert r["reused_tables"] and r["key_line"] == "GICv3: Using preallocated redistributor tables"
 
 
-def test_unfixed_kernel_corrupts_and_loses_on_every_cpu() -> None:
-    r = run_cell(Cell("v4.19", "v4.19", "kexec", "efi", "efi-server-8"), seed=2)
-    assert r["outcome"] == "corruption" and not r["ok"]
-    assert r["lost_msis"] == 64 and r["lost_cpus"] == 8
-    assert r["corrupted_bits"] > 0 and "predates table reuse" in r["reason"]
+def test_unfixed_kernel_into_itself_gets_the_same_tables_by_construction() -> None:
+    """v4.19 -> v4.19: the same build allocates the same addresses (the EFI stub's
+    KASLR slot is outside the first 128 MiB), so the tables the GIC keeps are the new
+    kernel's own -- it works by luck -- while v4.19 -> v6.6 loses every MSI."""
+    same = run_cell(Cell("v4.19", "v4.19", "kexec", "efi", "efi-server-8"), seed=2)
+    assert same["ok"] and not same["reused_tables"] and same["lost_msis"] == 0
+    assert "same addresses as the old ones" in same["reason"]
+    upgrade = run_cell(Cell("v4.19", "v6.6", "kexec", "efi", "efi-server-8"), seed=2)
+    assert upgrade["outcome"] == "lpis-lost" and upgrade["lost_msis"] == 64
+    assert "did not publish its tables" in upgrade["reason"]
 
 
-def test_pending_bits_in_the_image_kexec_tools_loaded_over_a_live_table_crash_it() -> None:
-    """v4.19 publishes nothing; kexec-tools puts the next image in the lowest hole, over
-    CPU2's live pending table; the first MSI to CPU2 sets a bit in the running image."""
-    r = run_cell(Cell("v4.19", "v4.19", "kexec", "efi", "efi-server-8"))
-    assert r["outcome"] == "crash" and r["loader"] == "kexec-tools"
-    assert "GICR(CPU2) set a pending bit at 0x81450400 inside this kernel's image" in r["reason"]
-    assert "kernel image (gen 1, loaded by kexec-tools)" in r["corrupted_owners"]
-    assert r["key_line"].startswith("Internal error: Oops - undefined instruction")
+def test_dt_kexec_image_over_the_unpublished_tables_hangs() -> None:
+    """v6.6 on a DT boot publishes nothing; kexec-tools puts the next image in the lowest
+    hole, over the live tables, whose range the image's reservation then covers: the
+    new kernel resets the 'preallocated' property table over its own code."""
+    r = run_cell(Cell("v6.6", "v6.6", "kexec", "dt", "qemu-virt"))
+    assert r["outcome"] == "hang" and r["loader"] == "kexec-tools"
+    assert "overwrote the kernel's own image" in r["reason"]
+    assert r["key_line"] == "GICv3: Using preallocated redistributor tables"
 
 
 def test_kexec_file_load_cells_need_v50_on_the_outgoing_side() -> None:
@@ -52,11 +57,7 @@ def test_kexec_file_load_cells_need_v50_on_the_outgoing_side() -> None:
     assert new["ok"] and new["reused_tables"]
 
 
-def test_dt_kexec_with_sticky_enable_lpis_loses_msis_but_kdump_is_ok() -> None:
-    kexec = run_cell(Cell("v6.6", "v6.6", "kexec", "dt", "efi-server-8"))
-    assert kexec["outcome"] == "lpis-lost" and kexec["lost_msis"] == 64
-    assert kexec["reason"].startswith("no EFI")
-    assert kexec["key_line"].startswith("GICv3: Expected reserved range [0x")
+def test_dt_kdump_is_ok() -> None:
     kdump = run_cell(Cell("v6.6", "v6.6", "kdump", "dt", "efi-server-8"))
     assert kdump["ok"] and kdump["reason"] == "tables reused through is_kdump_kernel()"
 
@@ -67,9 +68,9 @@ def test_v420_to_v50_is_lost_because_of_the_layout_change() -> None:
     assert r["reason"].startswith("a v4.20-layout memreserve list read with the v5.0 layout")
 
 
-def test_clearable_enable_lpis_turns_loss_into_taint() -> None:
-    r = run_cell(Cell("v6.6", "v6.6", "kexec", "dt", "qemu-virt"))
-    assert r["outcome"] == "taint" and r["lost_msis"] == 0 and "C" in r["taints"]
+def test_v419_dt_kexec_gets_the_same_tables_by_construction() -> None:
+    r = run_cell(Cell("v4.19", "v4.19", "kexec", "dt", "qemu-virt"))
+    assert r["outcome"] == "ok" and "same addresses" in r["reason"]
 
 
 def test_cli_json_has_the_documented_keys() -> None:
@@ -83,7 +84,7 @@ def test_cli_json_has_the_documented_keys() -> None:
     keys |= {"lost_msis", "corrupted_bits", "reason"}
     for cell in doc["cells"]:
         assert keys <= set(cell)
-        assert cell["outcome"] in ("ok", "lpis-lost", "corruption", "taint", "crash")
+        assert cell["outcome"] in ("ok", "lpis-lost", "corruption", "taint", "crash", "hang")
 
 
 def test_cli_text_and_bad_input() -> None:

@@ -81,7 +81,7 @@ def test_scenario_without_expectations_is_judged_by_health(tmp_path: Path) -> No
     assert r.exit_code == 1
     assert r.stdout.rstrip().endswith("0 passed, 1 failed")
     assert "expectations  none declared (judged by health)" in r.stdout
-    assert "health      UNHEALTHY: crashed, corrupted, lost" in r.stdout
+    assert "health      UNHEALTHY: corrupted, lost" in r.stdout
     fixed = builtin_text("efi-kexec-fixed")
     healthy = _write(tmp_path, "fine.toml", fixed[: fixed.index("[expect]")])
     r = _cli("run", str(healthy))
@@ -103,15 +103,20 @@ def test_health_lists_problems_worst_first_beside_held_expectations() -> None:
 def test_report_rows_show_health(tmp_path: Path) -> None:
     _cli("run", "efi-kexec-unfixed", "efi-kexec-fixed", "--report", str(tmp_path))
     page = (tmp_path / "index.html").read_text()
-    assert '<td class="bad">UNHEALTHY: crashed, corrupted, lost, guest-errors</td>' in page
+    assert '<td class="bad">UNHEALTHY: corrupted, lost, guest-errors</td>' in page
     assert '<td class="ok">healthy</td>' in page
 
 
 # 3: image and DTB are not ITS tables
 
 
+#: dt-kexec-current without --mem-min: kexec-tools puts the image over the live tables
+#: and the storage controller's handover MSIs set bits in it
+IMAGE_HIT = builtin_text("dt-kexec-current").replace("mem_min = 0x40000000\n", "")
+
+
 def test_memory_map_kinds_of_boot_segments() -> None:
-    r = run_scenario(load_builtin("efi-kexec-unfixed"))
+    r = run_scenario(parse_scenario(IMAGE_HIT))
     kinds = {m["label"]: m["kind"] for g in r["generations"] for m in g["memory_map"]}
     assert kinds["kernel image (gen 0)"] == "image"
     assert kinds["kernel image (gen 1, loaded by kexec-tools)"] == "image"
@@ -135,10 +140,10 @@ def test_timeline_counts_stuck_msis_as_lost_when_they_get_stuck() -> None:
 # 5: crashes, kdump and FreeBSD headings
 
 
-def test_crash_is_a_verdict_line_and_a_heading() -> None:
-    out = _cli("run", "efi-kexec-unfixed").stdout
-    assert "── generation 1: Linux v4.19, EFI, entered by kexec, CRASHED ──" in out
-    assert re.search(r"^  crashed +gen 1 \(v4\.19\): GICR\(CPU2\) set a pending bit", out, re.M)
+def test_crash_is_a_verdict_line_and_a_heading(tmp_path: Path) -> None:
+    out = _cli("run", str(_write(tmp_path, "hit.toml", IMAGE_HIT))).stdout
+    assert "── generation 1: Linux v6.6, DT, entered by kexec, CRASHED ──" in out
+    assert re.search(r"^  crashed +gen 1 \(v6\.6\): GICR\(CPU\d\) set a pending bit", out, re.M)
     assert "Internal error: Oops" in out
 
 
@@ -164,7 +169,8 @@ def test_kdump_and_freebsd_headings(tmp_path: Path) -> None:
 def test_default_run_fits_a_screen_and_all_or_v_undo_it() -> None:
     out = _cli("run").stdout
     lines = out.splitlines()
-    assert len(lines) < 800  # 4,848 before issue 11
+    # 4,848 lines for 9 built-ins before issue 11; now 15 built-ins at under 80 each
+    assert len(lines) < 80 * len(builtin_names())
     assert max(len(line) for line in lines) < 240  # 2,510 before
     assert "idle CPU(s)" in out and "--all shows them" in out
     one = _cli("run", "tx2-host-kexec").stdout  # one named scenario: its full log

@@ -463,6 +463,14 @@ class Redistributor(RegisterBlock):
 
     def highest_priority_pending(self, mask_priority: int) -> int | None:
         """The pending, enabled LPI of highest priority below ``mask_priority``, if any."""
+        if len(self._pending) == 1:
+            # The usual case (an MSI taken as soon as it arrives): no ranking.
+            (intid,) = self._pending
+            if not self.is_pending(intid):
+                self._pending.discard(intid)
+                return None
+            cfg = self.config(intid)
+            return intid if cfg.Enable and cfg.priority < mask_priority else None
         best: tuple[int, int] | None = None
         for intid in list(self._pending):
             if not self.is_pending(intid):

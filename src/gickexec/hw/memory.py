@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "PAGE_SIZE",
@@ -100,9 +100,9 @@ class MemRegion:
         return self.start <= addr and addr + size <= self.end
 
 
-@dataclass(frozen=True, slots=True)
-class GicWrite:
-    """A write by a GIC agent, with the bytes it replaced."""
+class GicWrite(NamedTuple):
+    """A write by a GIC agent, with the bytes it replaced (a named tuple: one is made
+    per pending-bit change)."""
 
     addr: int
     old: bytes

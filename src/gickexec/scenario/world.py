@@ -15,10 +15,11 @@ charge did not give it).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gickexec.arch.efi import LINUX_EFI_MEMRESERVE_TABLE_GUID
 from gickexec.fw.memreserve import MemreserveChain, walk_memreserve
@@ -50,8 +51,9 @@ _SEG_KINDS = (SEG_IMAGE, SEG_INITRD, SEG_DTB)
 _SEG_ROLE = {"kernel image": SEG_IMAGE, "initrd": SEG_INITRD, "device tree": SEG_DTB}
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+class _Token(NamedTuple):
+    """One MSI in flight (a named tuple: one is made per MSI)."""
+
     generation: int
     device: str
     vector: int
@@ -181,6 +183,7 @@ class CorruptionMonitor:
                 )
 
 
+@functools.cache
 def _role_for(agent: Agent) -> Role | None:
     if agent.kind == AgentKind.GICR:
         return Role("pend", agent.index)

@@ -175,6 +175,7 @@ class PhysicalMemory:
         self.last_writer: dict[int, Agent] = {}
         self._mmio: list[tuple[MemRegion, MmioDevice]] = []
         self._mmio_starts: list[int] = []
+        self._last_mmio: tuple[MemRegion, MmioDevice] | None = None
         self._gic_observers: list[Callable[[GicWrite], None]] = []
         #: page frame -> callbacks to run once at the next write or fill touching it
         #: (how the ITS learns that a table it cached a translation from changed)
@@ -196,6 +197,7 @@ class PhysicalMemory:
     def unmap_all_mmio(self) -> None:
         self._mmio.clear()
         self._mmio_starts.clear()
+        self._last_mmio = None
 
     def ram_region(self, addr: int, size: int = 1) -> MemRegion | None:
         """The RAM region holding all of ``[addr, addr + size)``, if any."""
@@ -212,8 +214,12 @@ class PhysicalMemory:
         return self.ram_region(addr, size) is not None
 
     def _mmio_at(self, addr: int, size: int) -> tuple[MemRegion, MmioDevice] | None:
+        last = self._last_mmio
+        if last is not None and last[0].start <= addr and addr + size <= last[0].end:
+            return last  # drivers poll the same frame (GITS_CREADR after GITS_CWRITER)
         i = bisect.bisect_right(self._mmio_starts, addr) - 1
         if i >= 0 and self._mmio[i][0].contains(addr, size):
+            self._last_mmio = self._mmio[i]
             return self._mmio[i]
         return None
 

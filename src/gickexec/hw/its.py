@@ -137,6 +137,7 @@ class Its(RegisterBlock):
             # The translation cache is dropped on every GITS_CTLR write (see write_reg).
             INV=1,
         )
+        self._event_bits = self.typer.ID_bits + 1
         #: Collections held in the ITS (ICID < HCC): ICID -> RDbase (§3.3).
         self.hw_collections: dict[int, int] = {}
         self.enabled = False
@@ -394,7 +395,7 @@ class Its(RegisterBlock):
 
     def translate_msi(self, device_id: int, event_id: int) -> MsiResult:
         """A write of ``event_id`` to GITS_TRANSLATER by device ``device_id``."""
-        if event_id >> (self.typer.ID_bits + 1):
+        if event_id >> self._event_bits:
             # CONSTRAINED UNPREDICTABLE (§3.6): ignore the extra bits or the write.
             if self.knobs.translater_high_event_bits == "write-ignored":
                 return MsiResult("EventID beyond GITS_TYPER.ID_bits")

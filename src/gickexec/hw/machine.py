@@ -63,6 +63,7 @@ class Machine:
         self.events = EventLog()
         self.mem = PhysicalMemory(platform.ram)
         self.devices: dict[str, MsiDevice] = {}
+        self._doorbell = self.translater_address  # looked up once per MSI
         self.power_on()
 
     def power_on(self) -> None:
@@ -121,6 +122,6 @@ class Machine:
         if not dev.can_signal(vector):
             return MsiResult("device not allowed to signal (MSI-X off, masked or no bus master)")
         entry = dev.vectors[vector]
-        if entry.address != self.translater_address:
+        if entry.address != self._doorbell:
             return MsiResult(f"MSI address {entry.address:#x} is not an ITS doorbell")
         return self.its.translate_msi(dev.device_id, entry.data)

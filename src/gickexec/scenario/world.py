@@ -158,8 +158,8 @@ class CorruptionMonitor:
     events: list[CorruptionEvent] = field(default_factory=list)
 
     def on_write(self, w: GicWrite) -> None:
-        changed = int.from_bytes(w.old, "little") ^ int.from_bytes(w.new, "little")
         new = int.from_bytes(w.new, "little")
+        changed = int.from_bytes(w.old, "little") ^ new
         while changed:
             low = changed & -changed
             pos = low.bit_length() - 1
@@ -573,12 +573,13 @@ class World:
         """The reference path: every MSI from the device write to the handler."""
         device = dev.name
         k = self.kernel
+        signal, record_send = self.machine.signal_msi, self.ledger.record_send
         for _ in range(msis):
             vec = self._next_vector[device]
             self._next_vector[device] = (vec + 1) % dev.nvec
-            result = self.machine.signal_msi(dev, vec)
+            result = signal(dev, vec)
             desc = k.irq_of_vector.get((device, vec))
-            self.ledger.record_send(
+            record_send(
                 _Token(k.generation, device, vec),
                 result.outcome,
                 result.cpu,

@@ -104,6 +104,10 @@ _ID_OOR, _PHYSICALID_OOR, _UNMAPPED_INTERRUPT, _UNMAPPED_COLLECTION = 0x05, 0x06
 class Its(RegisterBlock):
     """One ITS: control frame registers plus the translation frame's GITS_TRANSLATER."""
 
+    #: False: the reference path, every MSI walks the tables in memory (per instance or,
+    #: for every ITS made from then on, on the class)
+    translation_cache = True
+
     def __init__(
         self,
         index: int,
@@ -150,8 +154,6 @@ class Its(RegisterBlock):
         # GITS_BASER<n> decoded once per write, not once per table access.
         self._baser_decoded = [GitsBaser.decode(v) for v in self.baser]
         self.commands_executed = 0
-        #: False: the reference path, every MSI walks the tables in memory
-        self.translation_cache = True
         self._translations: dict[tuple[int, int], tuple[Redistributor, int]] = {}
         # Addresses of the table entries the current walk reads (None: not recording).
         self._walk_reads: list[int] | None = None

@@ -240,6 +240,10 @@ class PhysicalMemory:
     def unobserve_gic_writes(self, callback: Callable[[GicWrite], None]) -> None:
         self._gic_observers.remove(callback)
 
+    @property
+    def gic_observers(self) -> tuple[Callable[[GicWrite], None], ...]:
+        return tuple(self._gic_observers)
+
     def watch_pages(self, pfns: Iterable[int], callback: Callable[[], None]) -> None:
         """Run ``callback`` once, at the next write or fill by anyone touching a page of
         ``pfns`` (the watch is then dropped for every page; a watcher re-arms it)."""

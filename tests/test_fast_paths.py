@@ -267,3 +267,27 @@ def test_builtin_scenario_results_equal_the_reference_path(
     monkeypatch.setattr(Its, "translation_cache", False)
     monkeypatch.setattr(World, "batch_traffic", False)
     assert run_scenario(load_builtin(name)) == fast
+
+
+def test_power_on_drops_the_old_its_watches() -> None:
+    """A boot builds a new ITS; the old one's memory watches must not pile up."""
+    w = _world("efi-server-8", fast=True)
+    w.traffic("eth0", NVEC)
+    old = w.machine.its
+    assert old._translations
+    w.boot("v6.6")
+    assert not any(
+        old.invalidate_translations in cbs for cbs in w.machine.mem._watches.values()
+    )
+
+
+def test_turning_the_cache_off_bypasses_cached_translations() -> None:
+    """With translation_cache off every MSI walks, whatever the cache still holds."""
+    w = _world("efi-server-8", fast=True)
+    its = w.machine.its
+    first = its.translate_msi(DEVICE_ID, 1)
+    w.kernel.handle_interrupts()
+    rd, intid = its._translations[(DEVICE_ID, 1)]
+    its._translations[(DEVICE_ID, 1)] = (rd, intid + 1)  # a poisoned entry
+    its.translation_cache = False
+    assert its.translate_msi(DEVICE_ID, 1) == first

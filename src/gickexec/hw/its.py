@@ -411,12 +411,12 @@ class Its(RegisterBlock):
     def _translate(self, device_id: int, event_id: int) -> MsiResult:
         if not self.enabled:
             return MsiResult("ITS disabled")
+        if not self.translation_cache:
+            return self._walk(device_id, event_id)
         hit = self._translations.get((device_id, event_id))
         if hit is not None:
             rd, intid = hit
             return MsiResult(rd.set_pending(intid), rd.cpu, intid)
-        if not self.translation_cache:
-            return self._walk(device_id, event_id)
         self._walk_reads = []
         try:
             return self._walk(device_id, event_id)

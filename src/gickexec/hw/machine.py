@@ -70,6 +70,10 @@ class Machine:
         """Reset every GIC block (memory contents are left as they are)."""
         p = self.platform
         self.mem.unmap_all_mmio()
+        old_its: Its | None = getattr(self, "its", None)
+        if old_its is not None:
+            # The old ITS's translation cache goes with it; so do its memory watches.
+            self.mem.unwatch(old_its.invalidate_translations)
         self.gicd = Distributor(id_bits=p.id_bits, lpis=True, spis=p.spis, events=self.events)
         self.rdists = [
             Redistributor(

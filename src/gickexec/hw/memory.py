@@ -250,6 +250,14 @@ class PhysicalMemory:
         for pfn in pfns:
             self._watches.setdefault(pfn, set()).add(callback)
 
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        """Drop every watch that would run ``callback``."""
+        for pfn in [p for p, cbs in self._watches.items() if callback in cbs]:
+            cbs = self._watches[pfn]
+            cbs.discard(callback)
+            if not cbs:
+                del self._watches[pfn]
+
     def _fire_watches(self, first: int, last: int) -> None:
         """A write touched page frames ``first..last``: run the watches on them."""
         watches = self._watches
@@ -262,11 +270,7 @@ class PhysicalMemory:
             fired |= watches.pop(pfn)
         for cb in fired:
             # One callback may watch many pages: drop it everywhere before it runs.
-            for pfn in [p for p, cbs in watches.items() if cb in cbs]:
-                cbs = watches[pfn]
-                cbs.discard(cb)
-                if not cbs:
-                    del watches[pfn]
+            self.unwatch(cb)
             cb()
 
     # -- RAM access -----------------------------------------------------------------

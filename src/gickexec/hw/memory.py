@@ -5,6 +5,8 @@ untouched page returns zeros, and zero-filling whole pages releases them.  RAM r
 and MMIO windows come from the platform.  Every write names its :class:`Agent`; writes
 by GIC agents (redistributors and ITSs) are also passed, with the bytes before and
 after, to observers, which is how corruption is detected (:mod:`gickexec.scenario.checks`).
+Page watches tell a cache built from memory (the ITS's translations) that a page it read
+was written, by anyone.
 """
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ class CorruptionMonitor:
                 )
 
 
-@functools.cache
+@functools.cache  # asked on every GIC write; one entry per redistributor and ITS
 def _role_for(agent: Agent) -> Role | None:
     if agent.kind == AgentKind.GICR:
         return Role("pend", agent.index)

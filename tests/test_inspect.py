@@ -376,3 +376,15 @@ def test_inspect_without_live_tables_says_nothing_was_checked(tmp_path: Path) ->
     assert code == 1
     assert "ok: " not in out and out.rstrip().endswith("NOT OK: nothing could be checked")
     assert "nothing was checked against the memreserve list" in out
+
+
+def test_inspect_colours_the_verdict_only_when_asked(tmp_path: Path) -> None:
+    path = _raw(tmp_path, _small_memory())
+    plain = CliRunner().invoke(main, ["inspect", str(path), "--base", hex(BASE)]).stdout
+    coloured = (
+        CliRunner()
+        .invoke(main, ["inspect", str(path), "--base", hex(BASE), "--color", "always"])
+        .stdout
+    )
+    assert "\x1b[" not in plain
+    assert "\x1b[31m\x1b[1mNOT OK: nothing could be checked\x1b[0m" in coloured

@@ -58,7 +58,7 @@ def test_skipped_kexec_is_in_the_text_the_verdict_and_the_report(tmp_path: Path)
     assert gen0 < r.stdout.index("SKIPPED") < r.stdout.index("── /proc/interrupts, generation 0")
     assert r.exit_code == 1  # no expectations: judged by health, and a step was skipped
     page = (tmp_path / "out" / "index.html").read_text()
-    assert '<div class="note">step 2 kexec v4.19 skipped: kexec skipped: v4.19 has no' in page
+    assert '<div class="note">step 2 kexec v4.19 SKIPPED: kexec skipped: v4.19 has no' in page
 
 
 def test_kdump_without_crashkernel_hangs_visibly(tmp_path: Path) -> None:
@@ -71,6 +71,16 @@ def test_kdump_without_crashkernel_hangs_visibly(tmp_path: Path) -> None:
     assert kinds[0] == "hung" and "crashed" not in kinds  # the asked-for panic is no crash
     text_out = _cli("run", str(tmp_path / "hang.toml")).stdout
     assert "HUNG: kernel gen 0 panicked with no crash kernel loaded" in text_out
+
+
+def test_guest_errors_are_shown_at_the_step_that_caused_them() -> None:
+    r = run_scenario(load_builtin("efi-kexec-upgrade"))
+    per_step = [t["guest_errors"]["count"] for t in r["timeline"]]
+    assert sum(per_step) == len(r["guest_errors"]) == 9
+    kexec = next(t for t in r["timeline"] if t["action"] == "kexec")
+    assert kexec["guest_errors"] == {"count": 9, "first": r["guest_errors"][0]}
+    out = _cli("run", "efi-kexec-upgrade").stdout
+    assert "!! step 2 kexec v6.6: 9 GIC programming error(s), first: GICR(CPU0)" in out
 
 
 # 2: health apart from expectations; no [expect] means judged by health

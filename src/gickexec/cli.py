@@ -380,6 +380,7 @@ def _int(text: str | None, what: str) -> int | None:
     help="LPI INTID bits when only addresses are given.",
 )
 @_json_options
+@_COLOR_OPTION
 def inspect(
     image: Path,
     base: str | None,
@@ -393,6 +394,7 @@ def inspect(
     id_bits: int,
     as_json: bool,
     pretty: bool,
+    color: str,
 ) -> None:
     """Report what the next kernel would see in a guest memory image (ELF core or raw).
 
@@ -433,7 +435,7 @@ def inspect(
     if as_json:
         _print_json(doc, pretty)
     else:
-        click.echo(render_inspection(doc), nl=False)
+        click.echo(render_inspection(doc), nl=False, color=_colour(color))
     sys.exit(0 if doc["ok"] else 1)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "render_proc_interrupts",
     "render_scenario",
     "render_summary",
+    "step_remarks",
 ]
 
 _RULE = "═"
@@ -186,20 +187,28 @@ def render_scenario(
     return "\n".join(out)
 
 
-def _step_notes(result: dict[str, Any], generation: int) -> list[str]:
-    """The steps run under ``generation`` that did not simply happen, and their notes."""
-    out: list[str] = []
+def step_remarks(result: dict[str, Any], generation: int) -> list[tuple[dict[str, Any], str]]:
+    """The steps run under ``generation`` that did not simply happen, or left notes or
+    GIC programming errors, each with what to say about it."""
+    out: list[tuple[dict[str, Any], str]] = []
     for t in result["timeline"]:
-        if t["generation"] != generation or not (t["notes"] or t["outcome"] != "done"):
+        if t["generation"] != generation:
             continue
-        flag = "" if t["outcome"] == "done" else f" {t['outcome'].upper()}"
-        text = "; ".join(t["notes"]) or "(no note)"
-        out.append(
-            click.style(
-                f"  !! step {t['step']} {t['action']} {t['what']}{flag}: {text}", fg="yellow"
-            )
-        )
+        said = list(t["notes"])
+        errors = t.get("guest_errors") or {"count": 0}
+        if errors["count"]:
+            first = f", first: {errors['first']}" if errors.get("first") else ""
+            said.append(f"{errors['count']} GIC programming error(s){first}")
+        if said or t["outcome"] != "done":
+            flag = "" if t["outcome"] == "done" else f" {t['outcome'].upper()}"
+            out.append((t, f"step {t['step']} {t['action']} {t['what']}{flag}: " + "; ".join(said)))
     return out
+
+
+def _step_notes(result: dict[str, Any], generation: int) -> list[str]:
+    return [
+        click.style(f"  !! {text}", fg="yellow") for _, text in step_remarks(result, generation)
+    ]
 
 
 def expected_text(check: dict[str, Any]) -> str:

@@ -404,7 +404,7 @@ def inspect(
     \b
     Examples:
       gickexec inspect guest.elf
-      gickexec inspect mem.raw --base 0x40000000 --propbaser 0x40010f9f --pendbaser 0=0x40020000"""
+      gickexec inspect mem.raw --base 0x40000000 --propbaser 0x40a8000f --pendbaser 0=0x40ac0000"""
     try:
         img = open_image(image, base=_int(base, "--base"))
     except ImageError as e:

@@ -16,10 +16,13 @@ from typing import Any, Literal
 import numpy as np
 
 from gickexec.arch.efi import (
+    ACPI_20_TABLE_GUID,
+    ACPI_TABLE_GUID,
     EFI_SYSTEM_TABLE_BYTES,
     EFI_SYSTEM_TABLE_SIGNATURE,
     LINUX_EFI_MEMRESERVE_TABLE_GUID,
     SMBIOS3_TABLE_GUID,
+    SMBIOS_TABLE_GUID,
     systab_header_crc_ok,
 )
 from gickexec.arch.gicv3 import LPI_INTID_BASE, GicrPendbaser, GicrPropbaser, LpiConfig
@@ -47,7 +50,14 @@ _PENDING_IMPDEF_BYTES = LPI_INTID_BASE // 8
 MAX_LISTED_LPIS = 256
 
 LayoutChoice = Literal["auto", "v4.20", "v5.0"]
-_GUID_NAMES = {LINUX_EFI_MEMRESERVE_TABLE_GUID: "MEMRESERVE", SMBIOS3_TABLE_GUID: "SMBIOS 3.0"}
+#: Configuration tables by the names the kernel's efi: line gives them.
+_GUID_NAMES = {
+    ACPI_20_TABLE_GUID: "ACPI 2.0",
+    ACPI_TABLE_GUID: "ACPI",
+    SMBIOS_TABLE_GUID: "SMBIOS",
+    SMBIOS3_TABLE_GUID: "SMBIOS 3.0",
+    LINUX_EFI_MEMRESERVE_TABLE_GUID: "MEMRESERVE",
+}
 
 
 @dataclass(frozen=True, slots=True)

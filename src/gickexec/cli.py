@@ -19,7 +19,12 @@ import click
 import jinja2
 
 from gickexec.hw.platform import PLATFORMS
-from gickexec.inspect.analyze import inspect_image, tables_from_note, tables_from_registers
+from gickexec.inspect.analyze import (
+    inspect_image,
+    tables_from_log,
+    tables_from_note,
+    tables_from_registers,
+)
 from gickexec.inspect.image import ImageError, open_image
 from gickexec.inspect.vmcore import NOTE_NAME, machine_info, parse_note, write_vmcore
 from gickexec.kernel.kexec import LOADERS, Loader
@@ -419,8 +424,11 @@ def inspect(
             _cpu_values(pend, "--pend"),
             id_bits,
         )
+        tables_how = "named by options"
         if not regs_given:
-            tables = tables_from_note(note)
+            tables, tables_how = tables_from_note(note), "from the image's GICKEXEC note"
+        if not regs_given and not tables:
+            tables, tables_how = tables_from_log(img, id_bits), "from kernel log lines in the image"
         st, how = _int(systab, "--systab"), "given (--systab)"
         if st is None and memreserve is None and "EFI_SYSTAB" in note:
             st, how = note["EFI_SYSTAB"], "from the image's GICKEXEC note"
@@ -432,6 +440,7 @@ def inspect(
             tables=tables,
             systab_how=how,
         )
+    doc["tables_how"] = tables_how if tables else None
     if as_json:
         _print_json(doc, pretty)
     else:

@@ -43,6 +43,8 @@ def render_inspection(doc: dict[str, Any]) -> str:
             out += [f"    reserved {_range(e['addr'], e['size'])}" for e in n["entries"]]
         if mr["error"]:
             out.append(f"  walk stopped: {mr['error']}")
+    if doc.get("tables_how"):
+        out.append(f"live LPI tables ({doc['tables_how']}):")
     for t in doc["tables"]:
         who = "LPI property table" if t["kind"] == "prop" else f"CPU{t['cpu']} LPI pending table"
         cover = "reserved" if t["covered"] else click.style("NOT RESERVED", fg="red", bold=True)

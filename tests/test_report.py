@@ -114,6 +114,8 @@ def test_report_of_bad_json_exits_2(tmp_path: Path, content: str, fragment: str)
             "hl",
         ),
         ("smp: Bringing up secondary CPUs ...", ""),
+        ("Linux version 6.6.0 (gickexec@model) (gcc (GCC) 12.2.0) #1 SMP PREEMPT", ""),
+        ("kexec_core: Starting new kernel", "hl"),
         ("Internal error: Oops - undefined instruction: 0 [#1] PREEMPT SMP", "warn"),
         ("Initramfs unpacking failed: junk within compressed archive", "warn"),
     ],

@@ -34,7 +34,7 @@ LogDetail = Literal["full", "key", "none"]
 # for the rule, shared by the text and the HTML report).
 _MATTERS = re.compile(
     r"LPI|ITS@|MEMRESERVE|reserved range|preallocated|redistributor tables|"
-    r"kexec|crashkernel|crashdump|efi: EFI"
+    r"\bkexec|crashkernel|crashdump|efi: EFI"
 )
 _FAILS = re.compile(
     r"Booted with LPIs enabled|Failed to disable LPIs|WARNING|not found|cut here|"

@@ -263,12 +263,13 @@ def run(
         at = steps - 1 if export_at is None else export_at
         if at >= steps:
             _bad_input(f"--export-at {at}: the scenario has steps 0..{steps - 1}")
-        hook = _exporter(export_vmcore, at)
+        hook = _exporter(export_vmcore, at, quiet)
     elif export_at is not None:
         _bad_input("--export-at goes with --export-vmcore")
     colour = _colour(color)
     logs: LogDetail = "none" if no_logs else "full" if verbose or len(loaded) == 1 else "key"
-    progress = _Progress("scenario", quiet or not as_json)  # text streams as it goes
+    # text streams as it goes, and one scenario is quick: progress for JSON campaigns
+    progress = _Progress("scenario", quiet or not as_json or len(loaded) == 1)
     results: list[dict[str, Any]] = []
     for sc in loaded:
         result = run_scenario(sc, hook)
@@ -327,7 +328,7 @@ def report(results: Path, output: Path, quiet: bool) -> None:
     _write_report(scenarios, output, quiet)
 
 
-def _exporter(path: Path, at: int) -> StepHook:
+def _exporter(path: Path, at: int, quiet: bool) -> StepHook:
     def hook(index: int, world: World) -> None:
         if index == at:
             systab = world.firmware.systab if world.firmware else None
@@ -336,7 +337,8 @@ def _exporter(path: Path, at: int) -> StepHook:
                 write_vmcore(world.machine.mem, path, info=info)
             except OSError as e:
                 _bad_input(f"{path}: {e.strerror}")
-            click.echo(f"gickexec: memory after step {at} written to {path}", err=True)
+            if not quiet:
+                click.echo(f"gickexec: memory after step {at} written to {path}", err=True)
 
     return hook
 

@@ -41,9 +41,9 @@ def play(scenario: Scenario, after_step: StepHook | None = None) -> World:
 def _mark(step: Step, world: World, outcome: str) -> None:
     """Record the books after one executed step (repeats unrolled) for the timeline:
     whether it happened, the notes and GIC programming errors it left, and the MSIs still
-    pending then (``stuck``:
-    after a step every deliverable MSI has been taken, so the rest wait behind tables no
-    kernel will read, and the end of the run counts them lost)."""
+    pending then (``stuck``: after a step every deliverable MSI has been taken, so the
+    rest wait behind tables no kernel will read, and the end of the run counts them
+    lost)."""
     what = {
         "traffic": f"{step.device} x{step.msis}",
         "page-cache": f"{step.fraction:.0%}",

@@ -8,6 +8,7 @@ decide with its ``color`` argument, not here.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -27,6 +28,8 @@ __all__ = [
 _RULE = "═"
 #: Corruption events listed in full before the rest are summarised.
 MAX_EVENTS_SHOWN = 12
+#: Width the verdict's problem lines wrap at.
+VERDICT_WIDTH = 100
 #: How much of each kernel log the text report shows.
 LogDetail = Literal["full", "key", "none"]
 
@@ -245,11 +248,14 @@ def _expectation_line(result: dict[str, Any]) -> str:
 
 def _verdict(result: dict[str, Any]) -> list[str]:
     out = ["── verdict ──", f"health      {_health_line(result)}"]
-    out += [
-        click.style(f"  {p['kind']:<12} ", fg="red", bold=p["kind"] in ("crashed", "hung"))
-        + p["summary"]
-        for p in result["health"]["problems"]
-    ]
+    for p in result["health"]["problems"]:
+        # long causes (a crash's) wrap under themselves so the verdict fits a screen
+        first, *rest = textwrap.wrap(p["summary"], VERDICT_WIDTH - 15, break_on_hyphens=False) or [
+            ""
+        ]
+        kind = click.style(f"  {p['kind']:<12} ", fg="red", bold=p["kind"] in ("crashed", "hung"))
+        out.append(kind + first)
+        out += [" " * 15 + line for line in rest]
     out.append(f"expectations  {_expectation_line(result)}")
     out += [
         click.style(f"  {x['check']}: expected {expected_text(x)}, got {x['actual']}", fg="red")

@@ -320,6 +320,12 @@ def test_dash_reads_stdin_for_run_and_report(tmp_path: Path) -> None:
     assert r.exit_code == 0 and (tmp_path / "index.html").exists()
 
 
+def test_report_refuses_another_schema_version(tmp_path: Path) -> None:
+    saved = _write(tmp_path, "r.json", json.dumps({"schema": 2, "scenarios": []}))
+    r = _cli("report", str(saved), "-o", str(tmp_path / "out"))
+    assert r.exit_code == 2 and "this gickexec reads schema 1" in r.stderr
+
+
 def test_shell_completion_of_names() -> None:
     def complete(args: list[str], incomplete: str) -> list[str]:
         comp = ShellComplete(main, {}, "gickexec", "_GICKEXEC_COMPLETE")

@@ -322,6 +322,11 @@ def report(results: Path, output: Path, quiet: bool) -> None:
         doc = json.loads(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         _bad_input(f"{results}: not readable JSON: {e}")
+    if isinstance(doc, dict) and doc.get("schema", JSON_SCHEMA) != JSON_SCHEMA:
+        _bad_input(
+            f"{results}: a schema {doc['schema']!r} document; this gickexec reads schema "
+            f"{JSON_SCHEMA} (re-run 'gickexec run --json' with it)"
+        )
     scenarios = doc.get("scenarios") if isinstance(doc, dict) else None
     if not isinstance(scenarios, list) or not all(isinstance(s, dict) for s in scenarios):
         _bad_input(f"{results}: expected {{\"scenarios\": [...]}} as 'gickexec run --json' writes")

@@ -217,6 +217,13 @@ def test_no_color_turns_auto_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _colour("never") is False
 
 
+def test_matrix_outcomes_coloured_on_request() -> None:
+    args = ["matrix", "-q", "--to", "v4.19", "--mode", "kexec", "--boot", "efi"]
+    args += ["--platform", "efi-server-8"]
+    assert not ANSI.search(_cli(*args).stdout)
+    assert "\x1b[31m\x1b[1mcrash     \x1b[0m" in _cli(*args, "--color", "always").stdout
+
+
 # 10: one JSON convention
 
 

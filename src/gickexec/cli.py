@@ -610,6 +610,7 @@ Examples:
 )
 @_json_options
 @click.option("--markdown", is_flag=True, help="Print docs/compatibility.md.")
+@_COLOR_OPTION
 @_QUIET_OPTION
 def matrix(
     froms: str,
@@ -622,6 +623,7 @@ def matrix(
     as_json: bool,
     pretty: bool,
     markdown: bool,
+    color: str,
     quiet: bool,
 ) -> None:
     """What happens when kernel X kexecs (or kdumps) into kernel Y, per platform and boot."""
@@ -657,4 +659,4 @@ def matrix(
         args.append("--markdown")
         click.echo(matrix_markdown(results, " ".join(args)), nl=False)
     else:
-        click.echo(matrix_text(results))
+        click.echo(matrix_text(results), color=_colour(color))

@@ -22,6 +22,8 @@ import zlib
 from dataclasses import dataclass
 
 __all__ = [
+    "ACPI_20_TABLE_GUID",
+    "ACPI_TABLE_GUID",
     "CONFIG_TABLE_ENTRY_BYTES",
     "EFI_SYSTEM_TABLE_BYTES",
     "EFI_SYSTEM_TABLE_SIGNATURE",
@@ -30,6 +32,7 @@ __all__ = [
     "MEMRESERVE_HEADER_BYTES",
     "MEMRESERVE_V420_BYTES",
     "SMBIOS3_TABLE_GUID",
+    "SMBIOS_TABLE_GUID",
     "ConfigTableEntry",
     "EfiSystemTable",
     "MemreserveHeader",
@@ -49,6 +52,11 @@ def guid_bytes(text: str) -> bytes:
 LINUX_EFI_MEMRESERVE_TABLE_GUID = guid_bytes("888eb0c6-8ede-4ff5-a8f0-9aee5cb977c2")
 #: ``SMBIOS3_TABLE_GUID`` (SMBIOS 3.0 entry point), shown in the kernel's efi: line.
 SMBIOS3_TABLE_GUID = guid_bytes("f2fd1544-9794-4a2c-992e-e5bbcf20e394")
+#: The UEFI specification's ACPI 2.0, ACPI 1.0 and SMBIOS tables, which the kernel's
+#: ``efi_config_parse_tables()`` also names in its efi: line.
+ACPI_20_TABLE_GUID = guid_bytes("8868e871-e4f1-11d3-bc22-0080c73c8881")
+ACPI_TABLE_GUID = guid_bytes("eb9d2d30-2d88-11d3-9a16-0090273fc14d")
+SMBIOS_TABLE_GUID = guid_bytes("eb9d2d31-2d88-11d3-9a16-0090273fc14d")
 
 #: "IBI SYST"
 EFI_SYSTEM_TABLE_SIGNATURE = 0x5453595320494249

@@ -237,9 +237,17 @@ def test_cli_refuses_what_it_cannot_use(tmp_path: Path) -> None:
     assert again.exit_code == 2 and "--resume" in again.output
     other = run(main, ["explore", "--budget", "2", "--seed", "9", "--out", str(out), "--resume"])
     assert other.exit_code == 2 and "other settings" in other.output
-    (out / RESULTS).write_text('{"index": 5}\n')
-    beyond = run(main, ["explore", "--budget", "2", "--out", str(out), "--resume"])
-    assert beyond.exit_code == 2 and "beyond --budget" in beyond.output
+    for text, message in (
+        ('{"index": 5, "ok": true}\n', "history 5 is beyond --budget 2"),
+        ('{"index": 0, "ok": false}\n', f"{out / RESULTS}:1: not a results line"),
+        ('{"index": 0, "ok": true}\n{"ind\n{"index": 1, "ok": true}\n', ":2: not JSON"),
+        ("[1]\n", "not a results line"),
+    ):
+        (out / RESULTS).write_text(text)
+        bad = run(main, ["explore", "--budget", "2", "--out", str(out), "--resume"])
+        assert bad.exit_code == 2, text
+        assert message in bad.output, bad.output
+        assert (out / RESULTS).read_text() == text
 
 
 def test_cli_prints_the_summary_and_exits_1_on_failures(tmp_path: Path) -> None:

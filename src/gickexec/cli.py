@@ -460,6 +460,9 @@ def explore(
         doc = ex.run_campaign(campaign, out, workers=workers, dask=dask, resume=resume, quiet=quiet)
     except ex.ExploreError as e:
         _bad_input(str(e))
+    except KeyboardInterrupt:
+        click.echo(f"gickexec: interrupted; --resume --out {out} continues", err=True)
+        sys.exit(130)
     if not quiet:
         click.echo(ex.summary_text(doc))
     sys.exit(1 if doc["failures"] else 0)

@@ -732,29 +732,46 @@ class _Summary:
 
 
 def _load_results(path: Path, budget: int) -> list[dict[str, Any]]:
-    """The complete lines of an earlier run; a torn last line (the process was killed
-    while writing it) is cut off the file."""
-    lines: list[dict[str, Any]] = []
-    good = 0
-    with path.open("rb") as f:
-        data = f.read()
-    for raw in data.splitlines(keepends=True):
-        if not raw.endswith(b"\n"):
-            break
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            break
-        if not isinstance(line, dict) or not isinstance(line.get("index"), int):
-            raise ExploreError(f"{path}: line {len(lines) + 1} is not a results line")
-        if not 0 <= line["index"] < budget:
-            raise ExploreError(f"{path}: history {line['index']} is beyond --budget {budget}")
-        lines.append(line)
-        good += len(raw)
-    if good < len(data):
+    """The lines of an earlier run.  A torn last line (the process was killed while
+    writing it: no newline) is cut off the file; any other bad line is an error."""
+    data = path.read_bytes()
+    pieces = data.splitlines(keepends=True)
+    torn = pieces.pop() if pieces and not pieces[-1].endswith(b"\n") else b""
+    lines = [_results_line(raw, f"{path}:{n}", budget) for n, raw in enumerate(pieces, 1)]
+    if torn:
         with path.open("r+b") as f:
-            f.truncate(good)
+            f.truncate(len(data) - len(torn))
     return lines
+
+
+_FAILURE_FIELDS = (
+    ("invariant", str),
+    ("signature", str),
+    ("reproducer", str),
+    ("shrunk_steps", int),
+)
+
+
+def _results_line(raw: bytes, where: str, budget: int) -> dict[str, Any]:
+    try:
+        line = json.loads(raw)
+    except ValueError as e:
+        raise ExploreError(f"{where}: not JSON ({e})") from None
+    good = (
+        isinstance(line, dict)
+        and type(line.get("index")) is int
+        and isinstance(line.get("ok"), bool)
+    )
+    if good and not line["ok"]:
+        failure = line.get("failure")
+        good = isinstance(failure, dict) and all(
+            isinstance(failure.get(k), t) for k, t in _FAILURE_FIELDS
+        )
+    if not good:
+        raise ExploreError(f"{where}: not a results line of gickexec explore")
+    if not 0 <= line["index"] < budget:
+        raise ExploreError(f"{where}: history {line['index']} is beyond --budget {budget}")
+    return dict(line)
 
 
 def _prepare(out: Path, campaign: Campaign, resume: bool) -> list[dict[str, Any]]:

@@ -78,8 +78,8 @@ REPRODUCERS = "reproducers"
 BATCH = 8
 #: results.jsonl is flushed after every line and fsync()ed at most this often (seconds)
 FSYNC_INTERVAL = 1.0
-#: shrinking passes over the parameters (each pass only ever makes the history smaller)
-SHRINK_PASSES = 3
+#: accepted one-change simplifications per shrink (each makes the history smaller)
+MAX_SIMPLIFICATIONS = 64
 _CRASHKERNEL = "crashkernel=256M"
 #: seconds to wait for a Dask scheduler before giving up
 DASK_CONNECT_TIMEOUT = 30.0
@@ -619,20 +619,25 @@ def _candidates(history: History) -> Iterator[History]:
 
 def shrink(history: History, failure: Failure, invariants: Sequence[str]) -> History:
     """A smaller history with ``failure``'s signature (delta debugging, then parameters)."""
+    seen: dict[str, bool] = {}
 
     def keep(h: History) -> bool:
-        return _same(h, failure.signature, invariants)
+        # ddmin and the parameter passes propose the same history more than once
+        text = history_toml(h)
+        if text not in seen:
+            seen[text] = _same(h, failure.signature, invariants)
+        return seen[text]
 
     # Steps after the failing one cannot matter.
     h = _with_steps(history, history["steps"][: failure.step + 1])
     h = _ddmin_steps(h, keep)
-    for _ in range(SHRINK_PASSES):
-        changed = False
-        for candidate in _candidates(h):
-            if keep(candidate):
-                h, changed = candidate, True
-        if not changed:
+    for _ in range(MAX_SIMPLIFICATIONS):
+        # Candidates are derived from the current history: after each accepted change,
+        # start again from the smaller one.
+        simpler = next((c for c in _candidates(h) if keep(c)), None)
+        if simpler is None:
             break
+        h = simpler
     h = _ddmin_steps(h, keep)
     last = _check(h, invariants)
     assert last is not None

@@ -300,3 +300,45 @@ def test_progress_modes() -> None:
     q.update(3, 0)
     q.close()
     assert quiet.getvalue() == ""
+
+
+def _two_steps(first: str, second: str) -> str:
+    return f"""
+platform = "efi-server-8"
+[[devices]]
+name = "nic0"
+device_id = 0x100
+vectors = 2
+[[steps]]
+action = "boot"
+kernel = "v4.19"
+{first}
+[[steps]]
+{second}
+"""
+
+
+def test_a_panic_the_history_asked_for_is_no_failure() -> None:
+    hang = parse_scenario(_two_steps("", 'action = "kdump"\nkernel = "v6.6"'))
+    assert check_scenario(hang) is None
+    kboot = parse_scenario(_two_steps("", 'action = "kexec"\nkernel = "freebsd-kboot"'))
+    crash = check_scenario(kboot, ["unasked-crash"])
+    assert crash is not None
+    assert crash.step == 1
+    assert crash.signature.startswith("unasked-crash: [freebsd-kboot] FreeBSD kboot: CPUN's ")
+    assert "0x" not in crash.signature
+    assert crash.expect == {"crashed": [False, False]}
+
+
+def test_shrunk_reproducer_is_one_minimal(planted: str, tmp_path: Path) -> None:
+    campaign = Campaign(seed=5, budget=8, kernels=(planted,), platforms=("efi-server-8",))
+    doc = run_campaign(campaign, tmp_path, workers=1, quiet=True)
+    (sig,) = doc["signatures"]
+    text = Path(sig["reproducer"]).read_text()
+    scenario = load_scenario(sig["reproducer"])
+    for i in range(1, len(scenario.steps)):
+        fewer = dataclasses.replace(scenario, steps=scenario.steps[:i] + scenario.steps[i + 1 :])
+        failure = check_scenario(fewer)
+        assert failure is None or failure.signature != sig["signature"], i
+    assert "cpus = 2" in text
+    assert text.count("[[devices]]") == 1

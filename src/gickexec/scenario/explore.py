@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from gickexec.arch.gicv3 import LPI_INTID_BASE
 from gickexec.hw.platform import PLATFORMS
 from gickexec.kernel.kexec import LOADERS
 from gickexec.kernel.profiles import PROFILES
@@ -315,7 +316,7 @@ class _Books:
                 continue
             # The bytes the redistributor reads and writes: one configuration byte per
             # LPI from INTID 8192, one pending bit per INTID.
-            tables.append((rd.cpu, "property", rd.prop_addr, rd.lpi_limit - 8192))
+            tables.append((rd.cpu, "property", rd.prop_addr, rd.lpi_limit - LPI_INTID_BASE))
             tables.append((rd.cpu, "pending", rd.pend_addr, rd.pending_table_bytes))
         ledger = world.ledger
         chain = world.memreserve_chain()
@@ -348,6 +349,10 @@ class _Checker:
         step = self.steps[index]
         if step.action == "kdump" and before.generations:
             self.asked.add(before.generations - 1)
+        elif step.action == "repeat" and any(s.action == "kdump" for s in step.steps):
+            # Checked as one step (generated histories have no repeat): any kernel that
+            # ran during it may be one a kdump panicked.
+            self.asked.update(range(max(before.generations - 1, 0), now.generations))
         broken = [
             (name, found)
             for name in INVARIANTS

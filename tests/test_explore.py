@@ -32,6 +32,7 @@ from gickexec.scenario.explore import (
     run_campaign,
 )
 from gickexec.scenario.schema import load_scenario, parse_scenario
+from gickexec.scenario.world import World
 
 #: cheap platforms (few CPUs) so that campaigns in tests take seconds
 SMALL = ("efi-server-8", "qemu-virt", "kvm-guest", "rk3566-dt")
@@ -342,3 +343,19 @@ def test_shrunk_reproducer_is_one_minimal(planted: str, tmp_path: Path) -> None:
         assert failure is None or failure.signature != sig["signature"], i
     assert "cpus = 2" in text
     assert text.count("[[devices]]") == 1
+
+
+def test_a_model_exception_is_a_failure_not_the_end(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def broken(self: World, cpu: int) -> None:
+        raise RuntimeError(f"cpu {cpu} exploded at 0x1234")
+
+    monkeypatch.setattr(World, "cpu_up", broken)
+    campaign = Campaign(seed=1, budget=40, platforms=("qemu-virt",), kernels=("v6.6",))
+    doc = run_campaign(campaign, tmp_path, workers=1, quiet=True)
+    assert doc["histories"] == 40
+    sig = next(s for s in doc["signatures"] if s["invariant"] == "model-error")
+    assert sig["signature"] == "model-error: RuntimeError: cpu N exploded at ADDR"
+    scenario = load_scenario(sig["reproducer"])
+    assert [s.action for s in scenario.steps] == ["boot", "cpu-up"]

@@ -342,6 +342,8 @@ class _Checker:
         self.invariants = invariants
         self.before: _Books | None = None
         self.asked: set[int] = set()
+        #: top-level steps played so far
+        self.done = 0
 
     def __call__(self, index: int, world: World) -> None:
         now = _Books.of(world)
@@ -366,6 +368,7 @@ class _Checker:
             signature = f"{name}: {first.signature}"
             raise _Violation(Failure(name, signature, index, first.message, expect))
         self.before = now
+        self.done = index + 1
 
 
 _NOTHING_YET = _Books(0, frozenset(), Counter(), 0, 0, 0, 0, (), ())
@@ -537,6 +540,15 @@ def check_scenario(
         play(scenario, checker)
     except _Violation as v:
         return v.failure
+    except Exception as e:
+        # A bug of the model is a finding too, not the end of the campaign.
+        what = f"{type(e).__name__}: {e}"
+        return Failure(
+            "model-error",
+            f"model-error: {_cause(what)}",
+            min(checker.done, len(scenario.steps) - 1),
+            f"the model raised {what}",
+        )
     return None
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gickexec.cli import main
 from gickexec.kernel.profiles import PROFILES
@@ -29,6 +31,7 @@ from gickexec.scenario.explore import (
     check_scenario,
     generate,
     history_toml,
+    parse_history,
     run_campaign,
 )
 from gickexec.scenario.schema import load_scenario, parse_scenario
@@ -359,3 +362,44 @@ def test_a_model_exception_is_a_failure_not_the_end(
     assert sig["signature"] == "model-error: RuntimeError: cpu N exploded at ADDR"
     scenario = load_scenario(sig["reproducer"])
     assert [s.action for s in scenario.steps] == ["boot", "cpu-up"]
+
+
+def test_workers_and_dask_exclude_each_other(tmp_path: Path) -> None:
+    args = ["explore", "--budget", "1", "--out", str(tmp_path), "--workers", "2"]
+    r = CliRunner().invoke(main, [*args, "--dask", "tcp://127.0.0.1:9"])
+    assert r.exit_code == 2 and "exclude each other" in r.output
+    assert not (tmp_path / RESULTS).exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    index=st.integers(0, 10**6),
+    platforms=st.lists(st.sampled_from((*SMALL, "xen-guest")), min_size=1, unique=True),
+    boots=st.lists(st.sampled_from(("efi", "dt")), unique=True),
+    max_steps=st.integers(2, 10),
+)
+def test_any_history_plays_without_a_model_error(
+    seed: int, index: int, platforms: list[str], boots: list[str], max_steps: int
+) -> None:
+    campaign = Campaign(
+        seed=seed,
+        budget=index + 1,
+        platforms=tuple(platforms),
+        boots=tuple(boots),  # type: ignore[arg-type]
+        max_steps=max_steps,
+    )
+    history = generate(campaign, index)
+    scenario = parse_history(history)
+    assert len(scenario.steps) <= max_steps
+    failure = check_scenario(scenario)
+    assert failure is None or failure.invariant != "model-error", failure
+
+
+@given(st.text(), st.text())
+def test_history_toml_quotes_any_text(description: str, comment: str) -> None:
+    h = generate(Campaign(seed=1, budget=1), 0)
+    h["description"] = description
+    text = history_toml(h, [comment])
+    assert parse_scenario(text).description == description
+    assert text.startswith("# ") and text.count("\n# ") == 0

@@ -446,6 +446,8 @@ def explore(
     replayable scenarios (docs/explore.md).  Exit status 1 when a history failed."""
     from gickexec.scenario import explore as ex  # noqa: PLC0415 - only this command needs it
 
+    if dask is not None and workers is not None:
+        _bad_input("--workers and --dask exclude each other (the cluster has its workers)")
     settings: dict[str, Any] = {"seed": seed, "budget": budget, "max_steps": max_steps}
     for key, given in (
         ("platforms", _names(platforms)),

@@ -245,8 +245,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        # JSON string escapes (\" \\ \uXXXX) are TOML basic-string escapes too.
-        return json.dumps(value)
+        # JSON string escapes (\" \\ \uXXXX) are TOML basic-string escapes too; TOML
+        # also wants DEL escaped, which JSON leaves alone.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -256,7 +257,8 @@ def _toml_value(value: Any) -> str:
 
 def history_toml(history: History, comments: Sequence[str] = ()) -> str:
     """The history as a scenario file (docs/scenarios.md)."""
-    lines = [f"# {c}" for c in comments]
+    # A comment ends at a newline and may not hold control characters.
+    lines = [f"# {c.encode('unicode_escape').decode('ascii')}" for c in comments]
     for key in ("name", "description", "platform", "boot", "cpus", "seed"):
         if key in history:
             lines.append(f"{key} = {_toml_value(history[key])}")

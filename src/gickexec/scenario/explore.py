@@ -54,7 +54,6 @@ __all__ = [
     "summary_text",
 ]
 
-#: name -> what it demands (docs/explore.md says more)
 #: name -> what it demands, in the order they are checked after each step (the first
 #: broken one names the failure; docs/explore.md says more)
 INVARIANTS: dict[str, str] = {
@@ -107,13 +106,13 @@ class Campaign:
     invariants: tuple[str, ...] = tuple(INVARIANTS)
 
     def __post_init__(self) -> None:
-        for name, known, what in (
+        for given, known, what in (
             (self.platforms, PLATFORMS, "platform"),
             (self.kernels, PROFILES, "kernel profile"),
             (self.invariants, INVARIANTS, "invariant"),
         ):
-            bad = [n for n in name if n not in known]
-            if bad or not name:
+            bad = [n for n in given if n not in known]
+            if bad or not given:
                 raise ExploreError(
                     f"unknown {what} {', '.join(bad) or '(none given)'} (known: {', '.join(known)})"
                 )

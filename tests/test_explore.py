@@ -403,3 +403,12 @@ def test_history_toml_quotes_any_text(description: str, comment: str) -> None:
     text = history_toml(h, [comment])
     assert parse_scenario(text).description == description
     assert text.startswith("# ") and text.count("\n# ") == 0
+
+
+def test_resume_with_a_larger_budget_extends_the_campaign(tmp_path: Path) -> None:
+    small = Campaign(seed=4, budget=10, platforms=SMALL, max_steps=4)
+    big = dataclasses.replace(small, budget=20)
+    run_campaign(small, tmp_path / "grown", workers=1, quiet=True)
+    run_campaign(big, tmp_path / "grown", workers=1, quiet=True, resume=True)
+    run_campaign(big, tmp_path / "fresh", workers=1, quiet=True)
+    assert _files(tmp_path / "grown") == _files(tmp_path / "fresh")

@@ -252,6 +252,16 @@ def test_cli_refuses_what_it_cannot_use(tmp_path: Path) -> None:
         assert bad.exit_code == 2, text
         assert message in bad.output, bad.output
         assert (out / RESULTS).read_text() == text
+    (out / RESULTS).write_bytes(b"\xff\xfe\n")
+    bad = run(main, ["explore", "--budget", "2", "--out", str(out), "--resume"])
+    assert bad.exit_code == 2 and ":1: not JSON" in bad.output
+    (out / "campaign.json").write_bytes(b"\xff\xfe")
+    bad = run(main, ["explore", "--budget", "2", "--out", str(out), "--resume"])
+    assert bad.exit_code == 2 and "campaign.json: not readable JSON" in bad.output
+    file = tmp_path / "file"
+    file.write_text("")
+    bad = run(main, ["explore", "--budget", "2", "--out", str(file)])
+    assert bad.exit_code == 2 and "is a file" in bad.output
 
 
 def test_cli_prints_the_summary_and_exits_1_on_failures(tmp_path: Path) -> None:

@@ -819,7 +819,7 @@ def _prepare(out: Path, campaign: Campaign, resume: bool) -> list[dict[str, Any]
         done = _load_results(results, campaign.budget) if resume and results.exists() else []
     except OSError as e:
         raise ExploreError(f"{out}: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise ExploreError(f"{settings}: not readable JSON: {e}") from None
     indices = [line["index"] for line in done]
     if len(set(indices)) != len(indices):

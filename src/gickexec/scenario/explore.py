@@ -190,6 +190,10 @@ def _cmdline(rng: random.Random, cpus: int) -> str:
     words = [_CRASHKERNEL] if rng.random() < 0.6 else []
     if cpus > 1 and rng.random() < 0.15:
         words.append(f"maxcpus={rng.randint(1, cpus)}")
+    if cpus > 1 and rng.random() < 0.05:
+        words.append(f"nr_cpus={rng.randint(1, cpus)}")
+    if rng.random() < 0.03:
+        words.append("irqchip.gicv3_nolpi=1")
     return " ".join(words)
 
 

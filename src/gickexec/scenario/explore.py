@@ -478,6 +478,11 @@ def _check_uncovered(
             # (the initrd after unpacking) and the table's reservation with it.
             loader = world.kernel.segments.loader if world.kernel.segments else "?"
             why = f"{kind} table under the {seg} that {loader} in {old} placed"
+        elif (wrote := world.generations[-2].profile.memreserve_layout) != (
+            reads := world.kernel.profile.memreserve_layout
+        ):
+            how = f"reads as {reads}" if reads else "does not read"
+            why = f"{kind} table published in the {wrote} list layout by {old}, which {new} {how}"
         else:
             why = f"{kind} table published but not reserved by {new}"
         complaint = "Expected reserved range"

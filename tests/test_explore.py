@@ -422,3 +422,13 @@ def test_resume_with_a_larger_budget_extends_the_campaign(tmp_path: Path) -> Non
     run_campaign(big, tmp_path / "grown", workers=1, quiet=True, resume=True)
     run_campaign(big, tmp_path / "fresh", workers=1, quiet=True)
     assert _files(tmp_path / "grown") == _files(tmp_path / "fresh")
+
+
+def test_a_list_layout_the_next_kernel_misreads_is_named() -> None:
+    text = _two_steps("", 'action = "kexec"\nkernel = "v6.6"').replace('"v4.19"', '"v4.20"', 1)
+    failure = check_scenario(parse_scenario(text))
+    assert failure is not None
+    assert failure.signature == (
+        "uncovered-table: property table published in the v4.20 list layout by v4.20, "
+        "which v6.6 reads as v5.0"
+    )

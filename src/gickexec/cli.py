@@ -814,6 +814,8 @@ def explore(
     replayable scenarios (docs/explore.md).  Exit status 1 when a history failed."""
     from gickexec.scenario import explore as ex  # noqa: PLC0415 - only this command needs it
 
+    if dask is not None and workers is not None:
+        _bad_input("--workers and --dask exclude each other (the cluster has its workers)")
     settings: dict[str, Any] = {"seed": seed, "budget": budget, "max_steps": max_steps}
     for key, given in (
         ("platforms", _names(platforms)),
@@ -828,6 +830,9 @@ def explore(
         doc = ex.run_campaign(campaign, out, workers=workers, dask=dask, resume=resume, quiet=quiet)
     except ex.ExploreError as e:
         _bad_input(str(e))
+    except KeyboardInterrupt:
+        click.echo(f"gickexec: interrupted; --resume --out {out} continues", err=True)
+        sys.exit(130)
     if not quiet:
         click.echo(ex.summary_text(doc))
     sys.exit(1 if doc["failures"] else 0)

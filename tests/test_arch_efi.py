@@ -16,6 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gickexec.arch.efi import (
+    ACPI_20_TABLE_GUID,
+    ACPI_TABLE_GUID,
     CONFIG_TABLE_ENTRY_BYTES,
     EFI_SYSTEM_TABLE_BYTES,
     EFI_SYSTEM_TABLE_SIGNATURE,
@@ -24,6 +26,7 @@ from gickexec.arch.efi import (
     MEMRESERVE_HEADER_BYTES,
     MEMRESERVE_V420_BYTES,
     SMBIOS3_TABLE_GUID,
+    SMBIOS_TABLE_GUID,
     ConfigTableEntry,
     EfiSystemTable,
     MemreserveHeader,
@@ -350,3 +353,10 @@ def test_memreserve_v420_round_trip_bytes(raw: bytes) -> None:
 def test_memreserve_v420_reads_only_24_bytes() -> None:
     n = MemreserveV420(1, 2, 3)
     assert MemreserveV420.from_bytes(n.to_bytes() + b"\xff" * 8) == n
+
+
+def test_uefi_spec_table_guids_in_memory_order() -> None:
+    """ACPI 2.0's GUID {0x8868e871, 0xe4f1, 0x11d3, {0xbc, 0x22, ...}} as firmware stores it."""
+    assert bytes.fromhex("71e86888f1e4d311bc220080c73c8881") == ACPI_20_TABLE_GUID
+    assert ACPI_TABLE_GUID[:4] == bytes.fromhex("302d9deb")
+    assert SMBIOS_TABLE_GUID[:4] == bytes.fromhex("312d9deb")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gickexec.cli import main
 from gickexec.kernel.profiles import PROFILES
@@ -29,9 +31,11 @@ from gickexec.scenario.explore import (
     check_scenario,
     generate,
     history_toml,
+    parse_history,
     run_campaign,
 )
 from gickexec.scenario.schema import load_scenario, parse_scenario
+from gickexec.scenario.world import World
 
 #: cheap platforms (few CPUs) so that campaigns in tests take seconds
 SMALL = ("efi-server-8", "qemu-virt", "kvm-guest", "rk3566-dt")
@@ -237,9 +241,27 @@ def test_cli_refuses_what_it_cannot_use(tmp_path: Path) -> None:
     assert again.exit_code == 2 and "--resume" in again.output
     other = run(main, ["explore", "--budget", "2", "--seed", "9", "--out", str(out), "--resume"])
     assert other.exit_code == 2 and "other settings" in other.output
-    (out / RESULTS).write_text('{"index": 5}\n')
-    beyond = run(main, ["explore", "--budget", "2", "--out", str(out), "--resume"])
-    assert beyond.exit_code == 2 and "beyond --budget" in beyond.output
+    for text, message in (
+        ('{"index": 5, "ok": true}\n', "history 5 is beyond --budget 2"),
+        ('{"index": 0, "ok": false}\n', f"{out / RESULTS}:1: not a results line"),
+        ('{"index": 0, "ok": true}\n{"ind\n{"index": 1, "ok": true}\n', ":2: not JSON"),
+        ("[1]\n", "not a results line"),
+    ):
+        (out / RESULTS).write_text(text)
+        bad = run(main, ["explore", "--budget", "2", "--out", str(out), "--resume"])
+        assert bad.exit_code == 2, text
+        assert message in bad.output, bad.output
+        assert (out / RESULTS).read_text() == text
+    (out / RESULTS).write_bytes(b"\xff\xfe\n")
+    bad = run(main, ["explore", "--budget", "2", "--out", str(out), "--resume"])
+    assert bad.exit_code == 2 and ":1: not JSON" in bad.output
+    (out / "campaign.json").write_bytes(b"\xff\xfe")
+    bad = run(main, ["explore", "--budget", "2", "--out", str(out), "--resume"])
+    assert bad.exit_code == 2 and "campaign.json: not readable JSON" in bad.output
+    file = tmp_path / "file"
+    file.write_text("")
+    bad = run(main, ["explore", "--budget", "2", "--out", str(file)])
+    assert bad.exit_code == 2 and "is a file" in bad.output
 
 
 def test_cli_prints_the_summary_and_exits_1_on_failures(tmp_path: Path) -> None:
@@ -292,3 +314,122 @@ def test_progress_modes() -> None:
     q.update(3, 0)
     q.close()
     assert quiet.getvalue() == ""
+
+
+def _two_steps(first: str, second: str) -> str:
+    return f"""
+platform = "efi-server-8"
+[[devices]]
+name = "nic0"
+device_id = 0x100
+vectors = 2
+[[steps]]
+action = "boot"
+kernel = "v4.19"
+{first}
+[[steps]]
+{second}
+"""
+
+
+def test_a_panic_the_history_asked_for_is_no_failure() -> None:
+    hang = parse_scenario(_two_steps("", 'action = "kdump"\nkernel = "v6.6"'))
+    assert check_scenario(hang) is None
+    kboot = parse_scenario(_two_steps("", 'action = "kexec"\nkernel = "freebsd-kboot"'))
+    crash = check_scenario(kboot, ["unasked-crash"])
+    assert crash is not None
+    assert crash.step == 1
+    assert crash.signature.startswith("unasked-crash: [freebsd-kboot] FreeBSD kboot: CPUN's ")
+    assert "0x" not in crash.signature
+    assert crash.expect == {"crashed": [False, False]}
+
+
+def test_shrunk_reproducer_is_one_minimal(planted: str, tmp_path: Path) -> None:
+    campaign = Campaign(seed=5, budget=8, kernels=(planted,), platforms=("efi-server-8",))
+    doc = run_campaign(campaign, tmp_path, workers=1, quiet=True)
+    (sig,) = doc["signatures"]
+    text = Path(sig["reproducer"]).read_text()
+    scenario = load_scenario(sig["reproducer"])
+    for i in range(1, len(scenario.steps)):
+        fewer = dataclasses.replace(scenario, steps=scenario.steps[:i] + scenario.steps[i + 1 :])
+        failure = check_scenario(fewer)
+        assert failure is None or failure.signature != sig["signature"], i
+    assert text.count("[[devices]]") == 1
+    assert "vectors = 1" in text
+
+
+def test_a_model_exception_is_a_failure_not_the_end(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def broken(self: World, cpu: int) -> None:
+        raise RuntimeError(f"cpu {cpu} exploded at 0x1234")
+
+    monkeypatch.setattr(World, "cpu_up", broken)
+    campaign = Campaign(seed=1, budget=40, platforms=("qemu-virt",), kernels=("v6.6",))
+    doc = run_campaign(campaign, tmp_path, workers=1, quiet=True)
+    assert doc["histories"] == 40
+    sig = next(s for s in doc["signatures"] if s["invariant"] == "model-error")
+    assert sig["signature"] == "model-error: RuntimeError: cpu N exploded at ADDR"
+    scenario = load_scenario(sig["reproducer"])
+    assert [s.action for s in scenario.steps] == ["boot", "cpu-up"]
+
+
+def test_workers_and_dask_exclude_each_other(tmp_path: Path) -> None:
+    args = ["explore", "--budget", "1", "--out", str(tmp_path), "--workers", "2"]
+    r = CliRunner().invoke(main, [*args, "--dask", "tcp://127.0.0.1:9"])
+    assert r.exit_code == 2 and "exclude each other" in r.output
+    assert not (tmp_path / RESULTS).exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    index=st.integers(0, 10**6),
+    platforms=st.lists(st.sampled_from((*SMALL, "xen-guest")), min_size=1, unique=True),
+    boots=st.lists(st.sampled_from(("efi", "dt")), unique=True),
+    max_steps=st.integers(2, 10),
+)
+def test_any_history_plays_without_a_model_error(
+    seed: int, index: int, platforms: list[str], boots: list[str], max_steps: int
+) -> None:
+    campaign = Campaign(
+        seed=seed,
+        budget=index + 1,
+        platforms=tuple(platforms),
+        boots=tuple(boots),  # type: ignore[arg-type]
+        max_steps=max_steps,
+    )
+    history = generate(campaign, index)
+    scenario = parse_history(history)
+    assert len(scenario.steps) <= max_steps
+    failure = check_scenario(scenario)
+    assert failure is None or failure.invariant != "model-error", failure
+
+
+@given(st.text(), st.text())
+def test_history_toml_quotes_any_text(description: str, comment: str) -> None:
+    h = generate(Campaign(seed=1, budget=1), 0)
+    h["description"] = description
+    text = history_toml(h, [comment])
+    assert parse_scenario(text).description == description
+    assert text.startswith("# ") and text.count("\n# ") == 0
+
+
+def test_resume_with_a_larger_budget_extends_the_campaign(tmp_path: Path) -> None:
+    small = Campaign(seed=4, budget=10, platforms=SMALL, max_steps=4)
+    big = dataclasses.replace(small, budget=20)
+    run_campaign(small, tmp_path / "grown", workers=1, quiet=True)
+    run_campaign(big, tmp_path / "grown", workers=1, quiet=True, resume=True)
+    run_campaign(big, tmp_path / "fresh", workers=1, quiet=True)
+    assert _files(tmp_path / "grown") == _files(tmp_path / "fresh")
+
+
+def test_a_list_layout_the_next_kernel_misreads_is_named() -> None:
+    text = _two_steps("", 'action = "kexec"\nkernel = "v6.6"').replace('"v4.19"', '"v4.20"', 1)
+    failure = check_scenario(parse_scenario(text))
+    assert failure is not None
+    # which table comes first depends on placement; the cause does not
+    assert failure.signature.startswith("uncovered-table: p")
+    assert failure.signature.endswith(
+        " table published in the v4.20 list layout by v4.20, which v6.6 reads as v5.0"
+    )

@@ -25,7 +25,12 @@ from gickexec.arch.efi import (
 )
 from gickexec.cli import main
 from gickexec.hw.memory import Agent, AgentKind, MemRegion, PhysicalMemory
-from gickexec.inspect.analyze import find_systab, inspect_image, tables_from_registers
+from gickexec.inspect.analyze import (
+    find_systab,
+    inspect_image,
+    tables_from_log,
+    tables_from_registers,
+)
 from gickexec.inspect.drgn_interop import drgn_program
 from gickexec.inspect.image import ImageError, open_image
 from gickexec.inspect.vmcore import machine_info, write_vmcore
@@ -361,6 +366,7 @@ def test_inspect_text_golden(tmp_path: Path) -> None:
         "  node @0x40005000 size 255 count 2 next 0x0\n"
         "    reserved [0x000040010000-0x00004001ffff]\n"
         "    reserved [0x000040020000-0x00004002ffff]\n"
+        "live LPI tables (named by options):\n"
         "LPI property table [0x000040010000-0x00004001dfff] reserved\n"
         "  1 LPI(s) enabled; priorities: 0xa0 x1\n"
         "CPU0 LPI pending table [0x000040020000-0x000040021fff] reserved\n"
@@ -376,3 +382,52 @@ def test_inspect_without_live_tables_says_nothing_was_checked(tmp_path: Path) ->
     assert code == 1
     assert "ok: " not in out and out.rstrip().endswith("NOT OK: nothing could be checked")
     assert "nothing was checked against the memreserve list" in out
+
+
+def test_inspect_colours_the_verdict_only_when_asked(tmp_path: Path) -> None:
+    path = _raw(tmp_path, _small_memory())
+    plain = CliRunner().invoke(main, ["inspect", str(path), "--base", hex(BASE)]).stdout
+    coloured = (
+        CliRunner()
+        .invoke(main, ["inspect", str(path), "--base", hex(BASE), "--color", "always"])
+        .stdout
+    )
+    assert "\x1b[" not in plain
+    assert "\x1b[31m\x1b[1mNOT OK: nothing could be checked\x1b[0m" in coloured
+
+
+def _with_log(mem: PhysicalMemory, at: int, lines: list[str]) -> PhysicalMemory:
+    mem.write(at, "\n".join(lines).encode() + b"\n", FW)
+    return mem
+
+
+def test_inspect_finds_live_tables_in_the_kernel_log(tmp_path: Path) -> None:
+    """No options, no note: the printk lines in memory name the tables (issue 11)."""
+    log = [
+        f"GICv3: using LPI property table @0x{PROP:016x}",
+        f"GICv3: CPU0: using allocated LPI pending table @0x{PEND:016x}",
+    ]
+    path = _raw(tmp_path, _with_log(_small_memory(), BASE + 0x8_0000, log))
+    code, out = _cli("inspect", str(path), "--base", hex(BASE))
+    assert code == 0, out
+    assert "live LPI tables (from kernel log lines in the image):" in out
+    assert "CPU0 LPI pending table [0x000040020000-0x000040021fff] reserved" in out
+    # an older kernel's line for a table nobody reserved makes it NOT OK
+    stale = _with_log(
+        _small_memory(),
+        BASE + 0x8_0000,
+        [*log, "CPU1: using LPI pending table @0x0000000040060000"],
+    )
+    code, out = _cli("inspect", str(_raw(tmp_path, stale)), "--base", hex(BASE))
+    assert (
+        code == 1 and "CPU1 LPI pending table [0x000040060000-0x000040061fff] NOT RESERVED" in out
+    )
+
+
+def test_log_lines_split_across_chunks_are_found(tmp_path: Path) -> None:
+    line = f"CPU7: using LPI pending table @0x{PEND:016x}"
+    at = BASE + 0x4_0000 - 20  # the line straddles a 256 KiB chunk boundary
+    path = _raw(tmp_path, _with_log(_small_memory(), at, [line]))
+    with open_image(path, base=BASE) as img:
+        found = tables_from_log(img, chunk=0x4_0000)
+    assert [(t.kind, t.cpu, t.addr) for t in found] == [("pend", 7, PEND)]

@@ -82,7 +82,8 @@ def test_capture_kernel_lives_in_the_crashkernel_region() -> None:
     assert cap.kdump is not None
     hdr, hsize = cap.kdump.elfcorehdr
     # kexec-tools' elfcorehdr segment is the top page; the header itself 1 KiB-rounded
-    assert cap.kdump.segments.elfcorehdr == (base + size - 0x1000, 0x1000) and hdr == base + size - 0x1000
+    top = base + size - 0x1000
+    assert cap.kdump.segments.elfcorehdr == (top, 0x1000) and hdr == top
     assert hsize == 0x400 and cap.memblock.is_reserved_range(hdr, hsize)
     assert f"OF: fdt: Reserving 1 KiB of memory at 0x{hdr:x} for elfcorehdr" in cap.log.lines
     vmcore = cap.kdump.vmcore

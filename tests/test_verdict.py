@@ -58,7 +58,7 @@ def test_skipped_kexec_is_in_the_text_the_verdict_and_the_report(tmp_path: Path)
     assert gen0 < r.stdout.index("SKIPPED") < r.stdout.index("── /proc/interrupts, generation 0")
     assert r.exit_code == 1  # no expectations: judged by health, and a step was skipped
     page = (tmp_path / "out" / "index.html").read_text()
-    assert '<div class="note">step 2 kexec v4.19 skipped: kexec skipped: v4.19 has no' in page
+    assert '<div class="note">step 2 kexec v4.19 SKIPPED: kexec skipped: v4.19 has no' in page
 
 
 def test_kdump_without_crashkernel_hangs_visibly(tmp_path: Path) -> None:
@@ -71,6 +71,16 @@ def test_kdump_without_crashkernel_hangs_visibly(tmp_path: Path) -> None:
     assert kinds[0] == "hung" and "crashed" not in kinds  # the asked-for panic is no crash
     text_out = _cli("run", str(tmp_path / "hang.toml")).stdout
     assert "HUNG: kernel gen 0 panicked with no crash kernel loaded" in text_out
+
+
+def test_guest_errors_are_shown_at_the_step_that_caused_them() -> None:
+    r = run_scenario(load_builtin("efi-kexec-upgrade"))
+    per_step = [t["guest_errors"]["count"] for t in r["timeline"]]
+    assert sum(per_step) == len(r["guest_errors"]) == 9
+    kexec = next(t for t in r["timeline"] if t["action"] == "kexec")
+    assert kexec["guest_errors"] == {"count": 9, "first": r["guest_errors"][0]}
+    out = _cli("run", "efi-kexec-upgrade").stdout
+    assert "!! step 2 kexec v6.6: 9 GIC programming error(s), first: GICR(CPU0)" in out
 
 
 # 2: health apart from expectations; no [expect] means judged by health
@@ -144,6 +154,8 @@ def test_crash_is_a_verdict_line_and_a_heading(tmp_path: Path) -> None:
     out = _cli("run", str(_write(tmp_path, "hit.toml", IMAGE_HIT))).stdout
     assert "── generation 1: Linux v6.6, DT, entered by kexec, CRASHED ──" in out
     assert re.search(r"^  crashed +gen 1 \(v6\.6\): GICR\(CPU\d\) set a pending bit", out, re.M)
+    verdict = out[out.index("── verdict ──") :].split("\n\n")[0]
+    assert max(len(line) for line in verdict.splitlines()) <= 110  # the crash cause wraps
     assert "Internal error: Oops" in out
 
 
@@ -171,7 +183,7 @@ def test_default_run_fits_a_screen_and_all_or_v_undo_it() -> None:
     lines = out.splitlines()
     # 4,848 lines for 9 built-ins before issue 11; now 15 built-ins at under 80 each
     assert len(lines) < 80 * len(builtin_names())
-    assert max(len(line) for line in lines) < 240  # 2,510 before
+    assert max(len(line) for line in lines) < 140  # 2,510 before
     assert "idle CPU(s)" in out and "--all shows them" in out
     one = _cli("run", "tx2-host-kexec").stdout  # one named scenario: its full log
     assert "CPU223: using allocated LPI pending table" in one
@@ -209,6 +221,13 @@ def test_no_color_turns_auto_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     assert _colour("auto") is False and _colour("always") is True
     assert _colour("never") is False
+
+
+def test_matrix_outcomes_coloured_on_request() -> None:
+    args = ["matrix", "-q", "--to", "v4.19", "--mode", "kexec", "--boot", "efi"]
+    args += ["--platform", "efi-server-8"]
+    assert not ANSI.search(_cli(*args).stdout)
+    assert "\x1b[31m\x1b[1mcrash     \x1b[0m" in _cli(*args, "--color", "always").stdout
 
 
 # 10: one JSON convention
@@ -312,6 +331,12 @@ def test_dash_reads_stdin_for_run_and_report(tmp_path: Path) -> None:
     assert sc["name"] == "efi-kexec-fixed" and sc["source"] == "<stdin>"
     r = _cli("report", "-", "-o", str(tmp_path), stdin=r.stdout)
     assert r.exit_code == 0 and (tmp_path / "index.html").exists()
+
+
+def test_report_refuses_another_schema_version(tmp_path: Path) -> None:
+    saved = _write(tmp_path, "r.json", json.dumps({"schema": 2, "scenarios": []}))
+    r = _cli("report", str(saved), "-o", str(tmp_path / "out"))
+    assert r.exit_code == 2 and "this gickexec reads schema 1" in r.stderr
 
 
 def test_shell_completion_of_names() -> None:

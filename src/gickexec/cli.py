@@ -290,13 +290,14 @@ def run(
         at = steps - 1 if export_at is None else export_at
         if at >= steps:
             _bad_input(f"--export-at {at}: the scenario has steps 0..{steps - 1}")
-        hook = _exporter(export_vmcore, at)
+        hook = _exporter(export_vmcore, at, quiet)
         _check_target(export_vmcore)
     elif export_at is not None:
         _bad_input("--export-at goes with --export-vmcore")
     colour = _colour(color)
     logs: LogDetail = "none" if no_logs else "full" if verbose or len(loaded) == 1 else "key"
-    progress = _Progress("scenario", quiet or not as_json)  # text streams as it goes
+    # text streams as it goes, and one scenario is quick: progress for JSON campaigns
+    progress = _Progress("scenario", quiet or not as_json or len(loaded) == 1)
     results: list[dict[str, Any]] = []
     for sc in loaded:
         result = run_scenario(sc, hook)
@@ -379,13 +380,18 @@ def report(results: Path, output: Path, quiet: bool) -> None:
         _bad_input(f"{results}: not readable JSON: {clip(str(e))}")
     except RecursionError:
         _bad_input(f"{results}: not readable JSON: nested too deeply")
+    if isinstance(doc, dict) and doc.get("schema", JSON_SCHEMA) != JSON_SCHEMA:
+        _bad_input(
+            f"{results}: a schema {clip(repr(doc['schema']))} document; this gickexec reads "
+            f"schema {JSON_SCHEMA} (re-run 'gickexec run --json' with it)"
+        )
     scenarios = doc.get("scenarios") if isinstance(doc, dict) else None
     if not isinstance(scenarios, list) or not all(isinstance(s, dict) for s in scenarios):
         _bad_input(f"{results}: expected {{\"scenarios\": [...]}} as 'gickexec run --json' writes")
     _write_report(scenarios, output, quiet)
 
 
-def _exporter(path: Path, at: int) -> StepHook:
+def _exporter(path: Path, at: int, quiet: bool) -> StepHook:
     # pyelftools and the inspect code only when a core is exported.
     from gickexec.inspect.vmcore import machine_info, write_vmcore  # noqa: PLC0415 - lazy
 
@@ -397,7 +403,8 @@ def _exporter(path: Path, at: int) -> StepHook:
                 write_vmcore(world.machine.mem, path, info=info)
             except OSError as e:
                 _bad_input(f"{path}: {e.strerror}")
-            click.echo(f"gickexec: memory after step {at} written to {path}", err=True)
+            if not quiet:
+                click.echo(f"gickexec: memory after step {at} written to {path}", err=True)
 
     return hook
 
@@ -446,6 +453,7 @@ def _int(text: str | None, what: str) -> int | None:
     help="LPI INTID bits when only addresses are given.",
 )
 @_json_options
+@_COLOR_OPTION
 def inspect(
     image: Path,
     base: str | None,
@@ -459,6 +467,7 @@ def inspect(
     id_bits: int,
     as_json: bool,
     pretty: bool,
+    color: str,
 ) -> None:
     """Report what the next kernel would see in a guest memory image (ELF core or raw).
 
@@ -468,11 +477,12 @@ def inspect(
     \b
     Examples:
       gickexec inspect guest.elf
-      gickexec inspect mem.raw --base 0x40000000 --propbaser 0x40010f9f --pendbaser 0=0x40020000"""
+      gickexec inspect mem.raw --base 0x40000000 --propbaser 0x40a8000f --pendbaser 0=0x40ac0000"""
 
     # Lazy: pyelftools and the inspect code cost start-up time every other command saves.
     from gickexec.inspect.analyze import (  # noqa: PLC0415
         inspect_image,
+        tables_from_log,
         tables_from_note,
         tables_from_registers,
     )
@@ -494,8 +504,11 @@ def inspect(
             _cpu_values(pend, "--pend"),
             id_bits,
         )
+        tables_how = "named by options"
         if not regs_given:
-            tables = tables_from_note(note)
+            tables, tables_how = tables_from_note(note), "from the image's GICKEXEC note"
+        if not regs_given and not tables:
+            tables, tables_how = tables_from_log(img, id_bits), "from kernel log lines in the image"
         st, how = _int(systab, "--systab"), "given (--systab)"
         if st is None and memreserve is None and "EFI_SYSTAB" in note:
             st, how = note["EFI_SYSTAB"], "from the image's GICKEXEC note"
@@ -507,10 +520,11 @@ def inspect(
             tables=tables,
             systab_how=how,
         )
+    doc["tables_how"] = tables_how if tables else None
     if as_json:
         _print_json(doc, pretty)
     else:
-        click.echo(render_inspection(doc), nl=False)
+        click.echo(render_inspection(doc), nl=False, color=_colour(color))
     sys.exit(0 if doc["ok"] else 1)
 
 
@@ -686,6 +700,7 @@ Examples:
     default=None,
     help="Processes to run cells in (default: one per CPU); the output is the same.",
 )
+@_COLOR_OPTION
 @_QUIET_OPTION
 def matrix(
     froms: str,
@@ -699,6 +714,7 @@ def matrix(
     pretty: bool,
     markdown: bool,
     jobs: int | None,
+    color: str,
     quiet: bool,
 ) -> None:
     """What happens when kernel X kexecs (or kdumps) into kernel Y, per platform and boot."""
@@ -735,7 +751,7 @@ def matrix(
         args.append("--markdown")
         click.echo(matrix_markdown(results, " ".join(args)), nl=False)
     else:
-        click.echo(matrix_text(results))
+        click.echo(matrix_text(results), color=_colour(color))
 
 
 @main.command(short_help="Measure the model's speed figures on this machine.")
@@ -798,6 +814,8 @@ def explore(
     replayable scenarios (docs/explore.md).  Exit status 1 when a history failed."""
     from gickexec.scenario import explore as ex  # noqa: PLC0415 - only this command needs it
 
+    if dask is not None and workers is not None:
+        _bad_input("--workers and --dask exclude each other (the cluster has its workers)")
     settings: dict[str, Any] = {"seed": seed, "budget": budget, "max_steps": max_steps}
     for key, given in (
         ("platforms", _names(platforms)),
@@ -812,6 +830,9 @@ def explore(
         doc = ex.run_campaign(campaign, out, workers=workers, dask=dask, resume=resume, quiet=quiet)
     except ex.ExploreError as e:
         _bad_input(str(e))
+    except KeyboardInterrupt:
+        click.echo(f"gickexec: interrupted; --resume --out {out} continues", err=True)
+        sys.exit(130)
     if not quiet:
         click.echo(ex.summary_text(doc))
     sys.exit(1 if doc["failures"] else 0)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ACPI_20_TABLE_GUID",
+    "ACPI_TABLE_GUID",
     "CONFIG_TABLE_ENTRY_BYTES",
     "EFI_MEMORY_ATTRIBUTES_TABLE_GUID",
     "EFI_SYSTEM_TABLE_BYTES",
@@ -34,6 +35,7 @@ __all__ = [
     "MEMRESERVE_HEADER_BYTES",
     "MEMRESERVE_V420_BYTES",
     "SMBIOS3_TABLE_GUID",
+    "SMBIOS_TABLE_GUID",
     "ConfigTableEntry",
     "EfiSystemTable",
     "MemreserveHeader",
@@ -53,10 +55,12 @@ def guid_bytes(text: str) -> bytes:
 LINUX_EFI_MEMRESERVE_TABLE_GUID = guid_bytes("888eb0c6-8ede-4ff5-a8f0-9aee5cb977c2")
 #: ``SMBIOS3_TABLE_GUID`` (SMBIOS 3.0 entry point), shown in the kernel's efi: line.
 SMBIOS3_TABLE_GUID = guid_bytes("f2fd1544-9794-4a2c-992e-e5bbcf20e394")
-
 #: Configuration tables ``efi_config_parse_tables()`` names in its "efi:" line
-#: (drivers/firmware/efi/efi.c ``common_tables[]``; GUIDs from include/linux/efi.h).
+#: (drivers/firmware/efi/efi.c ``common_tables[]``; GUIDs from the UEFI specification
+#: and include/linux/efi.h).
 ACPI_20_TABLE_GUID = guid_bytes("8868e871-e4f1-11d3-bc22-0080c73c8881")
+ACPI_TABLE_GUID = guid_bytes("eb9d2d30-2d88-11d3-9a16-0090273fc14d")
+SMBIOS_TABLE_GUID = guid_bytes("eb9d2d31-2d88-11d3-9a16-0090273fc14d")
 EFI_MEMORY_ATTRIBUTES_TABLE_GUID = guid_bytes("dcfa911d-26eb-469f-a220-38b7dc461220")
 LINUX_EFI_RANDOM_SEED_TABLE_GUID = guid_bytes("1ce1e5bc-7ceb-42f2-81e5-8aadf180f57b")
 LINUX_EFI_INITRD_MEDIA_GUID = guid_bytes("5568e427-68fc-4f3d-ac74-ca555231cc68")

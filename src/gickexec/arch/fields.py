@@ -141,6 +141,10 @@ class Layout:
         return int.from_bytes(data, "little")
 
 
+#: Decoded records remembered per record class
+_DECODED_LIMIT = 4096
+
+
 class LayoutRecord:
     """Base of frozen records whose fields mirror a :class:`Layout` one to one."""
 
@@ -148,8 +152,20 @@ class LayoutRecord:
 
     @classmethod
     def decode(cls, value: int) -> Self:
-        """Decode a raw register value (bits outside every field are ignored)."""
-        return cls(**cls.LAYOUT.unpack(value))
+        """Decode a raw register value (bits outside every field are ignored).
+
+        Records are frozen, so one decoded record serves every decode of the same value
+        (register values repeat: GITS_CBASER per command, GICR_TYPER per CPU)."""
+        cache: dict[int, Self] | None = cls.__dict__.get("_decoded")
+        if cache is None:
+            return cls(**cls.LAYOUT.unpack(value))
+        record = cache.get(value)
+        if record is None:
+            record = cls(**cls.LAYOUT.unpack(value))
+            if len(cache) >= _DECODED_LIMIT:
+                cache.clear()  # bounded: a guest writing ever new values costs O(1)
+            cache[value] = record
+        return record
 
     def encode(self) -> int:
         """Encode to a raw value; a field value too wide for its bits raises LayoutError."""
@@ -184,6 +200,7 @@ def layout_record(layout: Layout) -> Callable[[_R], _R]:
                 f"fields {sorted(expected)}"
             )
         dc.LAYOUT = layout
+        dc._decoded = {}  # value -> record, see LayoutRecord.decode
         result: _R = dc
         return result
 

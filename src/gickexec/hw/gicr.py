@@ -100,6 +100,9 @@ class Redistributor(RegisterBlock):
         self.prop_addr: int | None = None
         self.pend_addr: int | None = None
         self.id_bits = 0
+        #: one past the highest LPI INTID the latched tables cover (0 if none); set with
+        #: id_bits at enable (an attribute: every LPI arrival and acknowledge checks it)
+        self.lpi_limit = 0
         self._config: dict[int, int] = {}
         self._pending: set[int] = set()
         # Pending LPIs not yet written to the pending table (knob pending_cache_entries),
@@ -247,6 +250,7 @@ class Redistributor(RegisterBlock):
         # A PROPBASER.IDbits larger than the distributor's is treated as the
         # distributor's (QEMU, KVM and gem5 all clamp, §2.6).
         self.id_bits = min(prop.lpi_id_bits, self.gicd.id_bits)
+        self.lpi_limit = 1 << self.id_bits if self.id_bits > 13 else 0
         self._config.clear()
         self._pending.clear()
         self._unwritten.clear()
@@ -284,11 +288,6 @@ class Redistributor(RegisterBlock):
         self.prop_addr = self.pend_addr = None
         self._config.clear()
         self._pending.clear()
-
-    @property
-    def lpi_limit(self) -> int:
-        """One past the highest LPI INTID the latched tables cover (0 if none)."""
-        return 1 << self.id_bits if self.id_bits > 13 else 0
 
     @property
     def pending_table_bytes(self) -> int:
@@ -463,6 +462,16 @@ class Redistributor(RegisterBlock):
 
     def highest_priority_pending(self, mask_priority: int) -> int | None:
         """The pending, enabled LPI of highest priority below ``mask_priority``, if any."""
+        if not self._pending:
+            return None
+        if len(self._pending) == 1:
+            # The usual case (an MSI taken as soon as it arrives): no ranking.
+            (intid,) = self._pending
+            if not self.is_pending(intid):
+                self._pending.discard(intid)
+                return None
+            cfg = self.config(intid)
+            return intid if cfg.Enable and cfg.priority < mask_priority else None
         best: tuple[int, int] | None = None
         for intid in list(self._pending):
             if not self.is_pending(intid):

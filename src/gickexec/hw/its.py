@@ -104,6 +104,10 @@ _ID_OOR, _PHYSICALID_OOR, _UNMAPPED_INTERRUPT, _UNMAPPED_COLLECTION = 0x05, 0x06
 class Its(RegisterBlock):
     """One ITS: control frame registers plus the translation frame's GITS_TRANSLATER."""
 
+    #: False: the reference path, every MSI walks the tables in memory (per instance or,
+    #: for every ITS made from then on, on the class)
+    translation_cache = True
+
     def __init__(
         self,
         index: int,
@@ -137,6 +141,7 @@ class Its(RegisterBlock):
             # The translation cache is dropped on every GITS_CTLR write (see write_reg).
             INV=1,
         )
+        self._event_bits = self.typer.ID_bits + 1
         #: Collections held in the ITS (ICID < HCC): ICID -> RDbase (§3.3).
         self.hw_collections: dict[int, int] = {}
         self.enabled = False
@@ -149,8 +154,6 @@ class Its(RegisterBlock):
         # GITS_BASER<n> decoded once per write, not once per table access.
         self._baser_decoded = [GitsBaser.decode(v) for v in self.baser]
         self.commands_executed = 0
-        #: False: the reference path, every MSI walks the tables in memory
-        self.translation_cache = True
         self._translations: dict[tuple[int, int], tuple[Redistributor, int]] = {}
         # Addresses of the table entries the current walk reads (None: not recording).
         self._walk_reads: list[int] | None = None
@@ -394,7 +397,7 @@ class Its(RegisterBlock):
 
     def translate_msi(self, device_id: int, event_id: int) -> MsiResult:
         """A write of ``event_id`` to GITS_TRANSLATER by device ``device_id``."""
-        if event_id >> (self.typer.ID_bits + 1):
+        if event_id >> self._event_bits:
             # CONSTRAINED UNPREDICTABLE (§3.6): ignore the extra bits or the write.
             if self.knobs.translater_high_event_bits == "write-ignored":
                 return MsiResult("EventID beyond GITS_TYPER.ID_bits")
@@ -408,12 +411,12 @@ class Its(RegisterBlock):
     def _translate(self, device_id: int, event_id: int) -> MsiResult:
         if not self.enabled:
             return MsiResult("ITS disabled")
+        if not self.translation_cache:
+            return self._walk(device_id, event_id)
         hit = self._translations.get((device_id, event_id))
         if hit is not None:
             rd, intid = hit
             return MsiResult(rd.set_pending(intid), rd.cpu, intid)
-        if not self.translation_cache:
-            return self._walk(device_id, event_id)
         self._walk_reads = []
         try:
             return self._walk(device_id, event_id)

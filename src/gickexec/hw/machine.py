@@ -63,12 +63,17 @@ class Machine:
         self.events = EventLog()
         self.mem = PhysicalMemory(platform.ram)
         self.devices: dict[str, MsiDevice] = {}
+        self._doorbell = self.translater_address  # looked up once per MSI
         self.power_on()
 
     def power_on(self) -> None:
         """Reset every GIC block (memory contents are left as they are)."""
         p = self.platform
         self.mem.unmap_all_mmio()
+        old_its: Its | None = getattr(self, "its", None)
+        if old_its is not None:
+            # The old ITS's translation cache goes with it; so do its memory watches.
+            self.mem.unwatch(old_its.invalidate_translations)
         self.gicd = Distributor(
             id_bits=p.id_bits,
             lpis=True,
@@ -127,6 +132,6 @@ class Machine:
         if not dev.can_signal(vector):
             return MsiResult("device not allowed to signal (MSI-X off, masked or no bus master)")
         entry = dev.vectors[vector]
-        if entry.address != self.translater_address:
+        if entry.address != self._doorbell:
             return MsiResult(f"MSI address {entry.address:#x} is not an ITS doorbell")
         return self.its.translate_msi(dev.device_id, entry.data)

@@ -5,6 +5,8 @@ untouched page returns zeros, and zero-filling whole pages releases them.  RAM r
 and MMIO windows come from the platform.  Every write names its :class:`Agent`; writes
 by GIC agents (redistributors and ITSs) are also passed, with the bytes before and
 after, to observers, which is how corruption is detected (:mod:`gickexec.scenario.checks`).
+Page watches tell a cache built from memory (the ITS's translations) that a page it read
+was written, by anyone.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "PAGE_SIZE",
@@ -100,9 +102,9 @@ class MemRegion:
         return self.start <= addr and addr + size <= self.end
 
 
-@dataclass(frozen=True, slots=True)
-class GicWrite:
-    """A write by a GIC agent, with the bytes it replaced."""
+class GicWrite(NamedTuple):
+    """A write by a GIC agent, with the bytes it replaced (a named tuple: one is made
+    per pending-bit change)."""
 
     addr: int
     old: bytes
@@ -175,6 +177,7 @@ class PhysicalMemory:
         self.last_writer: dict[int, Agent] = {}
         self._mmio: list[tuple[MemRegion, MmioDevice]] = []
         self._mmio_starts: list[int] = []
+        self._last_mmio: tuple[MemRegion, MmioDevice] | None = None
         self._gic_observers: list[Callable[[GicWrite], None]] = []
         #: page frame -> callbacks to run once at the next write or fill touching it
         #: (how the ITS learns that a table it cached a translation from changed)
@@ -196,6 +199,7 @@ class PhysicalMemory:
     def unmap_all_mmio(self) -> None:
         self._mmio.clear()
         self._mmio_starts.clear()
+        self._last_mmio = None
 
     def ram_region(self, addr: int, size: int = 1) -> MemRegion | None:
         """The RAM region holding all of ``[addr, addr + size)``, if any."""
@@ -212,8 +216,12 @@ class PhysicalMemory:
         return self.ram_region(addr, size) is not None
 
     def _mmio_at(self, addr: int, size: int) -> tuple[MemRegion, MmioDevice] | None:
+        last = self._last_mmio
+        if last is not None and last[0].start <= addr and addr + size <= last[0].end:
+            return last  # drivers poll the same frame (GITS_CREADR after GITS_CWRITER)
         i = bisect.bisect_right(self._mmio_starts, addr) - 1
         if i >= 0 and self._mmio[i][0].contains(addr, size):
+            self._last_mmio = self._mmio[i]
             return self._mmio[i]
         return None
 
@@ -234,11 +242,23 @@ class PhysicalMemory:
     def unobserve_gic_writes(self, callback: Callable[[GicWrite], None]) -> None:
         self._gic_observers.remove(callback)
 
+    @property
+    def gic_observers(self) -> tuple[Callable[[GicWrite], None], ...]:
+        return tuple(self._gic_observers)
+
     def watch_pages(self, pfns: Iterable[int], callback: Callable[[], None]) -> None:
         """Run ``callback`` once, at the next write or fill by anyone touching a page of
         ``pfns`` (the watch is then dropped for every page; a watcher re-arms it)."""
         for pfn in pfns:
             self._watches.setdefault(pfn, set()).add(callback)
+
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        """Drop every watch that would run ``callback``."""
+        for pfn in [p for p, cbs in self._watches.items() if callback in cbs]:
+            cbs = self._watches[pfn]
+            cbs.discard(callback)
+            if not cbs:
+                del self._watches[pfn]
 
     def _fire_watches(self, first: int, last: int) -> None:
         """A write touched page frames ``first..last``: run the watches on them."""
@@ -252,11 +272,7 @@ class PhysicalMemory:
             fired |= watches.pop(pfn)
         for cb in fired:
             # One callback may watch many pages: drop it everywhere before it runs.
-            for pfn in [p for p, cbs in watches.items() if cb in cbs]:
-                cbs = watches[pfn]
-                cbs.discard(cb)
-                if not cbs:
-                    del watches[pfn]
+            self.unwatch(cb)
             cb()
 
     # -- RAM access -----------------------------------------------------------------

@@ -10,6 +10,7 @@ image holds all of it and it is no larger than the architecture allows.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,10 +18,13 @@ from typing import Any, Literal
 import numpy as np
 
 from gickexec.arch.efi import (
+    ACPI_20_TABLE_GUID,
+    ACPI_TABLE_GUID,
     EFI_SYSTEM_TABLE_BYTES,
     EFI_SYSTEM_TABLE_SIGNATURE,
     LINUX_EFI_MEMRESERVE_TABLE_GUID,
     SMBIOS3_TABLE_GUID,
+    SMBIOS_TABLE_GUID,
     systab_header_crc_ok,
 )
 from gickexec.arch.gicv3 import LPI_INTID_BASE, GicrPendbaser, GicrPropbaser, LpiConfig
@@ -35,6 +39,7 @@ __all__ = [
     "detect_layout",
     "find_systab",
     "inspect_image",
+    "tables_from_log",
     "tables_from_note",
     "tables_from_registers",
 ]
@@ -54,7 +59,14 @@ MAX_LISTED_LPIS = 256
 _NO_LPIS = "GICR_PROPBASER.IDbits gives fewer than 14 INTID bits: no LPI is in range, no table"
 
 LayoutChoice = Literal["auto", "v4.20", "v5.0"]
-_GUID_NAMES = {LINUX_EFI_MEMRESERVE_TABLE_GUID: "MEMRESERVE", SMBIOS3_TABLE_GUID: "SMBIOS 3.0"}
+#: Configuration tables by the names the kernel's efi: line gives them.
+_GUID_NAMES = {
+    ACPI_20_TABLE_GUID: "ACPI 2.0",
+    ACPI_TABLE_GUID: "ACPI",
+    SMBIOS_TABLE_GUID: "SMBIOS",
+    SMBIOS3_TABLE_GUID: "SMBIOS 3.0",
+    LINUX_EFI_MEMRESERVE_TABLE_GUID: "MEMRESERVE",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +237,39 @@ def tables_from_note(note: dict[str, int]) -> list[LiveTable]:
     return tables_from_registers(prop, pends)
 
 
+# The kernel's own lines naming its live LPI tables (its_setup_lpi_prop_table() and
+# its_cpu_init_lpis(), before and after v4.20: kernel/printk.py ITS_PROP_TABLE*,
+# ITS_PEND_TABLE*), as they sit in the printk buffer of a dump.
+_LOG_PROP = re.compile(rb"using LPI property table @0x([0-9a-f]{1,16})")
+_LOG_PEND = re.compile(
+    rb"CPU(\d{1,4}): using (?:allocated |reserved )?LPI pending table @0x([0-9a-f]{1,16})"
+)
+#: Bytes kept from the end of one chunk for the next: a log line split across two.
+_LOG_OVERLAP = 128
+#: Distinct tables taken from log text at most (a dump may hold several kernels' logs).
+MAX_LOG_TABLES = 4096
+
+
+def tables_from_log(img: MemoryImage, id_bits: int = 16, chunk: int = 1 << 20) -> list[LiveTable]:
+    """Live LPI tables named by kernel log lines found anywhere in the image.
+
+    The printk buffer survives in a dump; memory may also hold an earlier kernel's log,
+    so every distinct table named is returned (and checked), in address order."""
+    props: set[int] = set()
+    pends: set[tuple[int, int]] = set()
+    tail, tail_end = b"", -1
+    for addr, data in img.data_runs(chunk):
+        buf = tail + bytes(data) if addr == tail_end else bytes(data)
+        props.update(int(m[1], 16) for m in _LOG_PROP.finditer(buf))
+        pends.update((int(m[1]), int(m[2], 16)) for m in _LOG_PEND.finditer(buf))
+        if len(props) + len(pends) > MAX_LOG_TABLES:
+            break
+        tail, tail_end = buf[-_LOG_OVERLAP:], addr + len(data)
+    found = [LiveTable("prop", a, (1 << id_bits) - LPI_INTID_BASE) for a in sorted(props)]
+    found += [LiveTable("pend", a, (1 << id_bits) // 8, cpu) for cpu, a in sorted(pends)]
+    return found[:MAX_LOG_TABLES]
+
+
 def inspect_image(
     img: MemoryImage,
     *,
@@ -290,7 +335,8 @@ def inspect_image(
         doc["ok"] = False
         doc["problems"].append(
             "no live LPI table known, so nothing was checked against the memreserve list "
-            "(give --propbaser/--pendbaser or --prop/--pend, or an image with a GICKEXEC note)"
+            "(none named by options, a GICKEXEC note or kernel log lines in the image: give "
+            "--propbaser/--pendbaser or --prop/--pend)"
         )
     return doc
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from gickexec.arch.efi import (
     ACPI_20_TABLE_GUID,
+    ACPI_TABLE_GUID,
     EFI_MEMORY_ATTRIBUTES_TABLE_GUID,
     LINUX_EFI_INITRD_MEDIA_GUID,
     LINUX_EFI_MEMRESERVE_TABLE_GUID,
@@ -18,6 +19,7 @@ from gickexec.arch.efi import (
     MEMRESERVE_HEADER_BYTES,
     MEMRESERVE_V420_BYTES,
     SMBIOS3_TABLE_GUID,
+    SMBIOS_TABLE_GUID,
     MemreserveHeader,
     MemreserveV420,
     efi_memreserve_count,
@@ -51,6 +53,8 @@ ARM64_MEMSTART_ALIGN = 1 << 30
 #: names it).  INITRD came with the stub's initrd config table (v6.1, UNCONFIRMED).
 _TABLE_NAMES: dict[bytes, tuple[str, tuple[int, int]]] = {
     ACPI_20_TABLE_GUID: ("ACPI 2.0", (0, 0)),
+    ACPI_TABLE_GUID: ("ACPI", (0, 0)),
+    SMBIOS_TABLE_GUID: ("SMBIOS", (0, 0)),
     SMBIOS3_TABLE_GUID: ("SMBIOS 3.0", (0, 0)),
     EFI_MEMORY_ATTRIBUTES_TABLE_GUID: ("MEMATTR", (0, 0)),
     LINUX_EFI_RANDOM_SEED_TABLE_GUID: ("RNG", (0, 0)),

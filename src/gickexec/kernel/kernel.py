@@ -32,6 +32,7 @@ from gickexec.kernel.gic_v3_its import GicV3Its, ItsDevice
 from gickexec.kernel.kexec import KexecSegments
 from gickexec.kernel.mm import (
     MIGRATE_UNMOVABLE,
+    PAGES_PER_SECTION,
     SEG_DTB,
     SEG_IMAGE,
     SEG_INITRD,
@@ -41,7 +42,6 @@ from gickexec.kernel.mm import (
     OutOfMemory,
     Owner,
     OwnershipMap,
-    PAGES_PER_SECTION,
     Role,
     first_deferred_pfn,
     free_ranges,

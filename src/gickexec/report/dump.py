@@ -1,8 +1,13 @@
-"""Text rendering of an ``inspect`` document (gickexec.inspect.analyze.inspect_image)."""
+"""Text rendering of an ``inspect`` document (gickexec.inspect.analyze.inspect_image).
+
+Verdict words carry ANSI colour (``click.style``); ``click.echo`` strips it off a
+terminal or when colour is turned off."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import click
 
 __all__ = ["render_inspection"]
 
@@ -38,9 +43,11 @@ def render_inspection(doc: dict[str, Any]) -> str:
             out += [f"    reserved {_range(e['addr'], e['size'])}" for e in n["entries"]]
         if mr["error"]:
             out.append(f"  walk stopped: {mr['error']}")
+    if doc.get("tables_how"):
+        out.append(f"live LPI tables ({doc['tables_how']}):")
     for t in doc["tables"]:
         who = "LPI property table" if t["kind"] == "prop" else f"CPU{t['cpu']} LPI pending table"
-        cover = "reserved" if t["covered"] else "NOT RESERVED"
+        cover = "reserved" if t["covered"] else click.style("NOT RESERVED", fg="red", bold=True)
         out.append(f"{who} {_range(t['addr'], t['size'])} {cover}")
         if "error" in t:
             out.append(f"  cannot decode: {t['error']}")
@@ -53,11 +60,14 @@ def render_inspection(doc: dict[str, Any]) -> str:
             out.append(f"  {t['pending']} LPI(s) pending{': ' + lpis + more if lpis else ''}")
             if t["first_kib_nonzero"]:
                 out.append("  first 1 KiB (IMPLEMENTATION DEFINED) is not zero")
-    out += [f"problem: {p}" for p in doc["problems"]]
+    out += [click.style("problem: ", fg="yellow", bold=True) + p for p in doc["problems"]]
     n = len(doc["tables"])
     out.append(
-        f"ok: all {n} live LPI table(s) checked are covered by the memreserve list"
+        click.style(f"ok: all {n} live LPI table(s) checked are covered", fg="green")
+        + " by the memreserve list"
         if doc["ok"]
-        else "NOT OK" + ("" if n else ": nothing could be checked")
+        else click.style(
+            "NOT OK" + ("" if n else ": nothing could be checked"), fg="red", bold=True
+        )
     )
     return "\n".join(out) + "\n"

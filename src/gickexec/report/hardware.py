@@ -124,8 +124,10 @@ def platforms_markdown() -> str:
         "",
         "- GICv4/4.1 (virtual LPIs, vPE tables, V* commands: decoded and reported as",
         "  unsupported command errors), GITS_STATUSR/GITS_UMSIR (offsets unconfirmed, §3.1).",
-        "- An ITS translation cache (so §7.18, invalidation on disable, has nothing to",
-        "  invalidate; GITS_TYPER.INV reads 1).",
+        "- An ITS translation cache that can go stale. The model caches translations for",
+        "  speed but drops them on every command, every ITS register write and every write",
+        "  into a page a walk read, so it never shows what a walk would not find (§7.18,",
+        "  invalidation on disable, holds; GITS_TYPER.INV reads 1).",
         "- 4-byte ITT entries (GIC-600 reports them; the model's ITE needs 8 bytes).",
         "",
     ]

@@ -18,7 +18,12 @@ from typing import Any
 
 import jinja2
 
-from gickexec.report.text import expected_text, line_class, render_proc_interrupts
+from gickexec.report.text import (
+    expected_text,
+    line_class,
+    render_proc_interrupts,
+    step_remarks,
+)
 
 __all__ = ["REPORT_TITLE", "render_iomem", "write_report"]
 
@@ -76,16 +81,8 @@ def _scenario_view(i: int, r: dict[str, Any]) -> dict[str, Any]:
         "memreserve_line": _memreserve_line(r),
         "expectations": [{**c, "expected": expected_text(c)} for c in r["expectations"]],
         "health_kinds": ", ".join(dict.fromkeys(p["kind"] for p in r["health"]["problems"])),
-        "step_notes": [
-            [t for t in r["timeline"] if t["generation"] == g["index"] and _noteworthy(t)]
-            for g in r["generations"]
-        ],
+        "step_notes": [step_remarks(r, g["index"]) for g in r["generations"]],
     }
-
-
-def _noteworthy(step: dict[str, Any]) -> bool:
-    """A timeline step the report points out: it left notes or did not simply happen."""
-    return bool(step["notes"]) or step["outcome"] != "done"
 
 
 #: What a report writes besides index.html: figures named after the scenario's position.

@@ -8,6 +8,7 @@ decide with its ``color`` argument, not here.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -21,11 +22,14 @@ __all__ = [
     "render_proc_interrupts",
     "render_scenario",
     "render_summary",
+    "step_remarks",
 ]
 
 _RULE = "═"
 #: Corruption events listed in full before the rest are summarised.
 MAX_EVENTS_SHOWN = 12
+#: Width the verdict's problem lines wrap at.
+VERDICT_WIDTH = 100
 #: How much of each kernel log the text report shows.
 LogDetail = Literal["full", "key", "none"]
 
@@ -33,7 +37,7 @@ LogDetail = Literal["full", "key", "none"]
 # for the rule, shared by the text and the HTML report).
 _MATTERS = re.compile(
     r"LPI|ITS@|MEMRESERVE|reserved range|preallocated|redistributor tables|"
-    r"kexec|crashkernel|crashdump|efi: EFI"
+    r"\bkexec|crashkernel|crashdump|efi: EFI"
 )
 _FAILS = re.compile(
     r"Booted with LPIs enabled|Failed to disable LPIs|WARNING|not found|cut here|"
@@ -186,20 +190,28 @@ def render_scenario(
     return "\n".join(out)
 
 
-def _step_notes(result: dict[str, Any], generation: int) -> list[str]:
-    """The steps run under ``generation`` that did not simply happen, and their notes."""
-    out: list[str] = []
+def step_remarks(result: dict[str, Any], generation: int) -> list[tuple[dict[str, Any], str]]:
+    """The steps run under ``generation`` that did not simply happen, or left notes or
+    GIC programming errors, each with what to say about it."""
+    out: list[tuple[dict[str, Any], str]] = []
     for t in result["timeline"]:
-        if t["generation"] != generation or not (t["notes"] or t["outcome"] != "done"):
+        if t["generation"] != generation:
             continue
-        flag = "" if t["outcome"] == "done" else f" {t['outcome'].upper()}"
-        text = "; ".join(t["notes"]) or "(no note)"
-        out.append(
-            click.style(
-                f"  !! step {t['step']} {t['action']} {t['what']}{flag}: {text}", fg="yellow"
-            )
-        )
+        said = list(t["notes"])
+        errors = t.get("guest_errors") or {"count": 0}
+        if errors["count"]:
+            first = f", first: {errors['first']}" if errors.get("first") else ""
+            said.append(f"{errors['count']} GIC programming error(s){first}")
+        if said or t["outcome"] != "done":
+            flag = "" if t["outcome"] == "done" else f" {t['outcome'].upper()}"
+            out.append((t, f"step {t['step']} {t['action']} {t['what']}{flag}: " + "; ".join(said)))
     return out
+
+
+def _step_notes(result: dict[str, Any], generation: int) -> list[str]:
+    return [
+        click.style(f"  !! {text}", fg="yellow") for _, text in step_remarks(result, generation)
+    ]
 
 
 def expected_text(check: dict[str, Any]) -> str:
@@ -236,11 +248,14 @@ def _expectation_line(result: dict[str, Any]) -> str:
 
 def _verdict(result: dict[str, Any]) -> list[str]:
     out = ["── verdict ──", f"health      {_health_line(result)}"]
-    out += [
-        click.style(f"  {p['kind']:<12} ", fg="red", bold=p["kind"] in ("crashed", "hung"))
-        + p["summary"]
-        for p in result["health"]["problems"]
-    ]
+    for p in result["health"]["problems"]:
+        # long causes (a crash's) wrap under themselves so the verdict fits a screen
+        first, *rest = textwrap.wrap(p["summary"], VERDICT_WIDTH - 15, break_on_hyphens=False) or [
+            ""
+        ]
+        kind = click.style(f"  {p['kind']:<12} ", fg="red", bold=p["kind"] in ("crashed", "hung"))
+        out.append(kind + first)
+        out += [" " * 15 + line for line in rest]
     out.append(f"expectations  {_expectation_line(result)}")
     out += [
         click.style(f"  {x['check']}: expected {expected_text(x)}, got {x['actual']}", fg="red")

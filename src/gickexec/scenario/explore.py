@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from gickexec.arch.gicv3 import LPI_INTID_BASE
 from gickexec.hw.platform import PLATFORMS
 from gickexec.kernel.kexec import LOADERS
 from gickexec.kernel.profiles import PROFILES
@@ -42,10 +43,12 @@ __all__ = [
     "Campaign",
     "ExploreError",
     "Failure",
+    "Progress",
     "check_scenario",
     "generate",
     "history_toml",
     "parse_history",
+    "run_batch",
     "run_campaign",
     "run_history",
     "shrink",
@@ -53,7 +56,6 @@ __all__ = [
     "summary_text",
 ]
 
-#: name -> what it demands (docs/explore.md says more)
 #: name -> what it demands, in the order they are checked after each step (the first
 #: broken one names the failure; docs/explore.md says more)
 INVARIANTS: dict[str, str] = {
@@ -78,8 +80,8 @@ REPRODUCERS = "reproducers"
 BATCH = 8
 #: results.jsonl is flushed after every line and fsync()ed at most this often (seconds)
 FSYNC_INTERVAL = 1.0
-#: shrinking passes over the parameters (each pass only ever makes the history smaller)
-SHRINK_PASSES = 3
+#: accepted one-change simplifications per shrink (each makes the history smaller)
+MAX_SIMPLIFICATIONS = 64
 _CRASHKERNEL = "crashkernel=256M"
 #: seconds to wait for a Dask scheduler before giving up
 DASK_CONNECT_TIMEOUT = 30.0
@@ -106,13 +108,13 @@ class Campaign:
     invariants: tuple[str, ...] = tuple(INVARIANTS)
 
     def __post_init__(self) -> None:
-        for name, known, what in (
+        for given, known, what in (
             (self.platforms, PLATFORMS, "platform"),
             (self.kernels, PROFILES, "kernel profile"),
             (self.invariants, INVARIANTS, "invariant"),
         ):
-            bad = [n for n in name if n not in known]
-            if bad or not name:
+            bad = [n for n in given if n not in known]
+            if bad or not given:
                 raise ExploreError(
                     f"unknown {what} {', '.join(bad) or '(none given)'} (known: {', '.join(known)})"
                 )
@@ -191,6 +193,10 @@ def _cmdline(rng: random.Random, cpus: int) -> str:
     words = [_CRASHKERNEL] if rng.random() < 0.6 else []
     if cpus > 1 and rng.random() < 0.15:
         words.append(f"maxcpus={rng.randint(1, cpus)}")
+    if cpus > 1 and rng.random() < 0.05:
+        words.append(f"nr_cpus={rng.randint(1, cpus)}")
+    if rng.random() < 0.03:
+        words.append("irqchip.gicv3_nolpi=1")
     return " ".join(words)
 
 
@@ -247,8 +253,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        # JSON string escapes (\" \\ \uXXXX) are TOML basic-string escapes too.
-        return json.dumps(value)
+        # JSON string escapes (\" \\ \uXXXX) are TOML basic-string escapes too; TOML
+        # also wants DEL escaped, which JSON leaves alone.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -258,7 +265,8 @@ def _toml_value(value: Any) -> str:
 
 def history_toml(history: History, comments: Sequence[str] = ()) -> str:
     """The history as a scenario file (docs/scenarios.md)."""
-    lines = [f"# {c}" for c in comments]
+    # A comment ends at a newline and may not hold control characters.
+    lines = [f"# {c.encode('unicode_escape').decode('ascii')}" for c in comments]
     for key in ("name", "description", "platform", "boot", "cpus", "seed"):
         if key in history:
             lines.append(f"{key} = {_toml_value(history[key])}")
@@ -318,7 +326,7 @@ class _Books:
                 continue
             # The bytes the redistributor reads and writes: one configuration byte per
             # LPI from INTID 8192, one pending bit per INTID.
-            tables.append((rd.cpu, "property", rd.prop_addr, rd.lpi_limit - 8192))
+            tables.append((rd.cpu, "property", rd.prop_addr, rd.lpi_limit - LPI_INTID_BASE))
             tables.append((rd.cpu, "pending", rd.pend_addr, rd.pending_table_bytes))
         ledger = world.ledger
         chain = world.memreserve_chain()
@@ -344,6 +352,8 @@ class _Checker:
         self.invariants = invariants
         self.before: _Books | None = None
         self.asked: set[int] = set()
+        #: top-level steps played so far
+        self.done = 0
 
     def __call__(self, index: int, world: World) -> None:
         now = _Books.of(world)
@@ -351,6 +361,10 @@ class _Checker:
         step = self.steps[index]
         if step.action == "kdump" and before.generations:
             self.asked.add(before.generations - 1)
+        elif step.action == "repeat" and any(s.action == "kdump" for s in step.steps):
+            # Checked as one step (generated histories have no repeat): any kernel that
+            # ran during it may be one a kdump panicked.
+            self.asked.update(range(max(before.generations - 1, 0), now.generations))
         broken = [
             (name, found)
             for name in INVARIANTS
@@ -364,6 +378,7 @@ class _Checker:
             signature = f"{name}: {first.signature}"
             raise _Violation(Failure(name, signature, index, first.message, expect))
         self.before = now
+        self.done = index + 1
 
 
 _NOTHING_YET = _Books(0, frozenset(), Counter(), 0, 0, 0, 0, (), ())
@@ -466,6 +481,11 @@ def _check_uncovered(
             # (the initrd after unpacking) and the table's reservation with it.
             loader = world.kernel.segments.loader if world.kernel.segments else "?"
             why = f"{kind} table under the {seg} that {loader} in {old} placed"
+        elif (wrote := world.generations[-2].profile.memreserve_layout) != (
+            reads := world.kernel.profile.memreserve_layout
+        ):
+            how = f"reads as {reads}" if reads else "does not read"
+            why = f"{kind} table published in the {wrote} list layout by {old}, which {new} {how}"
         else:
             why = f"{kind} table published but not reserved by {new}"
         complaint = "Expected reserved range"
@@ -535,6 +555,15 @@ def check_scenario(
         play(scenario, checker)
     except _Violation as v:
         return v.failure
+    except Exception as e:
+        # A bug of the model is a finding too, not the end of the campaign.
+        what = f"{type(e).__name__}: {e}"
+        return Failure(
+            "model-error",
+            f"model-error: {_cause(what)}",
+            min(checker.done, len(scenario.steps) - 1),
+            f"the model raised {what}",
+        )
     return None
 
 
@@ -622,20 +651,25 @@ def _candidates(history: History) -> Iterator[History]:
 
 def shrink(history: History, failure: Failure, invariants: Sequence[str]) -> History:
     """A smaller history with ``failure``'s signature (delta debugging, then parameters)."""
+    seen: dict[str, bool] = {}
 
     def keep(h: History) -> bool:
-        return _same(h, failure.signature, invariants)
+        # ddmin and the parameter passes propose the same history more than once
+        text = history_toml(h)
+        if text not in seen:
+            seen[text] = _same(h, failure.signature, invariants)
+        return seen[text]
 
     # Steps after the failing one cannot matter.
     h = _with_steps(history, history["steps"][: failure.step + 1])
     h = _ddmin_steps(h, keep)
-    for _ in range(SHRINK_PASSES):
-        changed = False
-        for candidate in _candidates(h):
-            if keep(candidate):
-                h, changed = candidate, True
-        if not changed:
+    for _ in range(MAX_SIMPLIFICATIONS):
+        # Candidates are derived from the current history: after each accepted change,
+        # start again from the smaller one.
+        simpler = next((c for c in _candidates(h) if keep(c)), None)
+        if simpler is None:
             break
+        h = simpler
     h = _ddmin_steps(h, keep)
     last = _check(h, invariants)
     assert last is not None
@@ -735,29 +769,46 @@ class _Summary:
 
 
 def _load_results(path: Path, budget: int) -> list[dict[str, Any]]:
-    """The complete lines of an earlier run; a torn last line (the process was killed
-    while writing it) is cut off the file."""
-    lines: list[dict[str, Any]] = []
-    good = 0
-    with path.open("rb") as f:
-        data = f.read()
-    for raw in data.splitlines(keepends=True):
-        if not raw.endswith(b"\n"):
-            break
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            break
-        if not isinstance(line, dict) or not isinstance(line.get("index"), int):
-            raise ExploreError(f"{path}: line {len(lines) + 1} is not a results line")
-        if not 0 <= line["index"] < budget:
-            raise ExploreError(f"{path}: history {line['index']} is beyond --budget {budget}")
-        lines.append(line)
-        good += len(raw)
-    if good < len(data):
+    """The lines of an earlier run.  A torn last line (the process was killed while
+    writing it: no newline) is cut off the file; any other bad line is an error."""
+    data = path.read_bytes()
+    pieces = data.splitlines(keepends=True)
+    torn = pieces.pop() if pieces and not pieces[-1].endswith(b"\n") else b""
+    lines = [_results_line(raw, f"{path}:{n}", budget) for n, raw in enumerate(pieces, 1)]
+    if torn:
         with path.open("r+b") as f:
-            f.truncate(good)
+            f.truncate(len(data) - len(torn))
     return lines
+
+
+_FAILURE_FIELDS = (
+    ("invariant", str),
+    ("signature", str),
+    ("reproducer", str),
+    ("shrunk_steps", int),
+)
+
+
+def _results_line(raw: bytes, where: str, budget: int) -> dict[str, Any]:
+    try:
+        line = json.loads(raw)
+    except ValueError as e:
+        raise ExploreError(f"{where}: not JSON ({e})") from None
+    good = (
+        isinstance(line, dict)
+        and type(line.get("index")) is int
+        and isinstance(line.get("ok"), bool)
+    )
+    if good and not line["ok"]:
+        failure = line.get("failure")
+        good = isinstance(failure, dict) and all(
+            isinstance(failure.get(k), t) for k, t in _FAILURE_FIELDS
+        )
+    if not good:
+        raise ExploreError(f"{where}: not a results line of gickexec explore")
+    if not 0 <= line["index"] < budget:
+        raise ExploreError(f"{where}: history {line['index']} is beyond --budget {budget}")
+    return dict(line)
 
 
 def _prepare(out: Path, campaign: Campaign, resume: bool) -> list[dict[str, Any]]:
@@ -782,7 +833,7 @@ def _prepare(out: Path, campaign: Campaign, resume: bool) -> list[dict[str, Any]
         done = _load_results(results, campaign.budget) if resume and results.exists() else []
     except OSError as e:
         raise ExploreError(f"{out}: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise ExploreError(f"{settings}: not readable JSON: {e}") from None
     indices = [line["index"] for line in done]
     if len(set(indices)) != len(indices):

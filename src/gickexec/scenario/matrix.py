@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import click
+
 from gickexec.hw.platform import PLATFORMS
 from gickexec.kernel.kernel import Kernel
 from gickexec.kernel.kexec import Loader
@@ -258,13 +260,24 @@ def _reason(cell: Cell, k: Kernel, outcome: str) -> str:
     return "; ".join(parts)
 
 
+#: Terminal colour of each outcome (click.echo strips it off a terminal).
+_OUTCOME_STYLE: dict[str, dict[str, Any]] = {
+    "ok": {"fg": "green"},
+    "crash": {"fg": "red", "bold": True},
+    "corruption": {"fg": "red", "bold": True},
+    "lpis-lost": {"fg": "red"},
+    "taint": {"fg": "yellow"},
+}
+
+
 def matrix_text(results: Iterable[dict[str, Any]]) -> str:
-    """One line per cell."""
+    """One line per cell, the outcome coloured."""
     lines = []
     for r in results:
+        outcome = click.style(f"{r['outcome']:<10}", **_OUTCOME_STYLE.get(r["outcome"], {}))
         head = (
             f"{r['from']:>6} -> {r['to']:<6} {r['mode']:<5} {r['boot']:<3} "
-            f"{r['platform']:<14} {r['outcome']:<10}"
+            f"{r['platform']:<14} {outcome}"
         )
         detail = r["reason"]
         if r["lost_msis"]:

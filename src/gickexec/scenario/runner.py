@@ -40,9 +40,10 @@ def play(scenario: Scenario, after_step: StepHook | None = None) -> World:
 
 def _mark(step: Step, world: World, outcome: str) -> None:
     """Record the books after one executed step (repeats unrolled) for the timeline:
-    whether it happened, the notes it left, and the MSIs still pending then (``stuck``:
-    after a step every deliverable MSI has been taken, so the rest wait behind tables no
-    kernel will read, and the end of the run counts them lost)."""
+    whether it happened, the notes and GIC programming errors it left, and the MSIs still
+    pending then (``stuck``: after a step every deliverable MSI has been taken, so the
+    rest wait behind tables no kernel will read, and the end of the run counts them
+    lost)."""
     what = {
         "traffic": f"{step.device} x{step.msis}",
         "page-cache": f"{step.fraction:.0%}",
@@ -54,6 +55,9 @@ def _mark(step: Step, world: World, outcome: str) -> None:
     }.get(step.action, step.kernel)
     ledger = world.ledger
     noted = sum(len(t["notes"]) for t in world.timeline)
+    events = world.machine.events
+    seen = sum(t["guest_errors"]["count"] for t in world.timeline)
+    new_errors = len(events.errors) + events.dropped - seen
     world.timeline.append(
         {
             "step": len(world.timeline),
@@ -61,6 +65,12 @@ def _mark(step: Step, world: World, outcome: str) -> None:
             "what": what,
             "outcome": outcome,
             "notes": world.notes[noted:],
+            "guest_errors": {
+                "count": new_errors,
+                "first": str(events.errors[seen])
+                if new_errors and seen < len(events.errors)
+                else None,
+            },
             "generation": len(world.generations) - 1,
             "sent": ledger.sent,
             "delivered": ledger.delivered,

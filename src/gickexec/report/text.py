@@ -209,9 +209,13 @@ def step_remarks(result: dict[str, Any], generation: int) -> list[tuple[dict[str
 
 
 def _step_notes(result: dict[str, Any], generation: int) -> list[str]:
-    return [
-        click.style(f"  !! {text}", fg="yellow") for _, text in step_remarks(result, generation)
-    ]
+    """Each remark on a step, wrapped to the verdict's width (GIC errors run long)."""
+    out: list[str] = []
+    for _, text in step_remarks(result, generation):
+        lines = textwrap.wrap(text, VERDICT_WIDTH - 5, break_on_hyphens=False) or [""]
+        out.append(click.style(f"  !! {lines[0]}", fg="yellow"))
+        out.extend(click.style(f"     {line}", fg="yellow") for line in lines[1:])
+    return out
 
 
 def expected_text(check: dict[str, Any]) -> str:

@@ -264,6 +264,7 @@ def _reason(cell: Cell, k: Kernel, outcome: str) -> str:
 _OUTCOME_STYLE: dict[str, dict[str, Any]] = {
     "ok": {"fg": "green"},
     "crash": {"fg": "red", "bold": True},
+    "hang": {"fg": "red", "bold": True},
     "corruption": {"fg": "red", "bold": True},
     "lpis-lost": {"fg": "red"},
     "taint": {"fg": "yellow"},

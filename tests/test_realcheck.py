@@ -152,9 +152,11 @@ def test_mask_hex_and_the_compared_set() -> None:
 
 def test_kexec_segments_are_read_per_load() -> None:
     loads = kexec_segments(_real("uefi-kexec.txt"))
-    assert loads == [
-        [(0x40200000, 0x2010000), (0x42210000, 0x225000), (0x42435000, 0x1000), (0x42436000, 0x4000)]
-    ]
+    image, initrd, dtb, purgatory = (0x40200000, 0x2010000), (0x42210000, 0x225000), (
+        0x42435000,
+        0x1000,
+    ), (0x42436000, 0x4000)
+    assert loads == [[image, initrd, dtb, purgatory]]
 
 
 def test_cli_compare_exit_status() -> None:

@@ -168,3 +168,10 @@ def test_cli_compare_exit_status() -> None:
     assert bad.exit_code == 1 and "missing:" in bad.stdout
     none = runner.invoke(main, ["compare", "qemu-uefi-kexec", str(DATA / "versions.txt")])
     assert none.exit_code == 2
+
+
+def test_a_kernel_the_boot_loader_cannot_place_is_a_hang_not_a_traceback() -> None:
+    w = World.build("qemu-virt", seed=1)
+    k = w.boot("v6.1", initrd=900 << 20)  # 900 MiB initramfs in 1 GiB of RAM
+    assert k.crashed is not None and k.crashed.startswith("hang: the boot loader")
+    assert k.log.lines == []

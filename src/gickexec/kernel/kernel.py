@@ -327,7 +327,12 @@ class Kernel:
         for cpuif in m.cpuifs:
             cpuif.reset()
         if self.entry == "firmware":
-            self._run_boot_loader()
+            try:
+                self._run_boot_loader()
+            except ValueError as e:
+                # the image or initrd does not fit anywhere: the kernel never runs
+                self.die(KernelFault(f"hang: the boot loader could not place the kernel: {e}", []))
+                return
         self.log.printk(printk.BOOTING, p.mpidr(self.boot_cpu), p.midr)
         banner = self.profile.build.banner
         self.log.line(printk.kformat(banner, self.profile.release) if "%s" in banner else banner)

@@ -287,18 +287,22 @@ class Kernel:
         self, size: int, label: str, role: Role | None = None, *, zero: bool = True
     ) -> int:
         """``alloc_pages()`` of a naturally aligned block, labelled; zeroed unless asked not."""
-        assert self.pages is not None, "page allocator used before mm_init"
-        while True:
-            try:
-                addr = self.pages.alloc(size, mt=MIGRATE_UNMOVABLE)
-                break
-            except OutOfMemory:
-                if not self._deferred_grow_zone():
-                    raise
+        addr = self._rmqueue(size)
         self.claim(addr, size, Owner(label, role))
         if zero:
             self.machine.mem.fill(addr, size, 0, self.agent())
         return addr
+
+    def _rmqueue(self, size: int) -> int:
+        """An unmovable block from the buddy allocator, growing the initialised part of
+        the zone while struct pages are still deferred."""
+        assert self.pages is not None, "page allocator used before mm_init"
+        while True:
+            try:
+                return self.pages.alloc(size, mt=MIGRATE_UNMOVABLE)
+            except OutOfMemory:
+                if not self._deferred_grow_zone():
+                    raise
 
     def kmalloc(self, size: int, label: str) -> int:
         """``kmalloc()`` of a small object: 32-byte slots carved from 4 KiB slab pages."""
@@ -677,14 +681,23 @@ class Kernel:
         to_tail = self.profile.buddy_free_to_tail
         self.pages = BuddyAllocator([r for r in early if r[1] > r[0]], to_tail=to_tail)
         build = self.profile.build
-        for order in build.ftrace_groups:
-            self._boot_alloc(order, "kernel: ftrace records")
-        for _ in range(build.early_pages):
-            self._boot_alloc(0, "kernel: early allocations (slab, IRQ descriptors)")
+        self._boot_allocs(build.ftrace_groups, "kernel: ftrace records")
+        self._boot_allocs((0,) * build.early_pages, "kernel: early allocations (slab, IRQs)")
 
-    def _boot_alloc(self, order: int, label: str) -> None:
+    def _boot_allocs(self, orders: Sequence[int], label: str) -> None:
+        """Allocate blocks of these orders one after the other (what the boot code does);
+        label them in merged runs, since they are mostly contiguous."""
+        runs: list[list[int]] = []
         with contextlib.suppress(OutOfMemory):
-            self.alloc_pages(_PAGE << order, label, zero=False)
+            for order in orders:
+                size = _PAGE << order
+                addr = self._rmqueue(size)
+                if runs and runs[-1][1] == addr:
+                    runs[-1][1] = addr + size
+                else:
+                    runs.append([addr, addr + size])
+        for start, end in runs:
+            self.claim(start, end - start, Owner(label))
 
     def _deferred_grow_zone(self) -> bool:
         """``deferred_grow_zone()``: an allocation that fails before

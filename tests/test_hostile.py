@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gickexec.arch.efi import MemreserveHeader
 from gickexec.bounded import MAX_INPUT_BYTES
+from gickexec.cli import main
 from gickexec.inspect.analyze import MAX_ENTRIES
 from gickexec.report.document import (
     MAX_DRAWN,
@@ -41,25 +43,13 @@ from gickexec.scenario.schema import (
     ScenarioError,
     parse_scenario,
 )
+from test_schema import MINIMAL  # boot v6.6, then 4 MSIs from eth0 (steps[0], steps[1])
 
 #: Every attempt must end within this many seconds ...
 TIMEOUT = 60
 #: ... and within this much address space (the interpreter with numpy and matplotlib
 #: needs about 700 MiB of it).
 ADDRESS_SPACE = 1536 << 20
-
-MINIMAL = """\
-platform = "efi-server-8"
-
-[[devices]]
-name = "eth0"
-device_id = 0x100
-vectors = 2
-
-[[steps]]
-action = "boot"
-kernel = "v6.6"
-"""
 
 
 def _limits() -> None:
@@ -289,7 +279,7 @@ steps = [{{ action = "page-cache", fraction = 0.1 }}, {{ action = "page-cache", 
 """
     )
     line = text.splitlines().index(f"times = {MAX_STEPS}") + 1
-    _bad(["run", _scenario(tmp_path, text)], f"s.toml:{line}:", "'steps[1].times'", "steps")
+    _bad(["run", _scenario(tmp_path, text)], f"s.toml:{line}:", "'steps[2].times'", "steps")
 
 
 # -- unbounded work -----------------------------------------------------------------------------
@@ -304,16 +294,16 @@ def _traffic(msis: int) -> str:
     [
         (
             f'[[steps]]\naction = "traffic"\ndevice = "eth0"\nmsis = {MAX_MSIS_PER_STEP + 1}\n',
-            ["'steps[1].msis'", f"0..{MAX_MSIS_PER_STEP}"],
+            ["'steps[2].msis'", f"0..{MAX_MSIS_PER_STEP}"],
         ),
         (
             f'[[steps]]\naction = "repeat"\ntimes = 3\nsteps = [{_traffic(MAX_MSIS_PER_STEP)}]\n',
-            ["'steps[1].times'", f"more than {MAX_TOTAL_MSIS} MSIs"],
+            ["'steps[2].times'", f"more than {MAX_TOTAL_MSIS} MSIs"],
         ),
         (
             f'[[steps]]\naction = "kdump"\nkernel = "v6.6"\n'
             f"inflight_msis = {MAX_MSIS_PER_STEP + 1}\n",
-            ["'steps[1].inflight_msis'"],
+            ["'steps[2].inflight_msis'"],
         ),
     ],
 )
@@ -324,14 +314,21 @@ def test_work_beyond_the_bounds_is_refused_before_anything_runs(
 
 
 def test_the_documented_bounds_finish_in_seconds(tmp_path: Path) -> None:
-    """The largest scenario the bounds allow by MSIs plays within the timeout."""
+    """The most MSIs the bounds allow play within the timeout."""
+    half = (MAX_TOTAL_MSIS - 4) // 2  # MINIMAL sends 4 already
+    assert half <= MAX_MSIS_PER_STEP
     text = (
         MINIMAL
-        + f'\n[[steps]]\naction = "repeat"\ntimes = 2\nsteps = [{_traffic(MAX_MSIS_PER_STEP)}]\n'
+        + f"""
+[[steps]]
+action = "repeat"
+times = 2
+steps = [{_traffic(half)}]
+"""
     )
     code, out, err = _gickexec("run", "--no-logs", _scenario(tmp_path, text))
     assert code == 0, err
-    assert f"MSIs {2 * MAX_MSIS_PER_STEP}/{2 * MAX_MSIS_PER_STEP} delivered" in out
+    assert f"MSIs {MAX_TOTAL_MSIS}/{MAX_TOTAL_MSIS} delivered" in out
 
 
 # -- command-line values -------------------------------------------------------------------------
@@ -366,7 +363,7 @@ def test_scenarios_refuse_freebsd_kboot_where_it_cannot_run(tmp_path: Path) -> N
     text = MINIMAL.replace('kernel = "v6.6"', 'kernel = "freebsd-kboot"')
     _bad(["run", _scenario(tmp_path, text)], "'steps[0].kernel'", "cannot boot from firmware")
     text = MINIMAL + '[[steps]]\naction = "kexec"\nkernel = "freebsd-kboot"\n' * 2
-    _bad(["run", _scenario(tmp_path, text)], "'steps[2].action'", "cannot kexec")
+    _bad(["run", _scenario(tmp_path, text)], "'steps[3].action'", "cannot kexec")
 
 
 # -- inspect: hostile images ---------------------------------------------------------------------
@@ -699,3 +696,14 @@ def test_mutated_result_documents_render_or_fail_cleanly(
         parent[path[-1]] = value
         code, err = _report(tmp_path / str(i), doc)
         assert code in (0, 2), err
+
+
+def test_standard_input_is_read_where_dash_is_offered(tmp_path: Path) -> None:
+    runner = CliRunner()
+    played = runner.invoke(main, ["run", "-", "--json"], input=builtin_text("efi-kexec-fixed"))
+    assert played.exit_code == 0, played.stderr
+    reported = runner.invoke(
+        main, ["report", "-", "-o", str(tmp_path / "out")], input=played.stdout
+    )
+    assert reported.exit_code == 0, reported.stderr
+    assert (tmp_path / "out" / "index.html").exists()

@@ -57,7 +57,7 @@ def _bad_input(message: str) -> NoReturn:
 def _resolve(arg: str) -> Scenario:
     """A scenario file path, or the name of a built-in scenario."""
     # os.path.exists, not Path.exists: an over-long name is "no such file", not OSError
-    if os.path.exists(arg) or arg.endswith(".toml"):
+    if os.path.exists(arg) or arg.endswith(".toml") or arg == "-":
         return load_scenario(arg)
     if arg in builtin_names():
         return load_builtin(arg)
@@ -134,7 +134,8 @@ def run(
     export_vmcore: Path | None,
     export_at: int | None,
 ) -> None:
-    """Play scenario files (or built-in names); without arguments, the built-in defaults."""
+    """Play scenario files ('-': standard input) or built-in names; without arguments, the
+    built-in defaults."""
     try:
         loaded = (
             [_resolve(a) for a in scenarios]
@@ -203,7 +204,9 @@ def _write_report(results: list[dict[str, Any]], outdir: Path) -> None:
 
 
 @main.command()
-@click.argument("results", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument(
+    "results", type=click.Path(dir_okay=False, exists=True, allow_dash=True, path_type=Path)
+)
 @click.option(
     "-o",
     "--output",
@@ -212,7 +215,7 @@ def _write_report(results: list[dict[str, Any]], outdir: Path) -> None:
     help="Directory for index.html and the figures.",
 )
 def report(results: Path, output: Path) -> None:
-    """Write the HTML report of a saved 'gickexec run --json' document."""
+    """Write the HTML report of a saved 'gickexec run --json' document ('-': standard input)."""
     try:
         doc = json.loads(read_input(str(results)).decode("utf-8"))
     except InputError as e:

@@ -21,6 +21,7 @@ import struct
 import tempfile
 from pathlib import Path
 
+from gickexec.bounded import InputError, parse_uint
 from gickexec.hw.machine import Machine
 from gickexec.hw.memory import PAGE_SIZE, PhysicalMemory
 
@@ -167,13 +168,13 @@ def machine_info(machine: Machine, systab: int | None) -> dict[str, int]:
 
 
 def parse_note(desc: bytes) -> dict[str, int]:
-    """The ``KEY=0x...`` lines of a GICKEXEC note (malformed lines are skipped)."""
+    """The ``KEY=0x...`` lines of a GICKEXEC note (malformed lines, and values that are no
+    64-bit register or address, are skipped)."""
     out: dict[str, int] = {}
     for line in desc.decode("ascii", "replace").splitlines()[:4096]:
         key, sep, value = line.partition("=")
-        try:
-            if sep:
-                out[key.strip()] = int(value, 0)
-        except ValueError:
-            continue
+        with contextlib.suppress(InputError):
+            number = parse_uint(value.strip(), key)
+            if sep and number < 1 << 64:
+                out[key.strip()] = number
     return out

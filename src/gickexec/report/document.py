@@ -142,20 +142,13 @@ def _bound_scenario(sc: dict[str, Any], notes: list[str]) -> dict[str, Any]:
                     raise ResultDocumentError(f"{name}: msis.{k} has more than {_MAX_CPUS} CPUs")
                 for cpu, n in per_cpu.items():
                     _count(n, f"{name}: msis.{k}.{str(cpu)[:20]}")
-    corruption = sc.get("corruption")
-    if isinstance(corruption, dict) and isinstance(corruption.get("events"), list):
-        corruption = dict(corruption)
-        corruption["events"] = _cut(
-            corruption["events"], MAX_EVENTS, f"{name}: corruption events", notes
-        )
-        sc["corruption"] = corruption
-    memreserve = sc.get("memreserve")
-    if isinstance(memreserve, dict) and isinstance(memreserve.get("list"), list):
-        memreserve = dict(memreserve)
-        memreserve["list"] = _cut(
-            memreserve["list"], MAX_LOG_LINES, f"{name}: memreserve nodes", notes
-        )
-        sc["memreserve"] = memreserve
+    for key, inner, limit, what in (
+        ("corruption", "events", MAX_EVENTS, "corruption events"),
+        ("memreserve", "list", MAX_LOG_LINES, "memreserve nodes"),
+    ):
+        outer = sc.get(key)
+        if isinstance(outer, dict) and isinstance(outer.get(inner), list):
+            sc[key] = {**outer, inner: _cut(outer[inner], limit, f"{name}: {what}", notes)}
     return sc
 
 

@@ -10,6 +10,7 @@ result holds and cuts long lists to what a page can show, saying what it left ou
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
@@ -69,27 +70,33 @@ def bound_results(scenarios: list[Any]) -> tuple[list[dict[str, Any]], list[str]
 def _check_values(doc: Any) -> None:
     """Every integer within 64 bits, nesting at most :data:`MAX_DEPTH` (iteratively: a
     hostile document must not exhaust the stack here either)."""
-    # (value, path of its container, key in it, depth): the path is formatted only for
-    # containers and errors, so a document of millions of numbers is checked quickly.
-    stack: list[tuple[Any, str, object, int]] = [(doc, "", "scenarios", 0)]
+    # One iterator over the child containers of each open container, so memory stays
+    # bounded by the depth; each container's numbers are checked in one comprehension.
+    stack: list[tuple[Iterator[tuple[object, Any]], str]] = [(iter([("scenarios", doc)]), "")]
     while stack:
-        value, parent, key, depth = stack.pop()
-        if isinstance(value, bool | str | float | None):
+        items, parent = stack[-1]
+        step = next(items, None)
+        if step is None:
+            stack.pop()
             continue
-        if depth > MAX_DEPTH:
-            raise ResultDocumentError(f"{_path(parent, key)}: nested more than {MAX_DEPTH} deep")
-        if isinstance(value, int):
-            if not _INT_MIN <= value < _INT_LIMIT:
-                raise ResultDocumentError(
-                    f"{_path(parent, key)}: a {value.bit_length()}-bit integer is no "
-                    "address or count"
-                )
-        elif isinstance(value, dict):
-            here = _path(parent, key)
-            stack += [(v, here, k, depth + 1) for k, v in value.items()]
-        elif isinstance(value, list):
-            here = _path(parent, key)
-            stack += [(v, here, i, depth + 1) for i, v in enumerate(value)]
+        key, value = step
+        here = _path(parent, key)
+        if len(stack) > MAX_DEPTH:
+            raise ResultDocumentError(f"{here}: nested more than {MAX_DEPTH} deep")
+        keys = list(value) if isinstance(value, dict) else range(len(value))
+        values = list(value.values()) if isinstance(value, dict) else value
+        numbers = [v for v in values if type(v) is int]  # bool is no int here
+        if numbers and (min(numbers) < _INT_MIN or max(numbers) >= _INT_LIMIT):
+            k, v = next(
+                (k, v)
+                for k, v in zip(keys, values, strict=True)
+                if type(v) is int and not _INT_MIN <= v < _INT_LIMIT
+            )
+            raise ResultDocumentError(
+                f"{_path(here, k)}: a {v.bit_length()}-bit integer is no address or count"
+            )
+        children = [i for i, v in enumerate(values) if type(v) is dict or type(v) is list]
+        stack.append((((keys[i], values[i]) for i in children), here))
 
 
 def _path(parent: str, key: object) -> str:

@@ -96,7 +96,7 @@ def _check_values(doc: Any) -> None:
                 f"{_path(here, k)}: a {v.bit_length()}-bit integer is no address or count"
             )
         children = [i for i, v in enumerate(values) if type(v) is dict or type(v) is list]
-        stack.append((((keys[i], values[i]) for i in children), here))
+        stack.append((iter([(keys[i], values[i]) for i in children]), here))
 
 
 def _path(parent: str, key: object) -> str:

@@ -537,6 +537,13 @@ def test_export_vmcore_refuses_targets_that_are_not_regular_files(
         assert stat.S_ISFIFO(os.lstat(target).st_mode)
 
 
+def test_export_vmcore_into_a_missing_directory_is_refused_before_the_run(tmp_path: Path) -> None:
+    code, out, err = _gickexec("run", "efi-kexec-fixed", "--export-vmcore", tmp_path / "no" / "c")
+    assert code == 2
+    assert "no such directory" in err
+    assert out == ""  # refused before the scenario played
+
+
 def test_export_vmcore_keeps_modes_and_removes_stale_temporaries(tmp_path: Path) -> None:
     target = tmp_path / "core"
     stale = tmp_path / f".core.tmp-{2**22 + 12345}.abc"  # above Linux's pid_max default

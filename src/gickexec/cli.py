@@ -177,12 +177,14 @@ def run(
 def _check_target(path: Path) -> None:
     """An existing output that is not a regular file (FIFO, device, symlink) is not ours
     to replace."""
+    if not os.path.isdir(path.parent):  # found out before the scenario runs, not after
+        _bad_input(f"{clip(str(path), 400)}: no such directory {clip(str(path.parent), 400)}")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
     except OSError as e:
-        _bad_input(f"{clip(str(path))}: {e.strerror}")
+        _bad_input(f"{clip(str(path), 400)}: {e.strerror}")
     if not stat.S_ISREG(st.st_mode):
         _bad_input(f"{path}: exists and is not a regular file; not replacing it")
 

@@ -38,6 +38,7 @@ from gickexec.report.document import (
 from gickexec.scenario.builtin import builtin_names, builtin_text
 from gickexec.scenario.schema import (
     MAX_MSIS_PER_STEP,
+    MAX_SCENARIO_BYTES,
     MAX_STEPS,
     MAX_TOTAL_MSIS,
     ScenarioError,
@@ -249,9 +250,11 @@ def test_over_long_names_are_clear_errors(tmp_path: Path) -> None:
 def test_oversized_inputs_are_refused_before_reading(tmp_path: Path) -> None:
     big = tmp_path / "big.toml"
     with big.open("wb") as f:
-        f.truncate(MAX_INPUT_BYTES + 1)  # sparse: costs nothing to make
-    _bad(["run", big], f"more than {MAX_INPUT_BYTES}")
+        f.truncate(MAX_SCENARIO_BYTES + 1)  # sparse: costs nothing to make
+    _bad(["run", big], f"more than {MAX_SCENARIO_BYTES}")
     doc = big.rename(tmp_path / "big.json")
+    with doc.open("wb") as f:
+        f.truncate(MAX_INPUT_BYTES + 1)
     _bad(["report", doc, "-o", tmp_path / "out"], f"more than {MAX_INPUT_BYTES}")
 
 
@@ -602,13 +605,23 @@ _HOSTILE_VALUES = st.one_of(
 
 @st.composite
 def _mutated_scenario(draw: st.DrawFn) -> str:
-    """A built-in scenario with one line's value replaced by something hostile."""
+    """A built-in scenario with a few hostile edits: a value replaced, a line dropped or
+    repeated, a table header turned into the other kind."""
     lines = builtin_text(draw(st.sampled_from(builtin_names()))).splitlines()
-    assignments = [i for i, line in enumerate(lines) if " = " in line and not line.startswith("#")]
-    i = draw(st.sampled_from(assignments))
-    key = lines[i].split(" = ")[0]
-    value = draw(_HOSTILE_VALUES)
-    lines[i] = f"{key} = {_toml(value)}"
+    for _ in range(draw(st.integers(1, 3))):
+        i = draw(st.integers(0, len(lines) - 1))
+        edit = draw(st.sampled_from(["value", "drop", "repeat", "header"]))
+        if edit == "value" and " = " in lines[i] and not lines[i].startswith("#"):
+            lines[i] = f"{lines[i].split(' = ')[0]} = {_toml(draw(_HOSTILE_VALUES))}"
+        elif edit == "drop":
+            del lines[i]
+        elif edit == "repeat":
+            lines.insert(i, lines[i])
+        elif edit == "header" and lines[i].startswith("["):
+            inner = lines[i].strip("[]")
+            lines[i] = f"[{inner}]" if lines[i].startswith("[[") else f"[[{inner}]]"
+        if not lines:
+            lines = [""]
     return "\n".join(lines) + "\n"
 
 
@@ -714,3 +727,12 @@ def test_standard_input_is_read_where_dash_is_offered(tmp_path: Path) -> None:
     )
     assert reported.exit_code == 0, reported.stderr
     assert (tmp_path / "out" / "index.html").exists()
+
+
+def test_a_drawn_list_that_is_no_list_is_left_to_the_renderer(result_doc: dict[str, Any]) -> None:
+    """Found by the explore profile: counting drawn ranges took len() of a number."""
+    doc = copy.deepcopy(result_doc)
+    doc["scenarios"][0]["generations"][0]["memory_map"] = 5
+    bounded, notes = bound_results(doc["scenarios"])
+    assert bounded[0]["generations"][0]["memory_map"] == 5
+    assert notes == []

@@ -34,7 +34,8 @@ __all__ = [
     "show",
 ]
 
-#: Scenario files and result documents larger than this are refused before reading.
+#: Inputs (result documents; scenario files have a lower bound) larger than this are
+#: refused before reading.
 MAX_INPUT_BYTES = 64 << 20
 #: A number with more digits than this is no value the model uses (2^64 has 20).
 MAX_NUMBER_DIGITS = 24

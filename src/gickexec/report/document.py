@@ -123,7 +123,13 @@ def _bound_scenario(sc: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     gens = sc.get("generations")
     if isinstance(gens, list):
         gens = _cut(gens, MAX_GENERATIONS, f"{name}: generations", notes)
-        drawn = sum(len(g.get(k) or []) for g in gens if isinstance(g, dict) for k in _DRAWN_KEYS)
+        drawn = sum(
+            len(ranges)
+            for g in gens
+            if isinstance(g, dict)
+            for ranges in (g.get(k) for k in _DRAWN_KEYS)
+            if isinstance(ranges, list)
+        )
         share = MAX_DRAWN // (2 * len(gens)) if drawn > MAX_DRAWN else MAX_DRAWN
         sc["generations"] = [
             _bound_generation(g, f"{name}: gen {i}", share, notes) for i, g in enumerate(gens)

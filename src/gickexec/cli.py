@@ -80,10 +80,11 @@ class _Guarded(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:
-            if os.environ.get("GICKEXEC_DEBUG"):
+            if os.environ.get("GICKEXEC_DEBUG", "0") != "0":
                 raise
+            message = " ".join(str(e).split())  # one line, whatever the exception says
             click.echo(
-                f"gickexec: internal error: {type(e).__name__}: {clip(str(e))} "
+                f"gickexec: internal error: {type(e).__name__}: {clip(message, 200)} "
                 "(a bug; GICKEXEC_DEBUG=1 shows the traceback)",
                 err=True,
             )

@@ -354,12 +354,14 @@ def test_negative_or_huge_inspect_addresses_are_refused(tmp_path: Path, option: 
 def test_matrix_refuses_freebsd_kboot_as_the_kernel_kexecd_from() -> None:
     for args in (["--from", "freebsd-kboot", "--to", "v6.6"], ["--to", "freebsd-kboot"]):
         _bad(["matrix", *args], "freebsd-kboot cannot be kexec'd or kdumped from")
+    _bad(["matrix", "--from", "all", "--to", "freebsd-kboot"], "no Linux profile in --to")
     code, out, err = _gickexec(
-        "matrix", "--from", "v6.6", "--to", "freebsd-kboot", "--platform", "efi-server-8",
+        "matrix", "--from", "all", "--to", "v6.6,freebsd-kboot", "--platform", "efi-server-8",
         "--boot", "efi", "--mode", "kexec",
     )  # fmt: skip
     assert code == 0, err
     assert "v6.6 -> freebsd-kboot" in out
+    assert "freebsd-kboot ->" not in out  # 'all' kexecs from the Linux profiles only
 
 
 def test_scenarios_refuse_freebsd_kboot_where_it_cannot_run(tmp_path: Path) -> None:

@@ -391,6 +391,8 @@ def _split(value: str, known: Sequence[str], what: str) -> list[str]:
 
 def _check_froms(froms: Sequence[str]) -> None:
     """Only Linux kexecs or kdumps: FreeBSD kboot is a next kernel (``--to``) only."""
+    if not froms:
+        _bad_input("--from all: no Linux profile in --to to kexec from")
     cannot = [f for f in froms if PROFILES[f].kind != "linux"]
     if cannot:
         _bad_input(
@@ -406,7 +408,7 @@ def _check_froms(froms: Sequence[str]) -> None:
     default="same",
     show_default=True,
     help="Comma-separated profiles to kexec from; 'same' pairs each --to with itself, "
-    "'all' uses every --to profile.",
+    "'all' uses every Linux --to profile.",
 )
 @click.option("--to", "tos", default=",".join(MATRIX_PROFILES), show_default=True)
 @click.option("--mode", "modes", default="kexec,kdump", show_default=True)
@@ -437,8 +439,8 @@ def matrix(
     to_list = _split(tos, list(PROFILES), "profile")
     if froms == "same":
         from_list: list[str] | None = None
-    elif froms == "all":
-        from_list = to_list
+    elif froms == "all":  # FreeBSD kboot is a next kernel only (_check_froms)
+        from_list = [p for p in to_list if PROFILES[p].kind == "linux"]
     else:
         from_list = _split(froms, list(PROFILES), "profile")
     _check_froms(to_list if from_list is None else from_list)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,13 @@ from gickexec.bounded import InputError, clip, parse_uint, read_input
 from gickexec.hw.platform import PLATFORMS
 from gickexec.inspect.analyze import inspect_image, tables_from_note, tables_from_registers
 from gickexec.inspect.image import ImageError, open_image
-from gickexec.inspect.vmcore import NOTE_NAME, machine_info, parse_note, write_vmcore
+from gickexec.inspect.vmcore import (
+    NOTE_NAME,
+    machine_info,
+    parse_note,
+    target_mode,
+    write_vmcore,
+)
 from gickexec.kernel.kexec import LOADERS, Loader
 from gickexec.kernel.profiles import FEATURE_SOURCES, PROFILES
 from gickexec.report.document import ResultDocumentError, bound_results
@@ -176,18 +181,12 @@ def run(
 
 
 def _check_target(path: Path) -> None:
-    """An existing output that is not a regular file (FIFO, device, symlink) is not ours
-    to replace."""
-    if not os.path.isdir(path.parent):  # found out before the scenario runs, not after
-        _bad_input(f"{clip(str(path), 400)}: no such directory {clip(str(path.parent), 400)}")
+    """Refuse an export target before the scenario runs, not after: a missing directory,
+    or an existing output that is not a regular file (FIFO, device, symlink)."""
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
+        target_mode(path)
     except OSError as e:
         _bad_input(f"{clip(str(path), 400)}: {e.strerror}")
-    if not stat.S_ISREG(st.st_mode):
-        _bad_input(f"{path}: exists and is not a regular file; not replacing it")
 
 
 def _write_report(results: list[dict[str, Any]], outdir: Path) -> None:

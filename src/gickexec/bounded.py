@@ -28,18 +28,21 @@ __all__ = [
     "MAX_NUMBER_DIGITS",
     "InputError",
     "clip",
+    "open_regular",
     "parse_uint",
     "read_input",
     "show",
 ]
 
-#: Scenario files and result documents larger than this are refused before reading.
+#: Inputs (result documents; scenario files have a lower bound) larger than this are
+#: refused before reading.
 MAX_INPUT_BYTES = 64 << 20
 #: A number with more digits than this is no value the model uses (2^64 has 20).
 MAX_NUMBER_DIGITS = 24
 _DECIMAL = re.compile(r"[0-9]+", re.ASCII)
 _PREFIXED = re.compile(r"0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+", re.ASCII)
 _SHOWN_CHARS = 60
+_SHOWN_NAME_CHARS = 400
 
 
 class InputError(ValueError):
@@ -66,39 +69,58 @@ def show(value: Any) -> str:
     return clip(repr(value))
 
 
-def clip(text: str) -> str:
+def clip(text: str, limit: int = _SHOWN_CHARS) -> str:
     """``text`` shortened to a length an error message can carry."""
-    return text if len(text) <= _SHOWN_CHARS else f"{text[: _SHOWN_CHARS - 3]}..."
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _name(name: str | os.PathLike[str]) -> str:
+    # a path is worth more of the message than a value, but not thousands of characters
+    return clip(str(name), _SHOWN_NAME_CHARS)
+
+
+def open_regular(name: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of regular file ``name`` and its ``fstat``.
+
+    The open is non-blocking and the check is made on the opened descriptor, so a FIFO
+    (also one swapped in after a check by name) can neither block nor be read.
+    """
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        raise InputError(f"{_name(name)}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+    except OSError as e:
+        os.close(fd)
+        raise InputError(f"{_name(name)}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise InputError(f"{_name(name)}: not a regular file")
+    return fd, st
 
 
 def read_input(name: str, *, limit: int = MAX_INPUT_BYTES) -> bytes:
     """The bytes of file ``name`` (``-``: standard input), at most ``limit`` of them.
 
-    Only regular files are read: a FIFO would block, ``/dev/zero`` never ends.  The file
-    is opened non-blocking and checked with ``fstat`` on the opened descriptor, so a
-    FIFO swapped in after a check cannot block the open either.
+    Only regular files are read (:func:`open_regular`): a FIFO would block,
+    ``/dev/zero`` never ends.
     """
     if name == "-":
         data = sys.stdin.buffer.read(limit + 1)
         if len(data) > limit:
             raise InputError(f"standard input: more than {limit} bytes")
         return data
+    fd, st = open_regular(name)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except OSError as e:
-        raise InputError(f"{clip(name)}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{clip(name)}: not a regular file")
         if st.st_size > limit:
-            raise InputError(f"{clip(name)}: {st.st_size} bytes (more than {limit})")
+            raise InputError(f"{_name(name)}: {st.st_size} bytes (more than {limit})")
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(limit + 1)
     except OSError as e:
-        raise InputError(f"{clip(name)}: {e.strerror}") from None
+        raise InputError(f"{_name(name)}: {e.strerror}") from None
     finally:
         os.close(fd)
     if len(data) > limit:  # grew while we read it
-        raise InputError(f"{clip(name)}: more than {limit} bytes")
+        raise InputError(f"{_name(name)}: more than {limit} bytes")
     return data

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +60,7 @@ def _resolve(arg: str) -> Scenario:
     if arg == "-":
         return parse_scenario(sys.stdin.read(), "<stdin>")
     # os.path.exists, not Path.exists: an over-long name is "no such file", not OSError
-    if os.path.exists(arg) or arg.endswith(".toml"):
+    if os.path.exists(arg) or arg.endswith(".toml") or arg == "-":
         return load_scenario(arg)
     if arg in builtin_names():
         return load_builtin(arg)
@@ -84,10 +83,11 @@ class _Guarded(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:
-            if os.environ.get("GICKEXEC_DEBUG"):
+            if os.environ.get("GICKEXEC_DEBUG", "0") != "0":
                 raise
+            message = " ".join(str(e).split())  # one line, whatever the exception says
             click.echo(
-                f"gickexec: internal error: {type(e).__name__}: {clip(str(e))} "
+                f"gickexec: internal error: {type(e).__name__}: {clip(message, 200)} "
                 "(a bug; GICKEXEC_DEBUG=1 shows the traceback)",
                 err=True,
             )
@@ -316,16 +316,14 @@ def run(
 
 
 def _check_target(path: Path) -> None:
-    """An existing output that is not a regular file (FIFO, device, symlink) is not ours
-    to replace."""
+    """Refuse an export target before the scenario runs, not after: a missing directory,
+    or an existing output that is not a regular file (FIFO, device, symlink)."""
+    from gickexec.inspect.vmcore import target_mode  # noqa: PLC0415 - lazy: pyelftools
+
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
+        target_mode(path)
     except OSError as e:
-        _bad_input(f"{clip(str(path))}: {e.strerror}")
-    if not stat.S_ISREG(st.st_mode):
-        _bad_input(f"{path}: exists and is not a regular file; not replacing it")
+        _bad_input(f"{clip(str(path), 400)}: {e.strerror}")
 
 
 def _write_report(results: list[dict[str, Any]], outdir: Path, quiet: bool) -> None:
@@ -358,7 +356,9 @@ Examples:
   gickexec report results.json -o out/
   gickexec run --json | gickexec report - -o out/""",
 )
-@click.argument("results", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.argument(
+    "results", type=click.Path(dir_okay=False, exists=True, allow_dash=True, path_type=Path)
+)
 @click.option(
     "-o",
     "--output",
@@ -652,6 +652,8 @@ def _split(value: str, known: Sequence[str], what: str) -> list[str]:
 
 def _check_froms(froms: Sequence[str]) -> None:
     """Only Linux kexecs or kdumps: FreeBSD kboot is a next kernel (``--to``) only."""
+    if not froms:
+        _bad_input("--from all: no Linux profile in --to to kexec from")
     cannot = [f for f in froms if PROFILES[f].kind != "linux"]
     if cannot:
         _bad_input(
@@ -677,7 +679,7 @@ Examples:
     show_default=True,
     shell_complete=_complete_from(["same", "all", *PROFILES]),
     help="Comma-separated profiles to kexec from; 'same' pairs each --to with itself, "
-    "'all' uses every --to profile.",
+    "'all' uses every Linux --to profile.",
 )
 @click.option(
     "--to",
@@ -756,8 +758,8 @@ def matrix(
     to_list = _split(tos, list(PROFILES), "profile")
     if froms == "same":
         from_list: list[str] | None = None
-    elif froms == "all":
-        from_list = to_list
+    elif froms == "all":  # FreeBSD kboot is a next kernel only (_check_froms)
+        from_list = [p for p in to_list if PROFILES[p].kind == "linux"]
     else:
         from_list = _split(froms, list(PROFILES), "profile")
     _check_froms(to_list if from_list is None else from_list)

@@ -10,6 +10,7 @@ image holds all of it and it is no larger than the architecture allows.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from gickexec.arch.efi import (
     systab_header_crc_ok,
 )
 from gickexec.arch.gicv3 import LPI_INTID_BASE, GicrPendbaser, GicrPropbaser, LpiConfig
+from gickexec.bounded import InputError, parse_uint
 from gickexec.fw.memreserve import MemreserveChain, MemreserveLayout, walk_memreserve
 from gickexec.fw.uefi import SystemTableError, read_config_tables
 from gickexec.inspect.image import MemoryImage
@@ -229,11 +231,12 @@ def tables_from_registers(
 def tables_from_note(note: dict[str, int]) -> list[LiveTable]:
     """Live tables from the GICR register values a GICKEXEC note records."""
     prop = next((v for k, v in sorted(note.items()) if k.endswith("_PROPBASER")), None)
-    pends = {
-        int(k[4:].partition("_")[0]): v
-        for k, v in note.items()
-        if k.startswith("GICR") and k.endswith("_PENDBASER") and k[4:].partition("_")[0].isdigit()
-    }
+    pends: dict[int, int] = {}
+    for k, v in note.items():
+        cpu = k[4:].partition("_")[0]
+        if k.startswith("GICR") and k.endswith("_PENDBASER"):
+            with contextlib.suppress(InputError):  # not a CPU number: not a register we wrote
+                pends[parse_uint(cpu, "CPU", bases=False)] = v
     return tables_from_registers(prop, pends)
 
 

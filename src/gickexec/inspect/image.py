@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+
+from gickexec.bounded import InputError, open_regular
 
 __all__ = ["ImageError", "MemoryImage", "Segment", "open_image"]
 
@@ -169,14 +170,10 @@ def open_image(path: str | Path, *, base: int | None = None) -> MemoryImage:
     image of physical memory starting at ``base``."""
     path = Path(path)
     try:
-        # non-blocking: opening a FIFO must not wait for a writer (it is refused below)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except OSError as e:
-        raise ImageError(f"{path}: {e.strerror}") from None
+        fd, st = open_regular(path)
+    except InputError as e:
+        raise ImageError(str(e)) from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageError(f"{path}: not a regular file")
         size = st.st_size
         if size == 0:
             raise ImageError(f"{path}: empty file")

@@ -21,10 +21,18 @@ import struct
 import tempfile
 from pathlib import Path
 
+from gickexec.bounded import InputError, parse_uint
 from gickexec.hw.machine import Machine
 from gickexec.hw.memory import PAGE_SIZE, PhysicalMemory
 
-__all__ = ["NOTE_NAME", "VmcoreTargetError", "machine_info", "parse_note", "write_vmcore"]
+__all__ = [
+    "NOTE_NAME",
+    "VmcoreTargetError",
+    "machine_info",
+    "parse_note",
+    "target_mode",
+    "write_vmcore",
+]
 
 NOTE_NAME = "GICKEXEC"
 _NOTE_TYPE = 0x47434B58  # "XKCG": the model's own note type
@@ -83,7 +91,7 @@ def write_vmcore(mem: PhysicalMemory, path: str | Path, *, info: dict[str, int])
         0,
     )
     written = 0
-    mode = _target_mode(path)
+    mode = target_mode(path)
     _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_temp_prefix(path)}{os.getpid()}.")
     try:
@@ -103,8 +111,12 @@ def write_vmcore(mem: PhysicalMemory, path: str | Path, *, info: dict[str, int])
     return written
 
 
-def _target_mode(path: Path) -> int:
-    """The mode the written file gets: the replaced file's, or what the umask allows."""
+def target_mode(path: str | Path) -> int:
+    """The mode a core written to ``path`` gets: the replaced file's, or what the umask
+    allows; :class:`VmcoreTargetError` when ``path`` is no place to write one."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise VmcoreTargetError(errno.ENOENT, f"no such directory {path.parent}")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -167,13 +179,13 @@ def machine_info(machine: Machine, systab: int | None) -> dict[str, int]:
 
 
 def parse_note(desc: bytes) -> dict[str, int]:
-    """The ``KEY=0x...`` lines of a GICKEXEC note (malformed lines are skipped)."""
+    """The ``KEY=0x...`` lines of a GICKEXEC note (malformed lines, and values that are no
+    64-bit register or address, are skipped)."""
     out: dict[str, int] = {}
     for line in desc.decode("ascii", "replace").splitlines()[:4096]:
         key, sep, value = line.partition("=")
-        try:
-            if sep:
-                out[key.strip()] = int(value, 0)
-        except ValueError:
-            continue
+        with contextlib.suppress(InputError):
+            number = parse_uint(value.strip(), key)
+            if sep and number < 1 << 64:
+                out[key.strip()] = number
     return out

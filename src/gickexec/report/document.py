@@ -10,11 +10,13 @@ result holds and cuts long lists to what a page can show, saying what it left ou
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_DRAWN",
+    "MAX_EVENTS",
     "MAX_GENERATIONS",
     "MAX_LOG_LINES",
     "MAX_SCENARIOS",
@@ -31,14 +33,19 @@ _COUNT_LIMIT = 2**63
 MAX_DEPTH = 32
 MAX_SCENARIOS = 64
 MAX_GENERATIONS = 64
-#: Per generation: memory-map ranges and memblock reservations drawn (the run writes
-#: at most 4096 of each, docs/json.md).
-MAX_DRAWN = 4096
+#: Memory-map ranges and memblock reservations drawn per figure (matplotlib takes about
+#: 1 ms a rectangle; the built-in scenarios draw up to 4214).  A document with more has
+#: each generation's lists cut to an equal share, neighbouring ranges drawn merged.
+MAX_DRAWN = 8192
 MAX_LOG_LINES = 4096
 #: Timeline points drawn; a longer timeline is sampled evenly, its last point kept.
-MAX_TIMELINE = 2000
-_MAX_EVENTS = 4096
+MAX_TIMELINE = 500
+#: Corrupted bits marked in the memory map (the count stays complete).
+MAX_EVENTS = 512
 _MAX_CPUS = 1024
+
+
+_DRAWN_KEYS = ("memory_map", "reserved")
 
 
 class ResultDocumentError(ValueError):
@@ -63,27 +70,33 @@ def bound_results(scenarios: list[Any]) -> tuple[list[dict[str, Any]], list[str]
 def _check_values(doc: Any) -> None:
     """Every integer within 64 bits, nesting at most :data:`MAX_DEPTH` (iteratively: a
     hostile document must not exhaust the stack here either)."""
-    # (value, path of its container, key in it, depth): the path is formatted only for
-    # containers and errors, so a document of millions of numbers is checked quickly.
-    stack: list[tuple[Any, str, object, int]] = [(doc, "", "scenarios", 0)]
+    # One iterator over the child containers of each open container, so memory stays
+    # bounded by the depth; each container's numbers are checked in one comprehension.
+    stack: list[tuple[Iterator[tuple[object, Any]], str]] = [(iter([("scenarios", doc)]), "")]
     while stack:
-        value, parent, key, depth = stack.pop()
-        if isinstance(value, bool | str | float | None):
+        items, parent = stack[-1]
+        step = next(items, None)
+        if step is None:
+            stack.pop()
             continue
-        if depth > MAX_DEPTH:
-            raise ResultDocumentError(f"{_path(parent, key)}: nested more than {MAX_DEPTH} deep")
-        if isinstance(value, int):
-            if not _INT_MIN <= value < _INT_LIMIT:
-                raise ResultDocumentError(
-                    f"{_path(parent, key)}: a {value.bit_length()}-bit integer is no "
-                    "address or count"
-                )
-        elif isinstance(value, dict):
-            here = _path(parent, key)
-            stack += [(v, here, k, depth + 1) for k, v in value.items()]
-        elif isinstance(value, list):
-            here = _path(parent, key)
-            stack += [(v, here, i, depth + 1) for i, v in enumerate(value)]
+        key, value = step
+        here = _path(parent, key)
+        if len(stack) > MAX_DEPTH:
+            raise ResultDocumentError(f"{here}: nested more than {MAX_DEPTH} deep")
+        keys = list(value) if isinstance(value, dict) else range(len(value))
+        values = list(value.values()) if isinstance(value, dict) else value
+        numbers = [v for v in values if type(v) is int]  # bool is no int here
+        if numbers and (min(numbers) < _INT_MIN or max(numbers) >= _INT_LIMIT):
+            k, v = next(
+                (k, v)
+                for k, v in zip(keys, values, strict=True)
+                if type(v) is int and not _INT_MIN <= v < _INT_LIMIT
+            )
+            raise ResultDocumentError(
+                f"{_path(here, k)}: a {v.bit_length()}-bit integer is no address or count"
+            )
+        children = [i for i, v in enumerate(values) if type(v) is dict or type(v) is list]
+        stack.append((iter([(keys[i], values[i]) for i in children]), here))
 
 
 def _path(parent: str, key: object) -> str:
@@ -110,8 +123,16 @@ def _bound_scenario(sc: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     gens = sc.get("generations")
     if isinstance(gens, list):
         gens = _cut(gens, MAX_GENERATIONS, f"{name}: generations", notes)
+        drawn = sum(
+            len(ranges)
+            for g in gens
+            if isinstance(g, dict)
+            for ranges in (g.get(k) for k in _DRAWN_KEYS)
+            if isinstance(ranges, list)
+        )
+        share = MAX_DRAWN // (2 * len(gens)) if drawn > MAX_DRAWN else MAX_DRAWN
         sc["generations"] = [
-            _bound_generation(g, f"{name}: gen {i}", notes) for i, g in enumerate(gens)
+            _bound_generation(g, f"{name}: gen {i}", share, notes) for i, g in enumerate(gens)
         ]
     timeline = sc.get("timeline")
     if isinstance(timeline, list) and len(timeline) > MAX_TIMELINE:
@@ -134,26 +155,48 @@ def _bound_scenario(sc: dict[str, Any], notes: list[str]) -> dict[str, Any]:
                     raise ResultDocumentError(f"{name}: msis.{k} has more than {_MAX_CPUS} CPUs")
                 for cpu, n in per_cpu.items():
                     _count(n, f"{name}: msis.{k}.{str(cpu)[:20]}")
-    corruption = sc.get("corruption")
-    if isinstance(corruption, dict) and isinstance(corruption.get("events"), list):
-        corruption = dict(corruption)
-        corruption["events"] = _cut(
-            corruption["events"], _MAX_EVENTS, f"{name}: corruption events", notes
-        )
-        sc["corruption"] = corruption
-    memreserve = sc.get("memreserve")
-    if isinstance(memreserve, dict) and isinstance(memreserve.get("list"), list):
-        memreserve = dict(memreserve)
-        memreserve["list"] = _cut(memreserve["list"], MAX_DRAWN, f"{name}: memreserve nodes", notes)
-        sc["memreserve"] = memreserve
+    for key, inner, limit, what in (
+        ("corruption", "events", MAX_EVENTS, "corruption events"),
+        ("memreserve", "list", MAX_LOG_LINES, "memreserve nodes"),
+    ):
+        outer = sc.get(key)
+        if isinstance(outer, dict) and isinstance(outer.get(inner), list):
+            sc[key] = {**outer, inner: _cut(outer[inner], limit, f"{name}: {what}", notes)}
     return sc
 
 
-def _bound_generation(g: Any, what: str, notes: list[str]) -> Any:
+def _bound_generation(g: Any, what: str, share: int, notes: list[str]) -> Any:
     if not isinstance(g, dict):
         return g
     g = dict(g)
-    for key, limit in (("memory_map", MAX_DRAWN), ("reserved", MAX_DRAWN), ("log", MAX_LOG_LINES)):
-        if isinstance(g.get(key), list):
-            g[key] = _cut(g[key], limit, f"{what} {key}", notes)
+    if isinstance(g.get("log"), list):
+        g["log"] = _cut(g["log"], MAX_LOG_LINES, f"{what} log lines", notes)
+    for key in _DRAWN_KEYS:
+        ranges = g.get(key)
+        if isinstance(ranges, list) and len(ranges) > share:
+            g[key] = _merged(ranges, share)
+            notes.append(f"{what} {key}: {len(ranges)} ranges drawn as {len(g[key])} merged ones")
     return g
+
+
+def _merged(ranges: list[Any], count: int) -> list[Any]:
+    """``ranges`` (memory-map objects or ``[start, size]`` pairs) in address order, merged
+    into ``count`` runs of neighbours; a run takes the attributes of its largest member."""
+
+    def span(r: Any) -> tuple[int, int]:
+        start, size = (r["start"], r["size"]) if isinstance(r, dict) else (r[0], r[1])
+        return int(start), int(size)
+
+    ordered = sorted(ranges, key=lambda r: span(r)[0])
+    per = -(-len(ordered) // count)
+    out: list[Any] = []
+    for i in range(0, len(ordered), per):
+        group = ordered[i : i + per]
+        lo = span(group[0])[0]
+        hi = max(a + b for a, b in map(span, group))
+        biggest = max(group, key=lambda r: span(r)[1])
+        if isinstance(biggest, dict):
+            out.append({**biggest, "start": lo, "size": hi - lo, "label": f"{len(group)} ranges"})
+        else:
+            out.append([lo, hi - lo])
+    return out

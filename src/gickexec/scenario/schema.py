@@ -25,6 +25,7 @@ from gickexec.kernel.kexec import INITRD_BYTES, LOADERS, ULONG_MAX, Loader
 from gickexec.kernel.profiles import PROFILES
 
 __all__ = [
+    "MAX_SCENARIO_BYTES",
     "MAX_SEED",
     "MAX_TOTAL_MSIS",
     "Device",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 MAX_CPUS = 512
+#: A scenario file is a few KiB; tomllib parses about 4 MiB a second.
+MAX_SCENARIO_BYTES = 1 << 20
 MAX_SEED = 2**63
 # Bounds on the work a scenario asks for, checked before anything runs, set to what plays
 # in seconds today (measured: 100,000 MSIs in about 5 s, 2,000 kexecs in about 12 s).
@@ -224,7 +227,7 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     p = Path(path)
     try:
-        text = read_input(str(p)).decode("utf-8")
+        text = read_input(str(p), limit=MAX_SCENARIO_BYTES).decode("utf-8")
     except (InputError, UnicodeDecodeError) as e:
         raise ScenarioError(str(p), "", f"cannot read: {e}") from None
     return parse_scenario(text, str(p))

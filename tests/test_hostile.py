@@ -334,7 +334,7 @@ steps = [{_traffic(half)}]
     )
     code, out, err = _gickexec("run", "--no-logs", _scenario(tmp_path, text))
     assert code == 0, err
-    assert f"MSIs {MAX_TOTAL_MSIS}/{MAX_TOTAL_MSIS} delivered" in out
+    assert f"sent {MAX_TOTAL_MSIS}, delivered {MAX_TOTAL_MSIS}, lost 0" in out
 
 
 # -- command-line values -------------------------------------------------------------------------
@@ -398,7 +398,7 @@ def test_elf_header_offsets_beyond_a_seek_are_clear_errors(tmp_path: Path, phoff
 def test_a_note_offset_beyond_a_seek_is_a_warning(tmp_path: Path) -> None:
     note = _PHDR.pack(4, 0, 2**62, 0, 0, 100, 100, 4)
     code, out, err = _gickexec("inspect", "--json", _core(tmp_path / "c.elf", 64, [note, _LOAD]))
-    assert code == 0, err
+    assert code == 1, err  # read, but no live table known: nothing could be checked
     assert any("PT_NOTE" in w for w in json.loads(out)["image"]["warnings"])
 
 
@@ -412,7 +412,7 @@ def test_an_8_gib_core_is_read_when_mapping_it_fails(tmp_path: Path) -> None:
         f.seek(4096 + size - 4096)
         f.write(b"IBI SYST")  # a stray signature at the far end: the scan reads there
     code, out, err = _gickexec("inspect", "--json", core)
-    assert code == 0, err
+    assert code == 1, err  # read, but no live table known: nothing could be checked
     doc = json.loads(out)
     assert doc["image"]["segments"] == [{"paddr": 0x4000_0000, "size": size}]
     assert any("header size" in s for s in doc["systab_scan"])
@@ -439,7 +439,7 @@ def test_a_memreserve_chain_of_millions_of_entries_is_bounded(tmp_path: Path) ->
     code, out, err = _gickexec(
         "inspect", image, "--base", hex(RAW_BASE), "--memreserve", hex(RAW_BASE), "--json"
     )
-    assert code == 0, err
+    assert code == 1, err  # walked (bounded), but no live table known to check
     assert len(out) < 16 << 20
     doc = json.loads(out)
     assert doc["memreserve"]["entries"] <= MAX_ENTRIES
@@ -509,7 +509,7 @@ def test_huge_documents_are_bounded_and_say_what_was_left_out(
     gen["memory_map"] = [
         dict(first, start=first["start"] + i * 4096, size=4096) for i in range(30_000)
     ]
-    gen["reserved"] = [[first["start"] + i * 8192, 4096] for i in range(30_000)]
+    gen["reserved"] = [{"start": first["start"] + i * 8192, "size": 4096} for i in range(30_000)]
     small = dict(gen, memory_map=gen["memory_map"][:4], reserved=[], log=gen["log"][:4])
     sc["generations"] += [dict(small, index=i + 2) for i in range(10_000)]
     sc["timeline"] = [dict(sc["timeline"][-1], step=i) for i in range(30_000)]

@@ -193,6 +193,7 @@ class Kernel:
         limit = self.cmdline.nr_cpus or machine.platform.cpus
         self.possible_cpus = [self.boot_cpu, *others][:limit]
         self.nr_cpus = len(self.possible_cpus)
+        self._logical = {c: n for n, c in enumerate(self.possible_cpus)}
         self.online_cpus: list[int] = []
         self.log = printk.KernelLog(version=profile.version)
         self.owners = OwnershipMap()
@@ -242,7 +243,7 @@ class Kernel:
 
     def logical_id(self, cpu: int) -> int:
         """``smp_processor_id()`` of physical CPU ``cpu`` (what the log prints)."""
-        return self.possible_cpus.index(cpu)
+        return self._logical[cpu]
 
     @property
     def memblock_memory(self) -> list[tuple[int, int]]:

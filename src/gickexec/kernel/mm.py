@@ -385,8 +385,14 @@ class BuddyAllocator:
     def free_range(self, start: int, end: int, *, to_tail: bool = False) -> None:
         """``__free_pages_memory()``: give back the pages of ``[start, end)`` (rounded
         inwards to pages) in the largest aligned chunks."""
+        top = MAX_ORDER - 1
         for pfn, order in self._chunks(-(-start >> PAGE_SHIFT), end >> PAGE_SHIFT):
-            self.free_block(pfn, order, to_tail=to_tail)
+            if order == top:
+                # a MAX_ORDER - 1 block has no buddy to merge with: queue it directly
+                self._free_pages += 1 << top
+                self._add(pfn, top, self.pageblock_migratetype(pfn), to_tail)
+            else:
+                self.free_block(pfn, order, to_tail=to_tail)
 
     def free_block(self, pfn: int, order: int, *, to_tail: bool = False) -> None:
         """``__free_one_page()``: merge with free buddies, then queue the result."""

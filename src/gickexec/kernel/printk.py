@@ -7,6 +7,7 @@ prefix folded in), so a model log can be diffed against ``dmesg -t`` from a real
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -20,32 +21,44 @@ def pa(addr: int) -> str:
     return f"0x{addr:016x}"
 
 
+@functools.lru_cache(maxsize=512)
+def _compile(fmt: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``fmt`` split once into literal text and Python conversions: ``%pa`` stays
+    ``pa``, ``%%`` becomes literal, C length modifiers go, ``%u`` becomes ``%d``."""
+    texts: list[str] = []
+    specs: list[str] = []
+    pos = 0
+    pending = ""
+    for m in _CONV.finditer(fmt):
+        pending += fmt[pos : m.start()]
+        pos = m.end()
+        spec = m.group(1)
+        if spec == "%":
+            pending += "%"
+            continue
+        texts.append(pending)
+        pending = ""
+        py = "%" + re.sub(r"(ll|l|h|z)(?=[diuxXsc])", "", spec).replace("u", "d")
+        specs.append("pa" if spec == "pa" else py)
+    texts.append(pending + fmt[pos:])
+    return tuple(texts), tuple(specs)
+
+
 def kformat(fmt: str, *args: object) -> str:
     """Format a C printk format string with Python values (``%pa`` takes an int)."""
-    out: list[str] = []
-    pos = 0
-    used = 0
-    for m in _CONV.finditer(fmt):
-        out.append(fmt[pos : m.start()])
-        spec = m.group(1)
-        pos = m.end()
-        if spec == "%":
-            out.append("%")
-            continue
-        if used >= len(args):
-            raise ValueError(f"too few arguments for {fmt!r}")
-        value = args[used]
-        used += 1
+    texts, specs = _compile(fmt)
+    if len(args) != len(specs):
+        many = "few" if len(args) < len(specs) else "many"
+        raise ValueError(f"too {many} arguments for {fmt!r}")
+    out = [texts[0]]
+    for spec, value, text in zip(specs, args, texts[1:], strict=True):
         if spec == "pa":
             if not isinstance(value, int):
                 raise TypeError(f"%pa takes an address, not {value!r}")
             out.append(pa(value))
         else:
-            py = "%" + re.sub(r"(ll|l|h|z)(?=[diuxXsc])", "", spec).replace("u", "d")
-            out.append(py % (value,))
-    out.append(fmt[pos:])
-    if used != len(args):
-        raise ValueError(f"too many arguments for {fmt!r}")
+            out.append(spec % (value,))
+        out.append(text)
     return "".join(out)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -347,3 +347,17 @@ def _inside(addr: int, size: int, ranges: list[tuple[int, int]]) -> bool:
 
 BuddyMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestBuddyMachine = BuddyMachine.TestCase
+
+
+@given(st.integers(0, 1 << 22), st.integers(0, 1 << 14))
+def test_chunks_are_the_largest_aligned_blocks(pfn: int, length: int) -> None:
+    """The bulk split of a range equals splitting it block by block."""
+    naive: list[tuple[int, int]] = []
+    p, last = pfn, pfn + length
+    while p < last:
+        order = min(10, (p & -p).bit_length() - 1 if p else 10)
+        while p + (1 << order) > last:
+            order -= 1
+        naive.append((p, order))
+        p += 1 << order
+    assert BuddyAllocator._chunks(pfn, pfn + length) == naive

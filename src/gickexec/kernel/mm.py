@@ -386,13 +386,19 @@ class BuddyAllocator:
         """``__free_pages_memory()``: give back the pages of ``[start, end)`` (rounded
         inwards to pages) in the largest aligned chunks."""
         top = MAX_ORDER - 1
+        pageblock, heads, lists = self._pageblock, self._heads, self._lists[top]
         for pfn, order in self._chunks(-(-start >> PAGE_SHIFT), end >> PAGE_SHIFT):
-            if order == top:
-                # a MAX_ORDER - 1 block has no buddy to merge with: queue it directly
-                self._free_pages += 1 << top
-                self._add(pfn, top, self.pageblock_migratetype(pfn), to_tail)
-            else:
+            if order != top:
                 self.free_block(pfn, order, to_tail=to_tail)
+                continue
+            # a MAX_ORDER - 1 block has no buddy to merge with: queue it directly
+            mt = pageblock.get(pfn >> PAGEBLOCK_ORDER, MIGRATE_MOVABLE)
+            lst = lists[mt]
+            lst[pfn] = None
+            if not to_tail:
+                lst.move_to_end(pfn, last=False)
+            heads[pfn] = (top, mt)
+            self._free_pages += 1 << top
 
     def free_block(self, pfn: int, order: int, *, to_tail: bool = False) -> None:
         """``__free_one_page()``: merge with free buddies, then queue the result."""
@@ -427,13 +433,24 @@ class BuddyAllocator:
     @staticmethod
     def _chunks(pfn: int, last: int) -> list[tuple[int, int]]:
         """``[pfn, last)`` as the largest naturally aligned blocks, in address order."""
-        out = []
-        while pfn < last:
-            order = min(MAX_ORDER - 1, (pfn & -pfn).bit_length() - 1 if pfn else MAX_ORDER - 1)
-            while pfn + (1 << order) > last:
-                order -= 1
-            out.append((pfn, order))
-            pfn += 1 << order
+        top = MAX_ORDER - 1
+        step = 1 << top
+        out: list[tuple[int, int]] = []
+
+        def ragged(start: int, stop: int) -> int:
+            while start < stop:
+                order = min(top, (start & -start).bit_length() - 1 if start else top)
+                while start + (1 << order) > stop:
+                    order -= 1
+                out.append((start, order))
+                start += 1 << order
+            return start
+
+        aligned = min(last, -(-pfn // step) * step)
+        pfn = ragged(pfn, aligned)
+        body = pfn + (last - pfn) // step * step
+        out.extend((p, top) for p in range(pfn, body, step))
+        ragged(body, last)
         return out
 
     def _containing(self, pfn: int) -> int | None:

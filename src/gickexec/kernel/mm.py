@@ -386,19 +386,24 @@ class BuddyAllocator:
         """``__free_pages_memory()``: give back the pages of ``[start, end)`` (rounded
         inwards to pages) in the largest aligned chunks."""
         top = MAX_ORDER - 1
-        pageblock, heads, lists = self._pageblock, self._heads, self._lists[top]
-        for pfn, order in self._chunks(-(-start >> PAGE_SHIFT), end >> PAGE_SHIFT):
-            if order != top:
-                self.free_block(pfn, order, to_tail=to_tail)
-                continue
-            # a MAX_ORDER - 1 block has no buddy to merge with: queue it directly
-            mt = pageblock.get(pfn >> PAGEBLOCK_ORDER, MIGRATE_MOVABLE)
-            lst = lists[mt]
-            lst[pfn] = None
-            if not to_tail:
-                lst.move_to_end(pfn, last=False)
-            heads[pfn] = (top, mt)
-            self._free_pages += 1 << top
+        head, body, tail = self._split(-(-start >> PAGE_SHIFT), end >> PAGE_SHIFT)
+        for pfn, order in head:
+            self.free_block(pfn, order, to_tail=to_tail)
+        # MAX_ORDER - 1 blocks have no buddy to merge with: queue them directly, in bulk
+        # where every pageblock among them is still MOVABLE (memory handed over at boot)
+        pb_lo, pb_hi = body.start >> PAGEBLOCK_ORDER, body.stop >> PAGEBLOCK_ORDER
+        plain = to_tail and not any(pb_lo <= pb < pb_hi for pb in self._pageblock)
+        if plain and body:
+            self._lists[top][MIGRATE_MOVABLE].update(dict.fromkeys(body))
+            self._heads.update(dict.fromkeys(body, (top, MIGRATE_MOVABLE)))
+            self._free_pages += len(body) << top
+        else:
+            for pfn in body:
+                mt = self._pageblock.get(pfn >> PAGEBLOCK_ORDER, MIGRATE_MOVABLE)
+                self._add(pfn, top, mt, to_tail)
+                self._free_pages += 1 << top
+        for pfn, order in tail:
+            self.free_block(pfn, order, to_tail=to_tail)
 
     def free_block(self, pfn: int, order: int, *, to_tail: bool = False) -> None:
         """``__free_one_page()``: merge with free buddies, then queue the result."""
@@ -431,27 +436,32 @@ class BuddyAllocator:
             self.free_block(p, o)
 
     @staticmethod
-    def _chunks(pfn: int, last: int) -> list[tuple[int, int]]:
-        """``[pfn, last)`` as the largest naturally aligned blocks, in address order."""
+    def _split(pfn: int, last: int) -> tuple[list[tuple[int, int]], range, list[tuple[int, int]]]:
+        """``[pfn, last)`` as the largest naturally aligned blocks: the ragged blocks
+        below the first MAX_ORDER - 1 boundary, the run of MAX_ORDER - 1 blocks (their
+        head pfns), and the ragged blocks after it."""
         top = MAX_ORDER - 1
         step = 1 << top
-        out: list[tuple[int, int]] = []
 
-        def ragged(start: int, stop: int) -> int:
+        def ragged(start: int, stop: int) -> list[tuple[int, int]]:
+            out = []
             while start < stop:
                 order = min(top, (start & -start).bit_length() - 1 if start else top)
                 while start + (1 << order) > stop:
                     order -= 1
                 out.append((start, order))
                 start += 1 << order
-            return start
+            return out
 
         aligned = min(last, -(-pfn // step) * step)
-        pfn = ragged(pfn, aligned)
-        body = pfn + (last - pfn) // step * step
-        out.extend((p, top) for p in range(pfn, body, step))
-        ragged(body, last)
-        return out
+        body = aligned + max(0, last - aligned) // step * step
+        return ragged(pfn, aligned), range(aligned, body, step), ragged(body, last)
+
+    @classmethod
+    def _chunks(cls, pfn: int, last: int) -> list[tuple[int, int]]:
+        """``[pfn, last)`` as the largest naturally aligned blocks, in address order."""
+        head, body, tail = cls._split(pfn, last)
+        return [*head, *((p, MAX_ORDER - 1) for p in body), *tail]
 
     def _containing(self, pfn: int) -> int | None:
         """Head pfn of the free block that contains ``pfn``, or None."""

@@ -175,3 +175,12 @@ def test_a_kernel_the_boot_loader_cannot_place_is_a_hang_not_a_traceback() -> No
     k = w.boot("v6.1", initrd=900 << 20)  # 900 MiB initramfs in 1 GiB of RAM
     assert k.crashed is not None and k.crashed.startswith("hang: the boot loader")
     assert k.log.lines == []
+
+
+def test_debian_6_1_has_no_kexec_file_load() -> None:
+    """versions.txt: CONFIG_KEXEC_FILE off in linux-image-6.1.0-56-arm64: kexec -s fails."""
+    assert "CONFIG_KEXEC_FILE` off" in (DATA / "README.md").read_text(encoding="utf-8")
+    w = World.build("qemu-virt", seed=1)
+    w.boot("v6.1")
+    k = w.kexec("v6.1", loader="kexec_file_load")
+    assert k.generation == 0 and "no CONFIG_KEXEC_FILE" in w.notes[-1]

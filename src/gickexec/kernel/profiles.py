@@ -149,6 +149,9 @@ class KernelBuild:
     early_pages: int = 210
     #: CONFIG_CMA_SIZE_MBYTES (Debian: 64), reserved top-down by dma_contiguous_reserve()
     cma_bytes: int = 64 << 20
+    #: CONFIG_KEXEC_FILE: the build offers kexec_file_load() (Debian 12's does not, per the
+    #: real runs' versions.txt; the model's own builds do, where the profile has it)
+    config_kexec_file: bool = True
 
     @property
     def ftrace_groups(self) -> tuple[int, ...]:
@@ -167,6 +170,7 @@ class KernelBuild:
 
 #: Debian 12's arm64 kernel, the one the real runs booted.
 DEBIAN_6_1_BUILD = KernelBuild(
+    config_kexec_file=False,
     banner=(
         "Linux version 6.1.0-56-arm64 (debian-kernel@lists.debian.org) (gcc-12 (Debian "
         "12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP Debian "

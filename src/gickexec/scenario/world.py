@@ -297,12 +297,17 @@ class World:
         parsed = parse_cmdline(cmdline)
         if self._halted("kexec"):
             return old
-        if loader == "kexec_file_load" and not old.profile.kexec_file_load:
-            self.notes.append(
-                f"kexec skipped: {old.profile.name} has no kexec_file_load() on arm64 "
-                "(kexec -s fails with ENOSYS)"
+        if loader == "kexec_file_load":
+            missing = (
+                f"{old.profile.name} has no kexec_file_load() on arm64"
+                if not old.profile.kexec_file_load
+                else f"{old.profile.name}'s build has no CONFIG_KEXEC_FILE"
+                if not old.profile.build.config_kexec_file
+                else ""
             )
-            return old
+            if missing:
+                self.notes.append(f"kexec skipped: {missing} (kexec -s fails with ENOSYS)")
+                return old
         opts = KexecOptions(
             get_profile(profile).build.image_size,
             initrd,

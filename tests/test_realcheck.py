@@ -34,10 +34,10 @@ RUNS = {
     "dt-kexec-memmin.txt": "qemu-dt-kexec-memmin",
     "uefi-kdump.txt": "qemu-uefi-kdump",
 }
-#: Lines whose numbers may differ from the real run, and why (docs/fidelity.md):
-#: the CMA area follows the top-down memblock allocations before it, which the model sizes
-#: approximately; the memory attributes table of the 2 GiB firmware sits 8 KiB lower.
-KNOWN_NUMBER_DIFFERENCES = ("cma: Reserved 64 MiB at", "efi: SMBIOS 3.0=")
+#: Lines whose numbers may differ from the real run, and why (docs/fidelity.md): the
+#: memory attributes table of the 2 GiB firmware sits 8 KiB lower than the layout
+#: measured with 1 GiB.
+KNOWN_NUMBER_DIFFERENCES = ("efi: SMBIOS 3.0=",)
 
 
 def _real(name: str) -> str:
@@ -58,7 +58,7 @@ def test_every_compared_line_matches_in_order(run: tuple[str, World]) -> None:
         assert g.matched == len(g.real) == len(g.model) >= 27
         for real, model in g.differing:
             assert real.startswith(KNOWN_NUMBER_DIFFERENCES), (real, model)
-        assert g.exact >= g.matched - 2
+        assert g.exact >= g.matched - 1
 
 
 def test_every_kexec_segment_is_where_kexec_tools_put_it(run: tuple[str, World]) -> None:

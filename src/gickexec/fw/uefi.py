@@ -84,6 +84,8 @@ class FirmwareLayout:
     rng_seed: int | None = None
     initrd_top: int = 0
     nomap_memory: tuple[tuple[int, int], ...] = ()
+    #: (offset, size) of the device tree the EFI stub allocates for the kernel, if known
+    stub_fdt: tuple[int, int] | None = None
     revision: int = (2 << 16) | 70
     vendor_name: str = "EDK II"
     source: str = ""
@@ -134,10 +136,11 @@ EDK2_QEMU_VIRT = FirmwareLayout(
         ("MEMATTR", EFI_MEMORY_ATTRIBUTES_TABLE_GUID, 0x32D4AE8),
         ("ACPI 2.0", ACPI_20_TABLE_GUID, 0x61FFFE8),
     ),
-    kernel_reserved=(
-        (0x6400000, 0x1000, "EFI memory map"),
-        (0x32D5000, 0x1000, "EFI memory attributes table"),
-    ),
+    kernel_reserved=((0x32D5000, 0x1000, "EFI memory attributes table"),),
+    # the device tree the stub builds (one page): reserved by the first kernel only, so
+    # a kexec'd kernel's CMA area reaches up to the ACPI tables (0x75e00000 in the real
+    # second kernel)
+    stub_fdt=(0x6400000, 0x1000),
     stub_pool=0x61EB000 - 0xF18,
     rng_seed=0x6200000 - 0xE798,
     initrd_top=0xA196000,

@@ -394,6 +394,8 @@ class Kernel:
             top = fw.at(fw.layout.initrd_top) if fw.layout.initrd_top else None
             if top is not None:
                 busy.append((top, max(e for _, e in ram) - top))
+            if fw.layout.stub_fdt is not None:
+                busy.append((fw.at(fw.layout.stub_fdt[0]), fw.layout.stub_fdt[1]))
             boot = efi_stub_boot(
                 free_ranges(ram, busy),
                 build.image_size,
@@ -412,6 +414,9 @@ class Kernel:
             boot = uboot_booti(ram, build.image_size, p.fdt_bytes)
         if self.pinned_image is not None:
             boot = FirstBoot(self.pinned_image, boot.initrd, boot.dtb, boot.how)
+        if self.firmware is not None and self.firmware.layout.stub_fdt is not None:
+            off, size = self.firmware.layout.stub_fdt
+            boot = FirstBoot(boot.image, boot.initrd, (self.firmware.at(off), size), boot.how)
         self.first_boot = boot
         if self.firmware is not None and p.efi_stub:
             efi_stub_install_tables(
@@ -616,9 +621,7 @@ class Kernel:
         # present 128 MiB section, one buffer), CMA, crashkernel.
         self._early_alloc("memblock: NODE_DATA", 0x2C80, 64)
         sections = {
-            pfn >> 15
-            for s0, e0 in self.memblock_memory
-            for pfn in range(s0 >> 12, e0 >> 12, 1 << 15)
+            sec for s0, e0 in self.memblock_memory for sec in range(s0 >> 27, ((e0 - 1) >> 27) + 1)
         }
         self._early_alloc("memblock: vmemmap (struct pages)", len(sections) * _2M, _2M)
         cma = self.profile.build.cma_bytes

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gickexec.inspect.live import STEXT_OFFSET
 from gickexec.scenario.compare import model_segments
 from gickexec.scenario.runner import play
 from gickexec.scenario.schema import Scenario
@@ -39,7 +38,7 @@ def write_bundle(sc: Scenario, out: Path, *, kexec_d: bool = True) -> Path:
         # the model leaves out the ACPI table dump; its first line says "ACPI" to preflight
         lines.insert(2, "ACPI: RSDP 0x00000000FC000018 000024 (v02 GICKEX)")
     (out / "dmesg.txt").write_text("\n".join(lines) + "\n")
-    code = k0.image[0] + STEXT_OFFSET
+    code = k0.iomem_kernel[0][0]
     iomem = [f"{s:08x}-{e - 1:08x} : System RAM" for s, e in k0.system_ram]
     iomem.append(
         f"  {code:08x}-{k0.iomem_kernel[0][0] + k0.iomem_kernel[0][1] - 1:08x} : Kernel code"

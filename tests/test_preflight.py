@@ -233,7 +233,7 @@ def test_parsers_units() -> None:
         "40000000-7fffffff : System RAM\n  40210000-4185ffff : Kernel code\n"
         "80000000-bfffffff : System RAM\n"
     )
-    assert ram == [(0x40000000, 0x80000000)] and image == 0x40200000
+    assert ram == [(0x40000000, 0x80000000)] and image == 0x40210000
     with pytest.raises(LiveError, match="ends before"):
         parse_iomem("7fffffff-40000000 : System RAM\n")
     assert parse_interrupts(
@@ -263,7 +263,7 @@ def test_parsers_units() -> None:
 def test_realcheck_logs_embed_every_input() -> None:
     live = read_live((DATA / "uefi-kdump.txt").read_text())
     assert live.crashkernel == (0x9F800000, 0x10000000)
-    assert live.memreserve == 0xB9E15F98 and live.image == 0x4D870000
+    assert live.memreserve == 0xB9E15F98 and live.kernel_code == 0x4D880000
     assert live.devices == ((0x8, 1), (0x100, 2))
     assert live.plan is not None and live.plan.kdump and len(live.plan.segments) == 5
 

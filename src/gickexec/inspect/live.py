@@ -55,10 +55,6 @@ __all__ = [
 IOMEM_PREFIX = "RC iomem: "
 KEXEC_D_PREFIX = "RC kexec-d: "
 INTERRUPTS_PREFIX = "RC irq: "
-#: The arm64 kernel's ``_stext`` is this far above the image's load address for the
-#: modelled build (Debian 6.1: "Kernel code" starts at image + 0x10000 in every real run,
-#: tests/data/realcheck; the Image header's ``text_offset`` is 0 since v5.10).
-STEXT_OFFSET = 0x10000
 
 _HOST = re.compile(r"^\[host\s+[\d.]+\]\s?")
 _VERSION = re.compile(r"Linux version (\d+)\.(\d+)(?:\.(\d+))?(\S*)")
@@ -162,7 +158,9 @@ class LiveSystem:
     tables: LiveTables
     crashkernel: tuple[int, int] | None
     ram: tuple[tuple[int, int], ...]
-    image: int | None
+    #: where /proc/iomem's "Kernel code" (``_stext``) starts: the image's load address
+    #: plus the build's ``_stext`` offset (kernel/profiles.py ``KernelBuild.stext``)
+    kernel_code: int | None
     initrd_bytes: int
     plan: KexecPlan | None
     #: ``(device_id, vectors)`` of the MSI devices /proc/interrupts shows
@@ -195,7 +193,7 @@ class LiveSystem:
                 else {"base": self.crashkernel[0], "size": self.crashkernel[1]}
             ),
             "ram": [{"base": b, "size": s} for b, s in self.ram],
-            "image": self.image,
+            "kernel_code": self.kernel_code,
             "initrd_bytes": self.initrd_bytes,
             "kexec": None if self.plan is None else self.plan.to_json(),
             "devices": [{"device_id": d, "vectors": v} for d, v in self.devices],
@@ -231,9 +229,9 @@ def _embedded(text: str, prefix: str) -> str:
 
 
 def parse_iomem(text: str) -> tuple[list[tuple[int, int]], int | None]:
-    """``(System RAM ranges as (base, size), the image's load address)`` of /proc/iomem:
-    top-level "System RAM" entries (adjacent ones merged) and the first "Kernel code"
-    child minus :data:`STEXT_OFFSET`."""
+    """``(System RAM ranges as (base, size), where "Kernel code" starts)`` of
+    /proc/iomem: top-level "System RAM" entries (adjacent ones merged) and the first
+    "Kernel code" child."""
     ram: list[tuple[int, int]] = []
     code: int | None = None
     seen = 0
@@ -262,8 +260,7 @@ def parse_iomem(text: str) -> tuple[list[tuple[int, int]], int | None]:
             "/proc/iomem: every address reads 0 -- it was read by a user other than root "
             "(the kernel hides the addresses): read it as root"
         )
-    image = code - STEXT_OFFSET if code is not None and code >= STEXT_OFFSET else None
-    return ram, image
+    return ram, code
 
 
 def parse_kexec_debug(text: str) -> KexecPlan:
@@ -477,7 +474,7 @@ def read_live(
         iomem = _embedded(part, IOMEM_PREFIX)
         if not iomem:
             raise LiveError("no /proc/iomem given (--iomem) and none embedded in the log")
-    ram, image = parse_iomem(iomem)
+    ram, kernel_code = parse_iomem(iomem)
     if kexec_debug is None:
         embedded = _embedded(part, KEXEC_D_PREFIX)
         kexec_debug = embedded or None
@@ -485,4 +482,4 @@ def read_live(
     if interrupts is None:
         interrupts = _embedded(part, INTERRUPTS_PREFIX)
     devices = tuple(parse_interrupts(interrupts))
-    return LiveSystem(ram=tuple(ram), image=image, plan=plan, devices=devices, **facts)
+    return LiveSystem(ram=tuple(ram), kernel_code=kernel_code, plan=plan, devices=devices, **facts)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 __all__ = ["preflight_text"]
+
+#: Explanations are wrapped to this width (the kernel lines are not)
+WIDTH = 92
 
 
 def _tables(t: dict[str, Any]) -> str:
@@ -48,7 +52,7 @@ def preflight_text(doc: dict[str, Any]) -> str:
     for p in doc["predictions"]:
         verdict = "safe" if p["safe"] else "UNSAFE"
         out.append(f"EnableLPIs {p['enable_lpis']}: {verdict}: {p['outcome']}")
-        out.append(f"  {p['why']}")
+        out.extend(textwrap.wrap(p["why"], WIDTH, initial_indent="  ", subsequent_indent="  "))
         if p["lines"]:
             out.append("  the next kernel will print:")
             out.extend(f"    {ln}" for ln in p["lines"])
@@ -64,6 +68,13 @@ def preflight_text(doc: dict[str, Any]) -> str:
                 if s["outcome"] is None
                 else f"  [model: {s['outcome']}, {'safe' if s['safe'] else 'still unsafe'}]"
             )
-            out.append(f"  - {s['suggestion']}{tried}")
+            out.extend(
+                textwrap.wrap(
+                    f"{s['suggestion']}{tried}",
+                    WIDTH,
+                    initial_indent="  - ",
+                    subsequent_indent="    ",
+                )
+            )
     out.append("SAFE" if doc["safe"] else "UNSAFE")
     return "\n".join(out)

@@ -23,7 +23,7 @@ from gickexec.hw.platform import PLATFORMS, BootPath, Platform
 from gickexec.inspect.live import LiveError, LiveSystem, tables_from_lines
 from gickexec.kernel.kernel import Kernel
 from gickexec.kernel.kexec import ULONG_MAX
-from gickexec.kernel.profiles import PROFILES
+from gickexec.kernel.profiles import PROFILES, get_profile
 from gickexec.scenario.compare import model_segments
 from gickexec.scenario.runner import describe, health, play
 from gickexec.scenario.schema import Device, Expect, Scenario, Step
@@ -125,9 +125,7 @@ def platform_for(live: LiveSystem, clearable: bool | None = None) -> Platform:
     return p
 
 
-def _free_gicd(
-    preset: int, ram: tuple[MemRegion, ...], its: int, gicr: int, cpus: int
-) -> int:
+def _free_gicd(preset: int, ram: tuple[MemRegion, ...], its: int, gicr: int, cpus: int) -> int:
     """Where the model maps the distributor: Linux prints no GICD address, and it never
     shows in memory, so the preset's unless that overlaps the live RAM, ITS or
     redistributors; then the nearest free 64 KiB below the redistributors."""
@@ -147,6 +145,15 @@ def _boot_cmdline(live: LiveSystem, p: Platform) -> str:
     if suffix and cmdline.endswith(suffix):
         cmdline = cmdline[: -len(suffix)]
     return cmdline
+
+
+def _image(live: LiveSystem, kernel: str) -> int | None:
+    """Where the boot loader put the running image: "Kernel code" minus the build's
+    ``_stext`` offset (0x10000 for the modelled build, measured in every real run)."""
+    stext = get_profile(kernel).build.stext
+    if live.kernel_code is None or live.kernel_code < stext:
+        return None
+    return live.kernel_code - stext
 
 
 def _is_kdump(live: LiveSystem, opts: PreflightOptions) -> bool:
@@ -190,7 +197,7 @@ def build_scenario(
         kernel=kernel,
         cmdline=_boot_cmdline(live, p) + first_cmdline_extra,
         initrd=live.initrd_bytes,
-        image=live.image,
+        image=_image(live, kernel),
     )
     if kdump:
         handover = Step("kdump", kernel=nxt, cmdline=cmdline, initrd=initrd)
@@ -274,10 +281,15 @@ def _judge(world: World) -> dict[str, Any]:
         why = f"the next kernel dies: {nxt.crashed} ({where})"
         return {"outcome": "hang", "why": why, **evidence}
     if "Failed to disable LPIs" in text:
+        bits = result["corruption"]["bits"]
+        owners = sorted({s["owner"] for s in stray})
         why = (
             "the next kernel finds LPIs enabled on tables nobody reserved and cannot turn "
-            "them off (EnableLPIs is one-way): no LPIs, no MSIs, and the GIC keeps writing "
-            "pending bits into the old tables, which are free memory now"
+            "them off (EnableLPIs is one-way): its LPIs never work "
+            f"({result['msis']['lost']} of {result['msis']['sent']} MSIs lost), and the "
+            "redistributors keep the old tables, whose memory the next kernel takes as "
+            "free; stray pending bits in this run: "
+            + (f"{bits}, in {', '.join(owners)}" if owners else "none")
         )
         return {"outcome": "lpis-lost", "why": why, **evidence}
     if "memory probably corrupted" in text or result["corruption"]["bits"]:
@@ -386,7 +398,7 @@ def _suggest(
     )
     if not live.efi and live.qemu_virt:
         # AAVMF with QEMU's device tree; the stub places the image, kexec-tools the rest
-        play_alt(uefi, dataclasses.replace(live, efi=True, acpi=False, image=None, plan=None))
+        play_alt(uefi, dataclasses.replace(live, efi=True, acpi=False, kernel_code=None, plan=None))
     elif not live.efi:
         out.append({"suggestion": uefi, "outcome": None, "safe": None})
     if not live.efi and not kdump:

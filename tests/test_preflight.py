@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.preflight_bundles import kexec_debug_text, write_bundle
 
 from gickexec.cli import main
@@ -29,7 +31,7 @@ from gickexec.inspect.live import (
 )
 from gickexec.scenario.builtin import builtin_text, load_builtin
 from gickexec.scenario.compare import model_segments, split_generations
-from gickexec.scenario.preflight import profile_for
+from gickexec.scenario.preflight import PreflightOptions, preflight, profile_for
 from gickexec.scenario.runner import play
 from gickexec.scenario.schema import parse_scenario
 
@@ -382,3 +384,64 @@ def test_collector_notes_what_it_could_not_read(tmp_path: Path) -> None:
     # and preflight says what is wrong with such a bundle
     r2 = CliRunner().invoke(main, ["preflight", str(tmp_path / "b")])
     assert r2.exit_code == 2 and "Booting Linux" in r2.output
+
+
+# -- hostile input: bounded, and always a clear error or a prediction ----------------------
+
+_FIRST_BOOT = (DATA / "dt-kexec-memmin.txt").read_text()
+_FIRST_BOOT_LINES = _FIRST_BOOT.splitlines()[
+    : _FIRST_BOOT.splitlines().index(
+        next(ln for ln in _FIRST_BOOT.splitlines()[300:] if "Booting Linux" in ln)
+    )
+]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("Freeing initrd memory: 39076K", "Freeing initrd memory: 99999999999K", "half the RAM"),
+        ("line: console=ttyAMA0", "line: crashkernel=foo console=ttyAMA0", "not a size"),
+        ("RC iomem: 40000000-7fffffff :", "RC iomem: 40000000-7fffffffffffff :", "16 TiB"),
+        ("RC iomem: 40000000-7fffffff :", "RC iomem: 40000000-40000fff :", "0 RAM banks"),
+    ],
+)
+def test_values_the_model_cannot_build_are_refused(old: str, new: str, message: str) -> None:
+    text = "\n".join(_FIRST_BOOT_LINES).replace(old, new, 1)
+    assert new in text
+    with pytest.raises(LiveError, match=message):
+        preflight(read_live(text), PreflightOptions())
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(_FIRST_BOOT_LINES) - 1),
+            st.sampled_from(["drop", "digits", "junk"]),
+            st.text(alphabet="0123456789abcdefx-: []@", max_size=40),
+        ),
+        max_size=6,
+    )
+)
+@settings(max_examples=40, deadline=None)
+def test_mangled_logs_give_a_prediction_or_a_clear_error(
+    edits: list[tuple[int, str, str]],
+) -> None:
+    """Lines of a real log dropped, their numbers replaced or junk appended: the reader
+    and the model either predict or raise LiveError, never anything else."""
+    lines = list(_FIRST_BOOT_LINES)
+    for where, how, junk in edits:
+        at = where % len(lines)
+        if how == "drop":
+            del lines[at]
+        elif how == "digits":
+            lines[at] = re.sub(r"[0-9a-f]{4,}", junk or "0", lines[at])
+        else:
+            lines[at] += junk
+        if not lines:
+            break
+    try:
+        doc = preflight(read_live("\n".join(lines)), PreflightOptions())
+    except LiveError as e:
+        assert str(e)
+    else:
+        assert isinstance(doc["safe"], bool) and doc["predictions"]

@@ -56,33 +56,39 @@ IOMEM_PREFIX = "RC iomem: "
 KEXEC_D_PREFIX = "RC kexec-d: "
 INTERRUPTS_PREFIX = "RC irq: "
 
+#: Every number a pattern captures is bounded: decimal to a few digits, hex to 64 bits
+#: (CPython refuses to convert very long decimal strings)
 _HOST = re.compile(r"^\[host\s+[\d.]+\]\s?")
-_VERSION = re.compile(r"Linux version (\d+)\.(\d+)(?:\.(\d+))?(\S*)")
+_VERSION = re.compile(r"Linux version (\d{1,4})\.(\d{1,4})(?:\.(\d{1,6}))?(\S*)")
 _ITS = re.compile(
-    r"^ITS@0x([0-9a-f]+): allocated (\d+) (Devices|Interrupt Collections|Virtual CPUs) "
-    r"@([0-9a-f]+)"
+    r"^ITS@0x([0-9a-f]{1,16}): allocated (\d{1,10}) (Devices|Interrupt Collections|Virtual CPUs) "
+    r"@([0-9a-f]{1,16})"
 )
 #: Older kernels print "GIC: ..." and the pending line without "GICv3: " and without
 #: "allocated"/"reserved" (the model's pre-v4.20 printk era: kernel/printk.py
 #: ITS_PROP_TABLE_OLD, ITS_PEND_TABLE_OLD)
-_PROP = re.compile(r"^(?:GICv3|GIC): using LPI property table @0x([0-9a-f]+)")
+_PROP = re.compile(r"^(?:GICv3|GIC): using LPI property table @0x([0-9a-f]{1,16})")
 _PEND = re.compile(
-    r"^(?:GICv3: )?CPU(\d+): using (?:(allocated|reserved) )?LPI pending table @0x([0-9a-f]+)"
+    r"^(?:GICv3: )?CPU(\d{1,5}): using (?:(allocated|reserved) )?LPI pending table "
+    r"@0x([0-9a-f]{1,16})"
 )
-_REDIST = re.compile(r"^GICv3: CPU(\d+): found redistributor \d+ region \d+:0x([0-9a-f]+)")
+_REDIST = re.compile(
+    r"^GICv3: CPU(\d{1,5}): found redistributor [0-9a-f]{1,16} region \d{1,5}:0x([0-9a-f]{1,16})"
+)
 #: QEMU virt's memory map (hw/arm/virt.c ``base_memmap``): VIRT_GIC_ITS 0x08080000,
 #: VIRT_GIC_REDIST 0x080A0000; a log whose firmware tables do not name the machine
 #: still shows them
 _QEMU_VIRT_GIC = ("ITS [mem 0x08080000-0x0809ffff]", 0x080A0000)
-_MEMRESERVE = re.compile(r"^efi: .*\bMEMRESERVE=0x([0-9a-f]+)")
-_CRASH = re.compile(r"^crashkernel reserved: 0x([0-9a-f]+) - 0x([0-9a-f]+)")
-_INITRD = re.compile(r"^Freeing initrd memory: (\d+)K")
-_ITS_MEM = re.compile(r"^ITS \[mem 0x([0-9a-f]+)-")
+_MEMRESERVE = re.compile(r"^efi: .*\bMEMRESERVE=0x([0-9a-f]{1,16})")
+_CRASH = re.compile(r"^crashkernel reserved: 0x([0-9a-f]{1,16}) - 0x([0-9a-f]{1,16})")
+_INITRD = re.compile(r"^Freeing initrd memory: (\d{1,12})K")
+_SMP = re.compile(r"^smp: Brought up \d{1,5} nodes?, (\d{1,6}) CPUs?")
+_ITS_MEM = re.compile(r"^ITS \[mem 0x([0-9a-f]{1,16})-")
 _ITS_MSI = re.compile(r"\bITS-MSI\s+(\d{1,10})\s")
-_IOMEM = re.compile(r"^(\s*)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.+?)\s*$")
-_KEXEC_CMDLINE = re.compile(r"arch_process_options:\d+: command_line: (.*)$")
-_KEXEC_INITRD = re.compile(r"^initrd: base ([0-9a-f]+), size [0-9a-f]+h \((\d+)\)")
-_KEXEC_IMAGE_SIZE = re.compile(r"image_arm64_load: image_size:\s+([0-9a-f]+)")
+_IOMEM = re.compile(r"^(\s*)([0-9a-fA-F]{1,16})-([0-9a-fA-F]{1,16}) : (.+?)\s*$")
+_KEXEC_CMDLINE = re.compile(r"arch_process_options:\d{1,6}: command_line: (.{0,4096})$")
+_KEXEC_INITRD = re.compile(r"^initrd: base ([0-9a-f]{1,16}), size [0-9a-f]{1,16}h \((\d{1,15})\)")
+_KEXEC_IMAGE_SIZE = re.compile(r"image_arm64_load: image_size:\s+([0-9a-f]{1,16})")
 
 
 class LiveError(ValueError):
@@ -376,8 +382,8 @@ def parse_kernel_log(text: str) -> dict[str, Any]:
             crash = (lo, hi - lo)
         elif (m := _INITRD.match(line)) is not None:
             initrd_k = int(m.group(1))
-        elif line.startswith("smp: Brought up"):
-            smp_cpus = int(line.rsplit(",", 1)[-1].split()[0])
+        elif (m := _SMP.match(line)) is not None:
+            smp_cpus = int(m.group(1))
     if version is None:
         raise LiveError(
             "kernel log: no 'Linux version' banner (the log's start is missing: dmesg's "

@@ -21,12 +21,22 @@ from typing import Any, Literal
 from gickexec.hw.memory import MemRegion
 from gickexec.hw.platform import PLATFORMS, BootPath, Platform
 from gickexec.inspect.live import LiveError, LiveSystem, tables_from_lines
+from gickexec.kernel.cmdline import CmdlineError, parse_cmdline
 from gickexec.kernel.kernel import Kernel
 from gickexec.kernel.kexec import ULONG_MAX
 from gickexec.kernel.profiles import PROFILES, get_profile
 from gickexec.scenario.compare import model_segments
 from gickexec.scenario.runner import describe, health, play
-from gickexec.scenario.schema import Device, Expect, Scenario, Step
+from gickexec.scenario.schema import (
+    MAX_BANK,
+    MAX_BANKS,
+    MAX_CPUS,
+    MIN_BANK,
+    Device,
+    Expect,
+    Scenario,
+    Step,
+)
 from gickexec.scenario.world import World
 
 __all__ = [
@@ -35,6 +45,7 @@ __all__ = [
     "Outcome",
     "PreflightOptions",
     "build_scenario",
+    "check_modelable",
     "platform_for",
     "preflight",
     "profile_for",
@@ -101,17 +112,13 @@ def platform_for(live: LiveSystem, clearable: bool | None = None) -> Platform:
     not modelled, so the tables may not land at the live addresses) with the live RAM.
     ``clearable`` sets the EnableLPIs knob (and CES, which reports it)."""
     boot: BootPath = "dt" if not live.efi else "uefi-acpi" if live.acpi else "uefi-dt"
+    ram = _banks(live)
     if live.qemu_virt:
-        p = PLATFORMS["qemu-virt"].with_boot(boot)
-        # AAVMF carves its regions out of the one RAM bank: the bank is the span
-        start = live.ram[0][0]
-        end = max(b + s for b, s in live.ram)
-        p = p.with_ram((MemRegion(start, end - start, "System RAM"),))
+        p = PLATFORMS["qemu-virt"].with_boot(boot).with_ram(ram)
     else:
         base = PLATFORMS["efi-server-8" if live.efi else "rk3566-dt"]
         its = live.its_base if live.its_base is not None else base.its_base
         gicr = live.gicr_base if live.gicr_base is not None else base.gicr_base
-        ram = tuple(MemRegion(b, s, "System RAM") for b, s in live.ram)
         gicd = _free_gicd(base.gicd_base, ram, its, gicr, live.cpus)
         p = dataclasses.replace(
             base, boot=boot, boot_paths=(boot,), its_base=its, gicr_base=gicr, gicd_base=gicd
@@ -123,6 +130,60 @@ def platform_for(live: LiveSystem, clearable: bool | None = None) -> Platform:
             dataclasses.replace(p.knobs, enable_lpis_clearable=clearable, report_ces=clearable)
         )
     return p
+
+
+def _banks(live: LiveSystem) -> tuple[MemRegion, ...]:
+    """The RAM banks the model builds, within the scenario format's bounds (2 MiB
+    multiples, 64 MiB to 16 TiB, at most 16 banks: scenario/schema.py).  Firmware carves
+    its runtime regions out of a bank (AAVMF on QEMU virt, EDK II on servers), and the
+    model's firmware does the same inside its banks: System RAM ranges less than 64 MiB
+    apart are one bank; each bank is rounded inwards to 2 MiB (on QEMU virt the RAM
+    starts and ends on 2 MiB boundaries, so nothing moves), and a bank under 64 MiB left
+    out."""
+    spans: list[list[int]] = []
+    for b, size in sorted(live.ram):
+        if spans and b - spans[-1][1] < MIN_BANK:
+            spans[-1][1] = max(spans[-1][1], b + size)
+        else:
+            spans.append([b, b + size])
+    rounded = [((lo + _2M - 1) & ~(_2M - 1), hi & ~(_2M - 1)) for lo, hi in spans]
+    banks = tuple(MemRegion(lo, hi - lo, "System RAM") for lo, hi in rounded if hi - lo >= MIN_BANK)
+    if not banks or len(banks) > MAX_BANKS:
+        raise LiveError(
+            f"/proc/iomem: {len(banks)} RAM banks of 64 MiB or more "
+            f"(the model takes 1 to {MAX_BANKS})"
+        )
+    for r in banks:
+        if r.size > MAX_BANK:
+            raise LiveError(
+                f"/proc/iomem: System RAM {r.start:#x}+{r.size:#x}: the model takes banks "
+                "of 64 MiB to 16 TiB"
+            )
+    return banks
+
+
+def check_modelable(live: LiveSystem, opts: PreflightOptions) -> None:
+    """Refuse, with the reason, a system the model cannot build: too many CPUs, RAM out
+    of the scenario bounds, an initrd larger than RAM, a command line the model rejects."""
+    if not 1 <= live.cpus <= MAX_CPUS:
+        raise LiveError(f"kernel log: {live.cpus} CPUs (the model takes 1 to {MAX_CPUS})")
+    total = sum(r.size for r in _banks(live))
+    for what, n in (
+        ("the running initrd", live.initrd_bytes),
+        ("--initrd-size", opts.initrd_bytes),
+    ):
+        if n is not None and n > total // 2:
+            raise LiveError(f"{what}: {n} bytes, more than half the RAM ({total})")
+    cmdlines = [("kernel log: Kernel command line", live.cmdline)]
+    if opts.cmdline is not None:
+        cmdlines.append(("--cmdline", opts.cmdline))
+    if live.plan is not None and live.plan.cmdline is not None:
+        cmdlines.append(("kexec -d command_line", live.plan.cmdline))
+    for what, text in cmdlines:
+        try:
+            parse_cmdline(text)
+        except CmdlineError as e:
+            raise LiveError(f"{what}: {e}") from None
 
 
 def _free_gicd(preset: int, ram: tuple[MemRegion, ...], its: int, gicr: int, cpus: int) -> int:
@@ -415,6 +476,7 @@ def _suggest(
 
 def preflight(live: LiveSystem, opts: PreflightOptions) -> dict[str, Any]:
     """Play the planned handover on the model of ``live``; the prediction document."""
+    check_modelable(live, opts)
     predictions: list[dict[str, Any]] = []
     fidelity: dict[str, Any] | None = None
     scenario = build_scenario(live, opts)

@@ -445,3 +445,28 @@ def test_mangled_logs_give_a_prediction_or_a_clear_error(
         assert str(e)
     else:
         assert isinstance(doc["safe"], bool) and doc["predictions"]
+
+
+def test_printed_segments_are_played_where_the_model_loader_differs(tmp_path: Path) -> None:
+    """A kexec -d whose initrd is not where the model's loader would put it: the
+    prediction says so and plays the printed segments."""
+    text = (DATA / "dt-kexec-memmin.txt").read_text()
+    kd = "\n".join(
+        ln.split("RC kexec-d: ", 1)[1] for ln in text.splitlines() if "RC kexec-d: " in ln
+    ).replace("segment[1].mem   = 0x52010000", "segment[1].mem   = 0x60000000")
+    (tmp_path / "kexec-d.txt").write_text(kd)
+    code, doc = _preflight(
+        "--dmesg", str(DATA / "dt-kexec-memmin.txt"), "--kexec-debug", str(tmp_path / "kexec-d.txt")
+    )
+    assert code == 1
+    assert doc["model"]["segments"] == "kexec -d"
+    assert not doc["model"]["reproduced"]
+    assert any("0x60000000+0x225000" in d for d in doc["model"]["differences"])
+    (pred,) = doc["predictions"]
+    initrd = next(s for s in pred["segments"] if s["name"] == "initrd")
+    assert (initrd["addr"], initrd["size"]) == (0x60000000, 0x225000)
+    assert pred["outcome"] == "corrupted"
+    # the real runs need no forcing: the model's loader puts every segment where
+    # kexec-tools did
+    _, real = _preflight("--dmesg", str(DATA / "uefi-kdump.txt"))
+    assert real["model"]["segments"] == "model loader"

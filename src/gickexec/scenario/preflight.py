@@ -23,7 +23,7 @@ from gickexec.hw.platform import PLATFORMS, BootPath, Platform
 from gickexec.inspect.live import LiveError, LiveSystem, tables_from_lines
 from gickexec.kernel.cmdline import CmdlineError, parse_cmdline
 from gickexec.kernel.kernel import Kernel
-from gickexec.kernel.kexec import ULONG_MAX
+from gickexec.kernel.kexec import ULONG_MAX, KexecSegments
 from gickexec.kernel.profiles import PROFILES, get_profile
 from gickexec.scenario.compare import model_segments
 from gickexec.scenario.runner import describe, health, play
@@ -46,6 +46,7 @@ __all__ = [
     "PreflightOptions",
     "build_scenario",
     "check_modelable",
+    "plan_segments",
     "platform_for",
     "preflight",
     "profile_for",
@@ -228,6 +229,7 @@ def build_scenario(
     *,
     first_cmdline_extra: str = "",
     mem_min: int | None = None,
+    segments: KexecSegments | None = None,
 ) -> Scenario:
     """The scenario of the planned handover: boot as the live kernel did, MSIs, then the
     kexec or kdump, then MSIs again."""
@@ -261,7 +263,7 @@ def build_scenario(
         image=_image(live, kernel),
     )
     if kdump:
-        handover = Step("kdump", kernel=nxt, cmdline=cmdline, initrd=initrd)
+        handover = Step("kdump", kernel=nxt, cmdline=cmdline, initrd=initrd, segments=segments)
     else:
         handover = Step(
             "kexec",
@@ -270,6 +272,7 @@ def build_scenario(
             initrd=initrd,
             mem_min=mem_min or 0,
             mem_max=opts.mem_max if opts.mem_max is not None else ULONG_MAX,
+            segments=segments,
         )
     return Scenario(
         name="preflight",
@@ -405,16 +408,18 @@ def _fidelity(live: LiveSystem, world: World) -> dict[str, Any]:
         got = "none" if first.crashkernel is None else f"{first.crashkernel[0]:#x}"
         diffs.append(f"live crashkernel at {live.crashkernel[0]:#x}, the model's at {got}")
     model_segs = model_segments(world)
+    segments_differ = False
     if live.plan is not None:
         want = list(live.plan.segments)
         got_segs = model_segs[0] if model_segs else []
         if got_segs != want:
+            segments_differ = True
             fmt = ", ".join
             diffs.append(
                 f"kexec -d segments {fmt(f'{a:#x}+{s:#x}' for a, s in want)}; the model's "
                 f"loader: {fmt(f'{a:#x}+{s:#x}' for a, s in got_segs) or 'none'}"
             )
-    return {"reproduced": not diffs, "differences": diffs}
+    return {"reproduced": not diffs, "differences": diffs, "segments_differ": segments_differ}
 
 
 def _variants(live: LiveSystem, choice: EnableLpis) -> list[tuple[str, bool | None]]:
@@ -474,33 +479,67 @@ def _suggest(
     return out
 
 
+def plan_segments(live: LiveSystem) -> KexecSegments:
+    """The segments of the live plan as the model loads them.  kexec-tools prints them
+    sorted by address (``sort_segments()`` before ``kexec_load()``, kexec/kexec.c; the
+    real kdump run's -d output, tests/data/realcheck, lists the elfcorehdr it placed
+    first as the last segment):
+    the image lowest, then the initrd (if any), the DTB and the purgatory, all placed
+    above the image; for ``-p`` the elfcorehdr last, at the top of the crash region."""
+    plan = live.plan
+    assert plan is not None
+    segs = list(plan.segments)
+    elfcorehdr = segs.pop() if plan.kdump and len(segs) > 3 else None
+    if len(segs) == 4:
+        image, initrd, dtb, purgatory = segs
+    elif len(segs) == 3:
+        image, dtb, purgatory = segs
+        initrd = (0, 0)
+    else:
+        raise LiveError(
+            f"kexec -d output: {len(plan.segments)} segments; the model knows kexec-tools' "
+            "arm64 Image loads (image, initrd, DTB, purgatory, and elfcorehdr for -p)"
+        )
+    return KexecSegments(
+        "kexec-tools", image, initrd, dtb, purgatory, elfcorehdr, plan.initrd_bytes or None
+    )
+
+
 def preflight(live: LiveSystem, opts: PreflightOptions) -> dict[str, Any]:
-    """Play the planned handover on the model of ``live``; the prediction document."""
+    """Play the planned handover on the model of ``live``; the prediction document.
+
+    The handover is played with the model's own loader first; when its segments are
+    not the ones kexec -d printed, it is played again with the printed ones."""
     check_modelable(live, opts)
+    variants = _variants(live, opts.enable_lpis)
+    scenario = build_scenario(live, opts, variants[0][1])
+    first = play(scenario)
+    fidelity = _fidelity(live, first)
+    forced = fidelity.pop("segments_differ")
+    segments = plan_segments(live) if forced else None
     predictions: list[dict[str, Any]] = []
-    fidelity: dict[str, Any] | None = None
-    scenario = build_scenario(live, opts)
-    for label, clearable in _variants(live, opts.enable_lpis):
-        world = play(build_scenario(live, opts, clearable))
-        if fidelity is None:
-            fidelity = _fidelity(live, world)
+    for i, (label, clearable) in enumerate(variants):
+        world = (
+            first
+            if i == 0 and not forced
+            else play(build_scenario(live, opts, clearable, segments=segments))
+        )
         judged = _judge(world)
         judged["enable_lpis"] = label
         judged["safe"] = judged["outcome"] in SAFE
         predictions.append(judged)
-    assert fidelity is not None
     unsafe = [p for p in predictions if not p["safe"]]
-    suggestions = (
-        _suggest(live, opts, predictions, _variants(live, opts.enable_lpis)[0][1]) if unsafe else []
-    )
+    suggestions = _suggest(live, opts, predictions, variants[0][1]) if unsafe else []
+    handover = next(s for s in scenario.steps if s.action in ("kexec", "kdump"))
     return {
         "live": live.to_json(),
         "model": {
             "platform": scenario.platform.name,
             "boot": scenario.platform.boot_path,
             "kernel": scenario.steps[0].kernel,
-            "next_kernel": next(s.kernel for s in scenario.steps if s.action in ("kexec", "kdump")),
-            "handover": "kdump" if _is_kdump(live, opts) else "kexec",
+            "next_kernel": handover.kernel,
+            "handover": handover.action,
+            "segments": "kexec -d" if forced else "model loader",
             **fidelity,
         },
         "predictions": predictions,

@@ -222,6 +222,7 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     assert "no dmesg.txt" in _bad(tmp_path, str(tmp_path))
     assert "not a directory" in _bad(tmp_path, str(tmp_path / "nope"))
     assert "no input" in _bad(tmp_path)
+    assert "not both" in _bad(tmp_path, str(tmp_path), "--dmesg", str(DATA / "uefi-kexec.txt"))
     assert "no such kernel profile" in _bad(
         tmp_path, "--dmesg", str(DATA / "uefi-kexec.txt"), "--next", "v9.9"
     )

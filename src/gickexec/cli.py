@@ -606,6 +606,135 @@ def compare(scenario: str, log: Path, as_json: bool, pretty: bool) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+@main.command(
+    short_help="Predict a live system's planned kexec or kdump from what it shows.",
+    epilog="""\b
+Exit status: 0 the handover is safe (tables reused, or no LPIs), 1 it is not (hang,
+corruption, LPIs lost; with --enable-lpis unknown: in either case), 2 bad input.
+Examples:
+  gickexec preflight BUNDLE/                    # what 'gickexec collect' gathered
+  gickexec preflight --dmesg dmesg.txt --iomem iomem.txt --kexec-debug kexec-d.txt
+  gickexec preflight --dmesg serial.log --next v6.6 --enable-lpis unknown --json -p
+See docs/preflight.md.""",
+)
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--dmesg",
+    "dmesg_path",
+    type=click.Path(path_type=Path),
+    help="The running kernel's log: dmesg, or a whole serial log.",
+)
+@click.option(
+    "--iomem", "iomem_path", type=click.Path(path_type=Path), help="/proc/iomem, read as root."
+)
+@click.option(
+    "--kexec-debug",
+    "kexec_path",
+    type=click.Path(path_type=Path),
+    help="kexec-tools' -d output of the planned kexec -l or kexec -p.",
+)
+@click.option(
+    "--interrupts",
+    "irq_path",
+    type=click.Path(path_type=Path),
+    help="/proc/interrupts (its ITS-MSI rows are the devices the model drives).",
+)
+@click.option(
+    "--next", "next_kernel", help="Profile of the next kernel (default: the running one's)."
+)
+@click.option(
+    "--cmdline", help="The next kernel's command line (default: kexec -d's, else the running one)."
+)
+@click.option("--kdump", is_flag=True, help="The plan is a kdump (kexec -p, then a panic).")
+@click.option(
+    "--enable-lpis",
+    type=click.Choice(["auto", "one-way", "clearable", "unknown"]),
+    default="auto",
+    show_default=True,
+    help="Whether GICR_CTLR.EnableLPIs can be cleared; auto: known for QEMU virt, "
+    "else unknown (both outcomes).",
+)
+@click.option("--mem-min", help="kexec --mem-min of the plan (without --kexec-debug).")
+@click.option("--mem-max", help="kexec --mem-max of the plan (without --kexec-debug).")
+@click.option("--initrd-size", help="Bytes of the next kernel's initrd (without --kexec-debug).")
+@_json_options
+def preflight(
+    bundle: Path | None,
+    dmesg_path: Path | None,
+    iomem_path: Path | None,
+    kexec_path: Path | None,
+    irq_path: Path | None,
+    next_kernel: str | None,
+    cmdline: str | None,
+    kdump: bool,
+    enable_lpis: str,
+    mem_min: str | None,
+    mem_max: str | None,
+    initrd_size: str | None,
+    as_json: bool,
+    pretty: bool,
+) -> None:
+    """Read what a running arm64 Linux shows (its kernel log, /proc/iomem, optionally
+    kexec -d output of the planned load), build the model of it, play the planned kexec
+    or kdump and say what the next kernel will do with the live LPI tables, and what
+    would make it safe."""
+    from gickexec.inspect.live import (  # noqa: PLC0415 - only here
+        LiveError,
+        read_bundle,
+        read_live,
+        read_text,
+    )
+    from gickexec.report.preflight import preflight_text  # noqa: PLC0415
+    from gickexec.scenario.preflight import PreflightOptions  # noqa: PLC0415
+    from gickexec.scenario.preflight import preflight as predict  # noqa: PLC0415
+
+    try:
+        if bundle is not None:
+            if dmesg_path or iomem_path or kexec_path or irq_path:
+                _bad_input("give a BUNDLE directory or --dmesg/--iomem files, not both")
+            live = read_bundle(bundle)
+        else:
+            if dmesg_path is None:
+                _bad_input("no input: give a BUNDLE directory or --dmesg FILE (and --iomem)")
+
+            def text(path: Path | None) -> str | None:
+                return None if path is None else read_text(path)
+
+            log = text(dmesg_path)
+            assert log is not None
+            live = read_live(log, text(iomem_path), text(kexec_path), text(irq_path))
+        opts = PreflightOptions(
+            next_kernel=next_kernel,
+            cmdline=cmdline,
+            kdump=kdump,
+            enable_lpis=cast(Any, enable_lpis),
+            mem_min=None if mem_min is None else parse_uint(mem_min, "--mem-min"),
+            mem_max=None if mem_max is None else parse_uint(mem_max, "--mem-max"),
+            initrd_bytes=(
+                None if initrd_size is None else parse_uint(initrd_size, "--initrd-size")
+            ),
+        )
+        doc = predict(live, opts)
+    except (LiveError, InputError) as e:
+        _bad_input(str(e))
+    if as_json:
+        _print_json({"preflight": doc}, pretty)
+    else:
+        click.echo(preflight_text(doc))
+    sys.exit(0 if doc["safe"] else 1)
+
+
+@main.command(short_help="Print the collector script for 'gickexec preflight'.")
+def collect() -> None:
+    """Print collect.sh, the POSIX sh script that gathers a preflight bundle on the
+    target (read-only, no Python needed there): gickexec collect > collect.sh, copy it
+    over, run 'sudo sh collect.sh OUTDIR [kexec -l ARGS...]'."""
+    from importlib import resources  # noqa: PLC0415
+
+    script = resources.files("gickexec.data").joinpath("collect.sh").read_text("utf-8")
+    click.echo(script, nl=False)
+
+
 @main.command(short_help="List the kernel profiles and what tells them apart.")
 @_json_options
 def profiles(as_json: bool, pretty: bool) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "compared_lines",
     "kexec_segments",
     "mask_hex",
+    "model_segments",
     "split_generations",
 ]
 
@@ -209,7 +210,8 @@ def _diff(n: int, real: list[str], model: list[str]) -> GenerationDiff:
     return g
 
 
-def _model_segments(world: World) -> list[list[tuple[int, int]]]:
+def model_segments(world: World) -> list[list[tuple[int, int]]]:
+    """``(mem, memsz)`` of every kexec-tools load the model made, in kexec -d's order."""
     loads: list[list[tuple[int, int]]] = []
     for k in world.generations:
         seg = k.segments if k.segments is not None else (k.kdump.segments if k.kdump else None)
@@ -232,4 +234,4 @@ def compare_world(world: World, real_log: str) -> Comparison:
         r = compared_lines(real[n]) if n < len(real) else []
         m = compared_lines(world.generations[n].log.lines) if n < len(world.generations) else []
         gens.append(_diff(n, r, m))
-    return Comparison(gens, kexec_segments(real_log), _model_segments(world))
+    return Comparison(gens, kexec_segments(real_log), model_segments(world))

@@ -95,6 +95,7 @@ def _do(world: World, step: Step) -> None:
                 initrd=step.initrd,
                 mem_min=step.mem_min,
                 mem_max=step.mem_max,
+                segments=step.segments,
             )
         case "kdump":
             world.kdump(
@@ -103,6 +104,7 @@ def _do(world: World, step: Step) -> None:
                 panic_cpu=step.cpu,
                 inflight_msis=step.inflight_msis,
                 initrd=step.initrd,
+                segments=step.segments,
             )
         case "cpu-down":
             world.cpu_down(step.cpu)

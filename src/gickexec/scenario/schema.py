@@ -21,7 +21,7 @@ from gickexec.hw.knobs import knobs_with_overrides
 from gickexec.hw.memory import MemRegion
 from gickexec.hw.platform import BOOT_PATHS, PLATFORMS, Platform
 from gickexec.kernel.cmdline import CmdlineError, parse_cmdline, parse_size
-from gickexec.kernel.kexec import INITRD_BYTES, LOADERS, ULONG_MAX, Loader
+from gickexec.kernel.kexec import INITRD_BYTES, LOADERS, ULONG_MAX, KexecSegments, Loader
 from gickexec.kernel.profiles import PROFILES
 
 __all__ = [
@@ -95,6 +95,10 @@ class Step:
     #: kexec: ``--mem-min`` / ``--mem-max``
     mem_min: int = 0
     mem_max: int = ULONG_MAX
+    #: kexec, kdump: the segments a real kexec-tools printed (``kexec -d``), loaded where
+    #: it put them instead of where the model's loader would (set by ``gickexec
+    #: preflight``, not by scenario files)
+    segments: KexecSegments | None = None
 
 
 #: A numeric expectation: exact value, or inclusive (min, max) with None for open.

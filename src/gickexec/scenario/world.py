@@ -288,10 +288,12 @@ class World:
         initrd: int = INITRD_BYTES,
         mem_min: int = 0,
         mem_max: int = ULONG_MAX,
+        segments: KexecSegments | None = None,
     ) -> Kernel:
         """kexec from the running kernel into ``profile``: ``loader`` places the image,
         an ``initrd``-byte initramfs and the DTB (``kexec -l [--mem-min/--mem-max]`` or
-        ``kexec -s -l``), then ``kexec -e``.  Devices that keep signalling during the
+        ``kexec -s -l``), then ``kexec -e``; ``segments`` (a real ``kexec -d``'s) are
+        loaded where they say instead.  Devices that keep signalling during the
         handover send ``handover_msis`` MSIs before the new kernel starts."""
         old = self.kernel
         parsed = parse_cmdline(cmdline)
@@ -315,10 +317,13 @@ class World:
             mem_min,
             mem_max,
         )
-        segments = load_segments(loader, old.system_ram, self._loader_view(old, loader), opts)
-        if isinstance(segments, str):
-            self.notes.append(f"kexec skipped: {loader}: {segments}")
+        placed = segments or load_segments(
+            loader, old.system_ram, self._loader_view(old, loader), opts
+        )
+        if isinstance(placed, str):
+            self.notes.append(f"kexec skipped: {loader}: {placed}")
             return old
+        segments = placed
         old.shutdown_for_kexec()
         self._record_memreserve(old)
         chain = self.memreserve_chain()
@@ -371,13 +376,16 @@ class World:
         inflight_msis: int = 0,
         reason: str = "sysrq triggered crash",
         initrd: int = INITRD_BYTES,
+        segments: KexecSegments | None = None,
     ) -> Kernel | None:
         """The running kernel panics on ``panic_cpu`` and, if ``crashkernel=`` reserved
         room for it (``kexec -p``), boots the capture kernel ``profile`` there.
 
         Devices are not shut down on a panic; ``inflight_msis`` MSIs per device arrive
         after the crashed kernel masked its interrupts and before the capture kernel
-        runs.  Returns the capture kernel, or None when there is none to boot.
+        runs.  ``segments`` (a real ``kexec -d -p``'s) are loaded where they say
+        instead of where the model's loader puts them.  Returns the capture kernel, or
+        None when there is none to boot.
         """
         old = self.kernel
         parsed = parse_cmdline(cmdline)
@@ -415,12 +423,13 @@ class World:
             initrd,
             kexec_fdt_bytes(self.platform, cmdline, kdump=True),
         )
-        segments = load_segments(
+        placed = segments or load_segments(
             "kexec-tools", old.system_ram, self._loader_view(old, "kexec-tools"), opts, crash
         )
-        if isinstance(segments, str):
-            self.notes.append(f"kdump: kexec -p failed: {segments}: the machine hangs")
+        if isinstance(placed, str):
+            self.notes.append(f"kdump: kexec -p failed: {placed}: the machine hangs")
             return None
+        segments = placed
         vmcore = tuple(
             piece
             for start, end in old.memory

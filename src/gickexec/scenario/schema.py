@@ -141,10 +141,59 @@ class Scenario:
 _HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
 
 
+#: ``steps[1].steps[2].msis``: a field of an inline table inside an array of a table
+_NESTED = re.compile(
+    r"([A-Za-z0-9_\-]+\[[0-9]+\])\.([A-Za-z0-9_\-]+)\[([0-9]+)\](?:\.([A-Za-z0-9_\-]+))?"
+)
+
+
+def _inline_line(text: str, line: int, key: str, index: int, field: str | None) -> int | None:
+    """The line of ``field`` in the ``index``-th inline table of the array ``key = [...]``
+    that starts at 1-based ``line`` (``repeat`` steps), or of that table when ``field``
+    is None; None when the text does not have that shape."""
+    lines = text.splitlines()
+    start = sum(len(x) + 1 for x in lines[: line - 1])
+    m = re.compile(rf"{re.escape(key)}\s*=\s*\[").search(text, start)
+    if m is None:
+        return None
+    depth, seen, pos = 0, -1, m.end()
+    while pos < len(text):
+        ch = text[pos]
+        if ch in "\"'":  # skip strings: braces inside them do not count
+            end = text.find(ch, pos + 1)
+            pos = len(text) if end < 0 else end + 1
+            continue
+        if ch == "{":
+            depth += 1
+            if depth == 1:
+                seen += 1
+                if seen == index:
+                    close = text.find("}", pos)
+                    body = text[pos : close if close >= 0 else len(text)]
+                    f = re.search(rf"\b{re.escape(field)}\s*=", body) if field else None
+                    at = pos + (f.start() if f else 0)
+                    return text.count("\n", 0, at) + 1
+        elif ch == "}":
+            depth -= 1
+        elif ch == "]" and depth == 0:
+            return None
+        pos += 1
+    return None
+
+
 def _locate(text: str, path: str) -> int | None:
     """Best-effort line number of ``path`` (e.g. ``steps[2].msis``) in TOML ``text``."""
     if not text:
         return None
+    nested = _NESTED.fullmatch(path)
+    if nested:
+        outer = _locate(text, nested.group(1) + "." + nested.group(2))
+        if outer is not None:
+            inner = _inline_line(
+                text, outer, nested.group(2), int(nested.group(3)), nested.group(4)
+            )
+            if inner is not None:
+                return inner
     parts = re.findall(r"([A-Za-z0-9_\-]+)(?:\[([0-9]+)\])?", path)
     lines = text.splitlines()
     if not parts:

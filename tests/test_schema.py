@@ -213,28 +213,19 @@ def test_boot_path_overrides_the_platform_firmware() -> None:
 def test_errors_inside_inline_repeat_steps_name_their_own_line() -> None:
     """An error in the second inline step of a repeat is on that step's line (issue 11:
     it used to be reported at the repeat's [[steps]] header)."""
-    text = """name = "x"
-platform = "efi-server-8"
-
-[[devices]]
-name = "eth0"
-device_id = 0x100
-vectors = 2
-
-[[steps]]
-action = "boot"
-kernel = "v6.6"
-
-[[steps]]
-action = "repeat"
-times = 2
-steps = [ { action = "kexec", kernel = "v6.6" },
-          { action = "traffic", device = "eth0", msis = "x" },
-          { action = "traffic", device = "nic9", msis = 1 } ]
-"""
+    head = MINIMAL[: MINIMAL.index('[[steps]]\naction = "traffic"')]
+    text = head + (
+        '[[steps]]\naction = "repeat"\ntimes = 2\n'
+        'steps = [ { action = "kexec", kernel = "v6.6" },\n'
+        '          { action = "traffic", device = "eth0", msis = "x" },\n'
+        '          { action = "traffic", device = "nic9", msis = 1 } ]\n'
+    )
+    lines = text.splitlines()
+    bad_line = next(i for i, ln in enumerate(lines, 1) if 'msis = "x"' in ln)
     with pytest.raises(ScenarioError) as bad:
         parse_scenario(text, "r.toml")
-    assert bad.value.line == 17 and bad.value.field_path == "steps[1].steps[1].msis"
+    assert bad.value.line == bad_line and bad.value.field_path == "steps[1].steps[1].msis"
     with pytest.raises(ScenarioError) as dev:
         parse_scenario(text.replace('msis = "x"', "msis = 1"), "r.toml")
-    assert dev.value.line == 18 and dev.value.field_path == "steps[1].steps[2].device"
+    assert dev.value.line == bad_line + 1
+    assert dev.value.field_path == "steps[1].steps[2].device"

@@ -66,13 +66,13 @@ def test_kformat_too_many_arguments_raises() -> None:
         kformat("plain", 1)
 
 
-# linux-kernel.md §2.9, verbatim without the trailing "\n".
+# Linux v6.1 drivers/irqchip/irq-gic-v3-its.c and irq-gic-v3.c, verbatim without the
+# trailing "\n".
 KERNEL_STRINGS = {
     "ITS_PREALLOCATED": "GICv3: Using preallocated redistributor tables",
     "ITS_PROP_TABLE": "GICv3: using LPI property table @%pa",
     "ITS_PEND_TABLE": "GICv3: CPU%d: using %s LPI pending table @%pa",
     "ITS_EXPECTED_RESERVED": "GICv3: Expected reserved range [%pa:%pa], not found",
-    "ITS_BOOTED_ENABLED": "GICv3: CPU%d: Booted with LPIs enabled, memory probably corrupted",
     "ITS_NO_LPIS": "CPU%d: LPIs not supported",
     "ITS_TIMEOUT_DISABLE": "CPU%d: Timeout while disabling LPIs",
     "ITS_FAILED_DISABLE": "CPU%d: Failed to disable LPIs",
@@ -86,8 +86,30 @@ def test_message_constants_are_the_kernel_strings(name: str, kernel_string: str)
     assert getattr(printk, name) == kernel_string
 
 
+_BOOTED = "Booted with LPIs enabled, memory probably corrupted"
+
+
+@pytest.mark.parametrize(
+    ("msg", "version", "text"),
+    [
+        # Linux v4.19.1 redist_disable_lpis(): no prefix; v4.20 writes "GICv3: " in
+        (printk.ITS_BOOTED_ENABLED, (4, 19), "CPU%d: " + _BOOTED),
+        (printk.ITS_BOOTED_ENABLED, (4, 20), "GICv3: CPU%d: " + _BOOTED),
+        # v4.19.1 its_wait_for_range_completion(); a050fa5476d4 drops from_idx
+        (printk.ITS_QUEUE_TIMEOUT, (4, 19), "ITS queue timeout (%llu %llu %llu)"),
+        (printk.ITS_QUEUE_TIMEOUT, (6, 1), "ITS queue timeout (%llu %llu)"),
+        (printk.GIC_UNEXPECTED, (5, 17), "Unexpected interrupt received!"),
+        (printk.GIC_UNEXPECTED, (6, 1), "Unexpected interrupt (irqnr %u)"),
+    ],
+)
+def test_versioned_messages_follow_the_source_of_each_version(
+    msg: printk.Msg, version: tuple[int, int], text: str
+) -> None:
+    assert msg.at(version) == text
+
+
 def test_taint_letters() -> None:
-    # TAINT_CRAP is 'C', WARN_ON adds 'W' (§2.9).
+    # TAINT_CRAP is 'C', WARN_ON adds 'W' (kernel/panic.c taint_flags[]).
     assert printk.TAINT_CRAP == "C"
     assert printk.TAINT_WARN == "W"
 

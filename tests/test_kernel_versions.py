@@ -59,7 +59,6 @@ def test_every_behaviour_flag_cites_a_linux_commit_or_says_unconfirmed() -> None
                 "registers_lpi_tables_with_efi",
                 "memreserve_layout",
                 "efi_stub_installs_memreserve_root",
-                "checks_lpi_disable",
                 "defers_persistent_reservations",
             },
         ),
@@ -82,7 +81,7 @@ def test_every_behaviour_flag_cites_a_linux_commit_or_says_unconfirmed() -> None
         (
             "v5.14",
             "v5.17",
-            {"pending_memreserve_at_online", "its_reset_baser_before_probe", "printk_era"},
+            {"pending_memreserve_at_online", "its_reset_baser_before_probe"},
         ),
         ("v5.17", "v6.1", set()),
         ("v6.1", "v6.6", set()),

@@ -876,10 +876,9 @@ class Kernel:
         if self._warned_unexpected:
             return
         self._warned_unexpected = True
-        if self.profile.printk_era == "modern":
-            msg = printk.kformat(printk.GIC_UNEXPECTED_NEW, intid)
-        else:
-            msg = printk.GIC_UNEXPECTED_OLD
+        fmt = printk.GIC_UNEXPECTED.at(self.profile.version)
+        assert fmt is not None
+        msg = printk.kformat(fmt, intid) if "%u" in fmt else fmt
         self.log.warn(cpu, 0, "drivers/irqchip/irq-gic-v3.c", "gic_handle_irq", msg)
 
     # -- workload and shutdown ----------------------------------------------------------

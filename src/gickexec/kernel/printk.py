@@ -186,8 +186,13 @@ GIC_RSS = Msg(
 )
 GIC_FEATURES = Msg((((0, 0), None), ((6, 0), "GICv3: GICv3 features: %d PPIs%s%s")))
 GIC_FOUND_RDIST = "GICv3: CPU%d: found redistributor %lx region %d:%pa"
-GIC_UNEXPECTED_OLD = "Unexpected interrupt received!"
-GIC_UNEXPECTED_NEW = "Unexpected interrupt (irqnr %u)"
+# gic_handle_irq()'s WARN_ONCE() for an INTID without a mapping: v4.19.1 and v4.20
+# "Unexpected interrupt received!"; __gic_handle_irq() in v6.1 "Unexpected interrupt
+# (irqnr %u)".  v5.17 still has the first; 5.18 as the first with the second is
+# UNCONFIRMED (not read).
+GIC_UNEXPECTED = Msg(
+    (((0, 0), "Unexpected interrupt received!"), ((5, 18), "Unexpected interrupt (irqnr %u)"))
+)
 
 # -- drivers/irqchip/irq-gic-v3-its.c (no pr_fmt: prefixes are literal) -----------------
 ITS_ALLOCATED = "ITS@%pa: allocated %d %s @%lx (%s, esz %d, psz %dK, shr %d)"
@@ -199,10 +204,25 @@ ITS_PEND_TABLE_OLD = "CPU%d: using LPI pending table @%pa"
 ITS_PEND_TABLE = "GICv3: CPU%d: using %s LPI pending table @%pa"
 ITS_PREALLOCATED = "GICv3: Using preallocated redistributor tables"
 ITS_EXPECTED_RESERVED = "GICv3: Expected reserved range [%pa:%pa], not found"
-ITS_BOOTED_ENABLED = "GICv3: CPU%d: Booted with LPIs enabled, memory probably corrupted"
+# redist_disable_lpis(): v4.19.1 has no prefix, v4.20 writes "GICv3: " into the format
+ITS_BOOTED_ENABLED = Msg(
+    (
+        ((0, 0), "CPU%d: Booted with LPIs enabled, memory probably corrupted"),
+        ((4, 20), "GICv3: CPU%d: Booted with LPIs enabled, memory probably corrupted"),
+    )
+)
 ITS_FAILED_DISABLE = "CPU%d: Failed to disable LPIs"
 ITS_TIMEOUT_DISABLE = "CPU%d: Timeout while disabling LPIs"
 ITS_NO_LPIS = "CPU%d: LPIs not supported"
+# its_wait_for_range_completion() and BUILD_SINGLE_CMD_FUNC (both pr_err_ratelimited):
+# byte offsets into the queue, from_idx/to_idx/raw GITS_CREADR in v4.19.1 and v4.20;
+# to_idx/linear_idx after Linux commit a050fa5476d4 ("irqchip/gic-v3-its: Fix command
+# queue pointer comparison bug"), whose stable AUTOSEL for 4.19 (2019-07-03) predates
+# v5.2's release: v5.2 as its first release is UNCONFIRMED by reading v5.2.
+ITS_QUEUE_TIMEOUT = Msg(
+    (((0, 0), "ITS queue timeout (%llu %llu %llu)"), ((5, 2), "ITS queue timeout (%llu %llu)"))
+)
+ITS_CMD_FAILED = "ITS cmd %s failed"
 
 # -- WARN() splats (line numbers and symbol offsets vary per build and are left out) ------
 WARN_CUT = "------------[ cut here ]------------"

@@ -82,22 +82,10 @@ FEATURE_SOURCES: dict[str, str] = {
         'in static memblock reserve table") (v5.0; exact title and version UNCONFIRMED): '
         "INIT_MEMBLOCK_RESERVED_REGIONS = INIT_MEMBLOCK_REGIONS + NR_CPUS + 1 instead of 128"
     ),
-    "checks_lpi_disable": (
-        "redist_disable_lpis() with the RWP wait and EnableLPIs read-back; before the v4.20 "
-        "series its_cpu_init_lpis() cleared EnableLPIs blindly and reprogrammed the tables "
-        "(pre-4.20 irq-gic-v3-its.c read in a public copy; the exact version of Shanker "
-        "Donthineni's RWP patch is UNCONFIRMED)"
-    ),
     "buddy_free_to_tail": (
         'Linux commit 7fef431be9c9 ("mm/page_alloc: place pages to tail in '
         '__free_pages_core()") (v5.10): memory handed to the buddy allocator at boot goes to '
         "the tail of the free lists, so the lowest blocks are handed out first"
-    ),
-    "printk_era": (
-        "message formats that changed without behaviour: 'efi: EFI v2.70 by' and ' %s=0x%lx ' "
-        "(EFI-5.1) versus 'EFI v2.7 by' and '%s=0x%lx ' (EFI-6.2); 'Unexpected interrupt "
-        "received!' (handle_domain_irq era) versus 'Unexpected interrupt (irqnr %u)' "
-        "(generic_handle_domain_irq era, v5.17+; reconstructed, UNCONFIRMED)"
     ),
 }
 
@@ -199,12 +187,10 @@ class KernelProfile:
     kexec_file_load: bool
     pending_memreserve_at_online: bool
     its_reset_baser_before_probe: bool
-    checks_lpi_disable: bool
     #: The memreserve walk runs after paging_init(), when memblock may resize its arrays.
     defers_persistent_reservations: bool
     #: INIT_MEMBLOCK_RESERVED_REGIONS grows by NR_CPUS + 1.
     memblock_reserved_regions_per_cpu: bool
-    printk_era: Literal["classic", "modern"]
     #: (major, minor): selects the message formats of kernel/printk.py, whose variants
     #: each name the first version that prints them that way
     version: tuple[int, int] = (4, 19)
@@ -239,7 +225,10 @@ class KernelProfile:
 _V4_19 = KernelProfile(
     name="v4.19",
     release="4.19.0",
-    description="before the kexec fix: fresh LPI tables every boot, nothing reserved",
+    description=(
+        "before the kexec fix: fresh LPI tables every boot, nothing reserved; "
+        "redist_disable_lpis() gives up on a sticky EnableLPIs"
+    ),
     reuses_preallocated_lpi_tables=False,
     registers_lpi_tables_with_efi=False,
     memreserve_layout=None,
@@ -251,10 +240,8 @@ _V4_19 = KernelProfile(
     kexec_file_load=False,
     pending_memreserve_at_online=False,
     its_reset_baser_before_probe=False,
-    checks_lpi_disable=False,
     defers_persistent_reservations=False,
     memblock_reserved_regions_per_cpu=False,
-    printk_era="classic",
 )
 
 # Each later profile is the earlier one plus what changed, so a reader sees the deltas.
@@ -268,7 +255,6 @@ _V4_20 = dataclasses.replace(
     registers_lpi_tables_with_efi=True,
     memreserve_layout="v4.20",
     efi_stub_installs_memreserve_root=True,
-    checks_lpi_disable=True,
     defers_persistent_reservations=True,
 )
 
@@ -343,7 +329,6 @@ _V5_17 = dataclasses.replace(
     description="pending tables reserved from the CPUHP online callback; GITS_BASER reset",
     pending_memreserve_at_online=True,
     its_reset_baser_before_probe=True,
-    printk_era="modern",
 )
 
 _V6_1 = dataclasses.replace(

@@ -127,9 +127,11 @@ class Machine:
         dev = self.devices[name] = MsiDevice(name, device_id, nvec)
         return dev
 
-    def signal_msi(self, dev: MsiDevice, vector: int) -> MsiResult:
-        """Device ``dev`` raises ``vector``: the MSI write travels to whatever it targets."""
-        if not dev.can_signal(vector):
+    def signal_msi(self, dev: MsiDevice, vector: int, *, posted: bool = False) -> MsiResult:
+        """Device ``dev`` raises ``vector``: the MSI write travels to whatever it targets.
+        ``posted``: the write left the device before its vector was masked or MSI-X
+        disabled, so only where it goes matters."""
+        if not posted and not dev.can_signal(vector):
             return MsiResult("device not allowed to signal (MSI-X off, masked or no bus master)")
         entry = dev.vectors[vector]
         if entry.address != self._doorbell:

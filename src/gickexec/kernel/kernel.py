@@ -190,7 +190,8 @@ class Kernel:
         self.boot_cpu = kdump.cpu if kdump is not None else 0
         # Logical CPU n is possible_cpus[n]: the boot CPU is always logical CPU0.
         others = [c for c in range(machine.platform.cpus) if c != self.boot_cpu]
-        limit = self.cmdline.nr_cpus or machine.platform.cpus
+        # nr_cpu_ids: CONFIG_NR_CPUS, lowered by nr_cpus= (kernel/smp.c nrcpus())
+        limit = min(self.cmdline.nr_cpus or profile.nr_cpus, profile.nr_cpus)
         self.possible_cpus = [self.boot_cpu, *others][:limit]
         self.nr_cpus = len(self.possible_cpus)
         self.online_cpus: list[int] = []
@@ -620,6 +621,10 @@ class Kernel:
                 self.log.printk(printk.CMA_RESERVED, cma >> 20, addr)
         if self.cmdline.crashkernel:
             self.reserve_crashkernel(self.cmdline.crashkernel)
+        # smp_init_cpus() (arch/arm64/kernel/smp.c, v4.19.1): cpu_count counts every CPU
+        # the firmware describes; those beyond nr_cpu_ids are not used
+        if self.machine.platform.cpus > self.nr_cpus:
+            self.log.printk(printk.CPUS_CLIPPED, self.machine.platform.cpus, self.nr_cpus)
         self._early_alloc("memblock: per-CPU areas", self.nr_cpus * 0x1F000, _PAGE)
         pages = sum(e - s0 for s0, e in self.memblock_memory) >> 12
         for label, scale in (("dentry", 1), ("inode", 2)):
@@ -917,15 +922,21 @@ class Kernel:
 
     def crash_shutdown(self, reason: str) -> None:
         """``panic()`` -> ``__crash_kexec()`` -> ``machine_crash_shutdown()``: other CPUs
-        stopped, every interrupt masked (``machine_kexec_mask_interrupts``: for LPIs,
-        ``its_mask_irq`` clears the enable bit in the property table).  Devices are not
-        shut down and keep signalling."""
+        stopped, every interrupt masked.  ``machine_kexec_mask_interrupts()``
+        (arch/arm64/kernel/machine_kexec.c, v4.19.1 to v6.1) calls each descriptor's
+        ``irq_mask``, for an MSI-X vector the ITS-MSI chip's ``its_mask_msi_irq()``
+        (drivers/irqchip/irq-gic-v3-its-pci-msi.c): ``pci_msi_mask_irq()`` sets the
+        vector's mask bit at the device, then ``irq_chip_mask_parent()`` reaches
+        ``its_mask_irq()``, which clears the LPI's enable bit in the property table.
+        Devices are not shut down: an event on a masked vector is held by the device
+        (MSI-X pending bit) instead of being sent."""
         self.log.printk(printk.PANIC, reason)
         self.log.printk(printk.SMP_STOPPING)
         for driver in self.drivers:
             if driver.its_dev is None:
                 continue
             for vec in range(driver.its_dev.nr_lpis):
+                driver.device.vectors[vec].masked = True
                 self.gic.lpi_update_config(driver.its_dev, vec, enable=False)
         for cpu in self.online_cpus:
             self.machine.cpuifs[cpu].igrpen1 = False

@@ -80,6 +80,9 @@ MACHINE_MODEL = "Machine model: %s"
 SMP_BRINGING_UP = "smp: Bringing up secondary CPUs ..."
 SMP_SECONDARY = "CPU%u: Booted secondary processor 0x%010lx [0x%08x]"
 SMP_BROUGHT_UP = "smp: Brought up 1 node, %d CPU%s"
+# arch/arm64/kernel/smp.c smp_init_cpus() pr_warn() (v4.19.1; the real 6.1 kdump run prints
+# it for nr_cpus=1)
+CPUS_CLIPPED = "Number of cores (%d) exceeds configured maximum of %u - clipping"
 # arch/arm64/kernel/smp.c smp_cpus_done()
 SMP_TOTAL = "SMP: Total of %d processors activated."
 # arch/arm64/kernel/machine_kexec.c machine_kexec(), printed last by every version

@@ -79,8 +79,14 @@ FEATURE_SOURCES: dict[str, str] = {
     ),
     "memblock_reserved_regions_per_cpu": (
         'Linux commit (Ard Biesheuvel, 2019-02) ("arm64, mm, efi: Account for GICv3 LPI tables '
-        'in static memblock reserve table") (v5.0; exact title and version UNCONFIRMED): '
-        "INIT_MEMBLOCK_RESERVED_REGIONS = INIT_MEMBLOCK_REGIONS + NR_CPUS + 1 instead of 128"
+        'in static memblock reserve table") (v5.0; hash UNCONFIRMED): '
+        "INIT_MEMBLOCK_RESERVED_REGIONS = INIT_MEMBLOCK_REGIONS + NR_CPUS + 1 instead of 128, "
+        "read in v5.0.1 arch/arm64/include/asm/memory.h (not in v4.20's)"
+    ),
+    "nr_cpus": (
+        'CONFIG_NR_CPUS: arch/arm64/Kconfig "config NR_CPUS" default "64" in Linux v4.19.1, '
+        'v4.20 and v5.0.1, default "256" in v5.2.1 (arm64 defconfig does not set it); the '
+        "commit that raised it, between v5.0 and v5.2, is UNCONFIRMED"
     ),
     "buddy_free_to_tail": (
         'Linux commit 7fef431be9c9 ("mm/page_alloc: place pages to tail in '
@@ -92,8 +98,6 @@ FEATURE_SOURCES: dict[str, str] = {
 
 #: INIT_MEMBLOCK_REGIONS (mm/memblock.c)
 INIT_MEMBLOCK_REGIONS = 128
-#: CONFIG_NR_CPUS of arm64 defconfig in the era of these kernels (arch/arm64/Kconfig)
-NR_CPUS = 256
 PAGE_SIZE = 4096
 SZ_4K = 4096
 
@@ -191,6 +195,8 @@ class KernelProfile:
     defers_persistent_reservations: bool
     #: INIT_MEMBLOCK_RESERVED_REGIONS grows by NR_CPUS + 1.
     memblock_reserved_regions_per_cpu: bool
+    #: CONFIG_NR_CPUS (the defconfig default): at most this many CPUs are possible
+    nr_cpus: int
     #: (major, minor): selects the message formats of kernel/printk.py, whose variants
     #: each name the first version that prints them that way
     version: tuple[int, int] = (4, 19)
@@ -218,7 +224,7 @@ class KernelProfile:
     @property
     def init_memblock_reserved_regions(self) -> int:
         """``INIT_MEMBLOCK_RESERVED_REGIONS``: the static reserved array before paging_init."""
-        extra = NR_CPUS + 1 if self.memblock_reserved_regions_per_cpu else 0
+        extra = self.nr_cpus + 1 if self.memblock_reserved_regions_per_cpu else 0
         return INIT_MEMBLOCK_REGIONS + extra
 
 
@@ -242,6 +248,7 @@ _V4_19 = KernelProfile(
     its_reset_baser_before_probe=False,
     defers_persistent_reservations=False,
     memblock_reserved_regions_per_cpu=False,
+    nr_cpus=64,
 )
 
 # Each later profile is the earlier one plus what changed, so a reader sees the deltas.
@@ -292,6 +299,7 @@ _V5_2 = dataclasses.replace(
     description="memreserve nodes sized SZ_4K and memremap()ed one by one",
     memreserve_node_access="memremap",
     memreserve_node_is_page_size=False,
+    nr_cpus=256,
 )
 
 _V5_5 = dataclasses.replace(

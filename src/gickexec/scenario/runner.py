@@ -26,6 +26,7 @@ StepHook = Callable[[int, World], None]
 def play(scenario: Scenario, after_step: StepHook | None = None) -> World:
     """Run every step and close the books; returns the world for inspection."""
     world = World(scenario.platform, seed=scenario.seed)
+    world.config_nr_cpus = scenario.config_nr_cpus
     for d in scenario.devices:
         world.add_device(
             d.name, device_id=d.device_id, nvec=d.vectors, shutdown_hook=d.shutdown_hook

@@ -45,6 +45,8 @@ MAX_STEPS = 1_000
 #: MSIs of the whole scenario, repeats unrolled: traffic, handover and in-flight
 #: (``inflight_msis`` counts per device).
 MAX_TOTAL_MSIS = 200_000
+#: CONFIG_NR_CPUS: arch/arm64/Kconfig "range 2 4096"
+MAX_NR_CPUS = 4096
 #: Expected counts (MSIs, bits, entries) are at most this, like the seed.
 MAX_COUNT = 2**63
 
@@ -127,6 +129,8 @@ class Scenario:
     expect: Expect
     source: str = "<string>"
     text: str = field(default="", repr=False)
+    #: CONFIG_NR_CPUS of every kernel the scenario boots (None: each profile's default)
+    config_nr_cpus: int | None = None
 
 
 # -- locating fields in the text -----------------------------------------------------------
@@ -256,6 +260,7 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
             "boot",
             "seed",
             "cpus",
+            "config_nr_cpus",
             "ram",
             "knobs",
             "devices",
@@ -303,7 +308,14 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     _check_work(ctx, steps, len(devices))
     _check_kernel_kinds(ctx, steps)
     expect = _expect(ctx, data.get("expect", {}))
-    return Scenario(name, description, platform, seed, devices, steps, expect, source, text)
+    config_nr_cpus = (
+        ctx.int_(data["config_nr_cpus"], "config_nr_cpus", 2, MAX_NR_CPUS)
+        if "config_nr_cpus" in data
+        else None
+    )
+    return Scenario(
+        name, description, platform, seed, devices, steps, expect, source, text, config_nr_cpus
+    )
 
 
 def _boot_path(ctx: _Ctx, raw: Any, platform: Platform) -> Platform:

@@ -77,7 +77,6 @@ KERNEL_STRINGS = {
     "ITS_TIMEOUT_DISABLE": "CPU%d: Timeout while disabling LPIs",
     "ITS_FAILED_DISABLE": "CPU%d: Failed to disable LPIs",
     "ITS_ALLOCATED": "ITS@%pa: allocated %d %s @%lx (%s, esz %d, psz %dK, shr %d)",
-    "EFI_MEMRESERVE_MAP_FAIL": "efi: Could not map UEFI memreserve entry!",
 }
 
 

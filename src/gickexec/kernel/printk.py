@@ -174,7 +174,6 @@ EFI_BY = Msg(
 #: ``efi_config_parse_tables()`` entry: " %s=0x%lx " in v4.x, "%s=0x%lx " after the table
 #: match rewrite (present in 5.10; first version UNCONFIRMED)
 EFI_CFG_ENTRY = Msg((((0, 0), " %s=0x%lx "), ((5, 10), "%s=0x%lx ")))
-EFI_MEMRESERVE_MAP_FAIL = "efi: Could not map UEFI memreserve entry!"
 
 # -- drivers/irqchip/irq-gic-v3.c (pr_fmt "GICv3: ") ------------------------------------
 GIC_SPIS = "GICv3: %d SPIs implemented"

@@ -27,6 +27,7 @@ from gickexec.arch.gicv3 import (
     BaserType,
     CACHE_nC,
     CACHE_RaWaWb,
+    GicdCtlr,
     GicdOffset,
     GicdTyper,
     GicrCtlr,
@@ -589,6 +590,7 @@ LAYOUTS: list[Layout] = sorted(
 def test_enumeration_is_complete() -> None:
     names = {c.__name__ for c in RECORDS}
     assert names == {
+        "GicdCtlr",
         "GicdTyper",
         "GicrCtlr",
         "GicrPendbaser",
@@ -669,3 +671,9 @@ def test_record_defaults_encode_to_zero(cls: type[LayoutRecord]) -> None:
 def test_layout_pack_unpack_round_trip(layout: Layout, data: st.DataObject) -> None:
     v = data.draw(st.integers(0, (1 << layout.width) - 1))
     assert layout.pack(**layout.unpack(v)) == v & ~layout.res0_mask
+
+
+def test_gicd_ctlr_golden_value_linux_writes() -> None:
+    # v4.19.1 gic_dist_init(): GICD_CTLR_ARE_NS | GICD_CTLR_ENABLE_G1A | GICD_CTLR_ENABLE_G1
+    assert GicdCtlr(EnableGrp1=1, EnableGrp1A=1, ARE_NS=1).encode() == (1 << 4) | 0b11
+    assert GicdCtlr.decode(0x8000_0012) == GicdCtlr(EnableGrp1A=1, ARE_NS=1, RWP=1)

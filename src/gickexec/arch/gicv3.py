@@ -34,6 +34,7 @@ __all__ = [
     "BaserType",
     "CACHE_RaWaWb",
     "CACHE_nC",
+    "GicdCtlr",
     "GicdOffset",
     "GicdTyper",
     "GicrCtlr",
@@ -136,6 +137,16 @@ GICD_TYPER = Layout(
         "ESPI_range": "[31:27]",
     },
 )
+
+
+@layout_record(GICD_CTLR)
+class GicdCtlr(LayoutRecord):
+    """GICD_CTLR as Non-secure software sees it."""
+
+    EnableGrp1: int = 0
+    EnableGrp1A: int = 0
+    ARE_NS: int = 0
+    RWP: int = 0
 
 
 @layout_record(GICD_TYPER)

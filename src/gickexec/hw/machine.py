@@ -104,7 +104,9 @@ class Machine:
             knobs=p.knobs,
             events=self.events,
         )
-        self.cpuifs = [CpuInterface(cpu, rd) for cpu, rd in enumerate(self.rdists)]
+        self.cpuifs = [
+            CpuInterface(cpu, rd, self.gicd, self.events) for cpu, rd in enumerate(self.rdists)
+        ]
         self.mem.map_mmio(MemRegion(p.gicd_base, 0x10000, "GICD"), self.gicd)
         for cpu, rd in enumerate(self.rdists):
             base = self.gicr_base(cpu)

@@ -16,6 +16,8 @@ from gickexec.arch.gicv3 import (
     LPI_INTID_BASE,
     BaserType,
     CACHE_RaWaWb,
+    GicdCtlr,
+    GicdOffset,
     GicrCtlr,
     GicrOffset,
     GicrPendbaser,
@@ -41,6 +43,7 @@ from gickexec.arch.its import (
     Movi,
     Sync,
 )
+from gickexec.hw.cpuif import IccReg
 from gickexec.kernel import printk
 from gickexec.kernel.efi import efi_mem_reserve_persistent
 from gickexec.kernel.mm import SEG_IMAGE, SEG_INITRD, KernelFault, OutOfMemory, Owner, Role
@@ -200,9 +203,19 @@ class GicV3Its:
 
     def gic_dist_init(self) -> None:
         """``gic_init_bases()``'s report: SPIs, extended SPIs, the root handler, then the
-        features (or, before 6.x, the Range Selector line)."""
+        features (or, before 6.x, the Range Selector line); and ``gic_dist_init()``'s
+        GICD_CTLR: 0 while it configures, then ARE_NS | EnableGrp1A | EnableGrp1 (v4.19.1
+        drivers/irqchip/irq-gic-v3.c)."""
         gicd = self.k.machine.gicd
         log = self.k.log
+        dist = self.k.machine.platform.gicd_base + GicdOffset.CTLR
+        self._write(dist, 0, 4, self.k.boot_cpu)
+        self._write(
+            dist,
+            GicdCtlr(EnableGrp1=1, EnableGrp1A=1, ARE_NS=1).encode(),
+            4,
+            self.k.boot_cpu,
+        )
         log.printk(printk.GIC_SPIS, gicd.spis)
         log.printk(printk.GIC_ESPIS, 0)
         log.printk(printk.ROOT_IRQ, "gic_handle_irq")
@@ -230,8 +243,8 @@ class GicV3Its:
     def gic_cpu_init(self, cpu: int) -> None:
         """ICC_PMR_EL1 = DEFAULT_PMR_VALUE (0xf0), ICC_IGRPEN1_EL1 = 1."""
         cpuif = self.k.machine.cpuifs[cpu]
-        cpuif.pmr = 0xF0
-        cpuif.igrpen1 = True
+        cpuif.msr(IccReg.PMR, 0xF0)
+        cpuif.msr(IccReg.IGRPEN1, 1)
 
     # -- its_init -------------------------------------------------------------------
 

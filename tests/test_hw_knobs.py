@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from gickexec import World
 from gickexec.arch.gicv3 import (
+    GicdOffset,
     GicrCtlr,
     GicrOffset,
     GicrPropbaser,
@@ -544,3 +545,14 @@ def test_fixed_kernel_keeps_every_msi_on_every_preset_that_boots_the_efi_stub(
         assert doc["generations"][1]["reused_tables"] or p.knobs.enable_lpis_clearable
     else:
         assert msis["lost"] > 0
+
+
+@pytest.mark.parametrize(("name", "iidr"), [("qemu-virt", 0x43B), ("efi-server-8", 0)])
+def test_iidr_registers_report_the_presets_product(name: str, iidr: int) -> None:
+    """QEMU's gicv3_iidr() (an Arm r0p0, ProductID 0, like an r0p0 GIC-500) on qemu-virt;
+    0 where no public source states the product's value."""
+    m = Machine(PLATFORMS[name])
+    p = m.platform
+    assert m.mem.mmio_read(p.gicd_base + GicdOffset.IIDR, 4) == iidr
+    assert m.mem.mmio_read(m.gicr_base(1) + GicrOffset.IIDR, 4) == iidr
+    assert m.mem.mmio_read(p.its_base + GitsOffset.IIDR, 4) == iidr

@@ -72,6 +72,7 @@ class GicdOffset:
 
     CTLR = 0x0000
     TYPER = 0x0004
+    IIDR = 0x0008
 
 
 class GicrOffset:

@@ -13,7 +13,14 @@ class Distributor:
     """GICD: reports LPI support and the INTID width; holds the group enables."""
 
     def __init__(
-        self, *, id_bits: int, lpis: bool, spis: int, events: EventLog, rss: bool = True
+        self,
+        *,
+        id_bits: int,
+        lpis: bool,
+        spis: int,
+        events: EventLog,
+        rss: bool = True,
+        iidr: int = 0,
     ) -> None:
         if not 14 <= id_bits <= 24:
             raise ValueError(f"GICD_TYPER.IDbits+1 must be 14..24, not {id_bits}")
@@ -26,6 +33,8 @@ class Distributor:
             A3V=1,
         )
         self.ctlr = 0
+        #: the product's IIDR, which the redistributors and the ITS report too
+        self.iidr = iidr
         self.events = events
 
     @property
@@ -55,6 +64,8 @@ class Distributor:
             return self.ctlr
         if offset == GicdOffset.TYPER:
             return self.typer.encode()
+        if offset == GicdOffset.IIDR:
+            return self.iidr
         return 0
 
     def mmio_write(self, offset: int, size: int, value: int, agent: Agent) -> None:

@@ -150,6 +150,8 @@ class Redistributor(RegisterBlock):
             return value
         if offset == GicrOffset.TYPER:
             return self.typer.encode()
+        if offset == GicrOffset.IIDR:
+            return self.gicd.iidr
         if offset == GicrOffset.WAKER:
             return (int(self.processor_sleep) << 1) | (int(self.processor_sleep) << 2)
         if offset == GicrOffset.PROPBASER:

@@ -194,6 +194,8 @@ class Its(RegisterBlock):
             return self.ctlr().encode()
         if offset == GitsOffset.TYPER:
             return self.typer.encode()
+        if offset == GitsOffset.IIDR:
+            return self.gicd.iidr
         if offset == GitsOffset.CREADR:
             return self.creadr | int(self.stalled)
         return self.current(offset)

@@ -80,6 +80,7 @@ class Machine:
             spis=p.spis,
             events=self.events,
             rss=p.knobs.range_selector,
+            iidr=p.iidr,
         )
         self.rdists = [
             Redistributor(

@@ -75,6 +75,10 @@ class Platform:
     fdt_packed_bytes: int = 7824
     #: the ITS's node in the board's device tree (MSI domains are named after it)
     dt_its_node: str = ""
+    #: GICD_IIDR, GICR_IIDR and GITS_IIDR (Implementer [11:0], Revision [15:12], Variant
+    #: [19:16], ProductID [31:24]; IHI 0069).  0 where no public source we read states
+    #: the product's value.
+    iidr: int = 0
 
     @property
     def dt_its_path(self) -> str:
@@ -273,6 +277,10 @@ _PRESETS = (
         its_base=_VIRT_ITS,
         # cortex-a57 r1p0 (the real runs' "Booting Linux on physical CPU ... [0x411fd070]")
         midr=0x411FD070,
+        # QEMU hw/intc/gicv3_internal.h gicv3_iidr(): "an ARM r0p0 with a zero ProductID
+        # ... the same as an r0p0 GIC-500", returned for GICD_IIDR and GICR_IIDR (and, in
+        # the ITS patches we read, GITS_IIDR)
+        iidr=0x43B,
         source=(
             "QEMU 7.2 hw/arm/virt.c, hw/arm/boot.c, hw/intc/arm_gicv3_*; AAVMF 2022.11; "
             "real runs in tests/data/realcheck"

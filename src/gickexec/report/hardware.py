@@ -27,6 +27,7 @@ def _platform_doc(p: Platform) -> dict[str, Any]:
         "gicd_base": p.gicd_base,
         "gicr_base": p.gicr_base,
         "its_base": p.its_base,
+        "iidr": p.iidr,
         "knobs": p.knobs.as_dict(),
         "source": p.source,
     }
@@ -109,6 +110,8 @@ def platforms_markdown() -> str:
         stub = "" if p.efi_stub else " (entered without the EFI stub: no MEMRESERVE table)"
         out.append(f"- **{p.name}**: {p.description}; boots via {p.firmware}{stub}.")
         out.append(f"  Source: {p.source}.")
+        iidr = f"`{p.iidr:#x}`" if p.iidr else "0 (no public source we read states it)"
+        out.append(f"  GICD_IIDR, GICR_IIDR, GITS_IIDR: {iidr}.")
     out += ["", "## Knob settings per preset", ""]
     out.append("| knob | " + " | ".join(names) + " |")
     out.append("|---" * (len(names) + 1) + "|")

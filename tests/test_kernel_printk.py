@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gickexec import World
 from gickexec.kernel import printk
 from gickexec.kernel.printk import KernelLog, kformat, pa
 
@@ -125,3 +126,25 @@ def test_kernel_log_printk_warn_and_taints() -> None:
     ]
     assert log.taints == {"C", "W"}
     assert log.taint_string == "CW"
+
+
+def test_v419_gic_lines_in_v419_order() -> None:
+    """v4.19.1 gic_init_bases(): no SPI count, the VLPI line, its_init() before
+    gic_cpu_init(); v6.1 the SPI count, no VLPI line, the ITS after the redistributor."""
+    def gic_lines(profile: str) -> list[str]:
+        w = World.build("qemu-virt", seed=1)
+        k = w.boot(profile)
+        keep = ("GICv3: ", "GIC: ", "ITS ", "CPU0: ")
+        return [line for line in k.log.lines if line.startswith(keep)]
+
+    old = gic_lines("v4.19")
+    assert not any("SPIs implemented" in line for line in old)
+    assert "GICv3: no VLPI support, no direct LPI support" in old
+    found = old.index("GICv3: CPU0: found redistributor 0 region 0:0x00000000080a0000")
+    assert old.index("GIC: using LPI property table @0x" + old[found - 1][-16:]) < found
+    assert old[found + 1].startswith("CPU0: using LPI pending table @0x")
+    new = gic_lines("v6.1")
+    assert new[0] == "GICv3: 224 SPIs implemented"
+    assert not any("VLPI" in line for line in new)
+    found = new.index("GICv3: CPU0: found redistributor 0 region 0:0x00000000080a0000")
+    assert new[found + 1].startswith("ITS [mem 0x08080000-0x0809ffff]")

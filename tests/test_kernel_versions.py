@@ -60,6 +60,7 @@ def test_every_behaviour_flag_cites_a_linux_commit_or_says_unconfirmed() -> None
                 "memreserve_layout",
                 "efi_stub_installs_memreserve_root",
                 "defers_persistent_reservations",
+                "its_init_before_gic_cpu_init",
             },
         ),
         (

@@ -222,6 +222,7 @@ class GicV3Its:
         rss = bool(gicd.typer.RSS)
         log.printk(printk.GIC_RSS, "" if rss else "no ")
         rd = GicrTyper.decode(self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.TYPER))
+        log.printk(printk.GIC_VLPI, "" if rd.VLPIS else "no ", "" if rd.DirectLPI else "no ")
         # GICR_TYPER.PPInum 0: 16 PPIs (GICv3.1 extended PPIs would add 32 or 64)
         log.printk(
             printk.GIC_FEATURES,

@@ -728,11 +728,21 @@ class Kernel:
         gic = self.gic
         self.log.printk(printk.NR_IRQS, NR_IRQS, NR_IRQS, 0)
         gic.gic_dist_init()
-        gic.found_redistributor(self.boot_cpu)
-        gic.gic_cpu_init(self.boot_cpu)
+        if self.profile.its_init_before_gic_cpu_init:
+            # v4.19.1 gic_init_bases(): its_init(), then gic_cpu_init() -> its_cpu_init()
+            if self.lpis:
+                gic.its_init()
+            gic.found_redistributor(self.boot_cpu)
+            if self.lpis:
+                gic.its_cpu_init(self.boot_cpu)
+            gic.gic_cpu_init(self.boot_cpu)
+        else:
+            gic.found_redistributor(self.boot_cpu)
+            gic.gic_cpu_init(self.boot_cpu)
+            if self.lpis:
+                gic.its_init()
+                gic.its_cpu_init(self.boot_cpu)
         if self.lpis:
-            gic.its_init()
-            gic.its_cpu_init(self.boot_cpu)
             gic.its_lpi_memreserve_init()
         self.online_cpus = [self.boot_cpu]
         if gic.memreserve_cpuhp:

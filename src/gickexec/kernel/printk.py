@@ -176,7 +176,14 @@ EFI_BY = Msg(
 EFI_CFG_ENTRY = Msg((((0, 0), " %s=0x%lx "), ((5, 10), "%s=0x%lx ")))
 
 # -- drivers/irqchip/irq-gic-v3.c (pr_fmt "GICv3: ") ------------------------------------
-GIC_SPIS = "GICv3: %d SPIs implemented"
+# gic_init_bases(): not printed by v4.19.1, v4.20, v5.0.1 or v5.2.1; 6.1 prints it (its
+# first version, 5.5 with the ESPI range, is UNCONFIRMED)
+GIC_SPIS = Msg((((0, 0), None), ((5, 5), "GICv3: %d SPIs implemented")))
+# gic_update_vlpi_properties(): v4.19.1 to v5.2.1 print it; 6.1 prints nothing for a
+# GICv3 without VLPIs (the version that dropped it is UNCONFIRMED)
+GIC_VLPI = Msg(
+    (((0, 0), "GICv3: %sVLPI support, %sdirect LPI support"), ((6, 0), None))
+)
 # gic_init_bases(): ESPI support (v5.5, UNCONFIRMED), then the features line that
 # replaced "Distributor has ... Range Selector support" (6.x; 6.1 prints it)
 GIC_ESPIS = Msg((((0, 0), None), ((5, 5), "GICv3: %d Extended SPIs implemented")))

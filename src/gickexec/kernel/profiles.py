@@ -83,6 +83,13 @@ FEATURE_SOURCES: dict[str, str] = {
         "INIT_MEMBLOCK_RESERVED_REGIONS = INIT_MEMBLOCK_REGIONS + NR_CPUS + 1 instead of 128, "
         "read in v5.0.1 arch/arm64/include/asm/memory.h (not in v4.20's)"
     ),
+    "its_init_before_gic_cpu_init": (
+        "Linux v4.19.1 drivers/irqchip/irq-gic-v3.c gic_init_bases() calls its_init() "
+        "before gic_smp_init()/gic_dist_init()/gic_cpu_init(), and gic_cpu_init() calls "
+        "its_cpu_init(); v4.20 calls its_init() and its_cpu_init() after gic_cpu_init(): "
+        'Linux commit (v4.20 series, Marc Zyngier) ("irqchip/gic-v3-its: Change '
+        'initialization ordering for LPIs") (v4.20; subject and hash UNCONFIRMED)'
+    ),
     "nr_cpus": (
         'CONFIG_NR_CPUS: arch/arm64/Kconfig "config NR_CPUS" default "64" in Linux v4.19.1, '
         'v4.20 and v5.0.1, default "256" in v5.2.1 (arm64 defconfig does not set it); the '
@@ -197,6 +204,8 @@ class KernelProfile:
     memblock_reserved_regions_per_cpu: bool
     #: CONFIG_NR_CPUS (the defconfig default): at most this many CPUs are possible
     nr_cpus: int
+    #: the boot CPU's ITS and LPI lines come before its "found redistributor" line
+    its_init_before_gic_cpu_init: bool
     #: (major, minor): selects the message formats of kernel/printk.py, whose variants
     #: each name the first version that prints them that way
     version: tuple[int, int] = (4, 19)
@@ -249,6 +258,7 @@ _V4_19 = KernelProfile(
     defers_persistent_reservations=False,
     memblock_reserved_regions_per_cpu=False,
     nr_cpus=64,
+    its_init_before_gic_cpu_init=True,
 )
 
 # Each later profile is the earlier one plus what changed, so a reader sees the deltas.
@@ -263,6 +273,7 @@ _V4_20 = dataclasses.replace(
     memreserve_layout="v4.20",
     efi_stub_installs_memreserve_root=True,
     defers_persistent_reservations=True,
+    its_init_before_gic_cpu_init=False,
 )
 
 # Before Linux commit eff896288872: the memreserve walk in efi_init() fills the static

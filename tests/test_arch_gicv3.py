@@ -1,7 +1,7 @@
 """GICv3 register layouts (gickexec.arch.gicv3) against the architecture and Linux's encodings.
 
-Golden values come from gic-architecture.md §1-§4 and from the register values Linux
-writes (linux-kernel.md §2.1: ``PROPBASER = prop_pa | 0x780 | (lpi_id_bits - 1)``,
+Golden values come from Arm IHI 0069's register descriptions and from the register values
+Linux writes (v6.1 its_cpu_init_lpis(): ``PROPBASER = prop_pa | 0x780 | (lpi_id_bits - 1)``,
 ``PENDBASER = pend_pa | 0x780``).  The Linux macros are re-implemented here as tiny
 independent functions so the model's field tables are checked against a second source.
 """
@@ -58,7 +58,7 @@ def bit(n: int) -> int:
     return 1 << n
 
 
-# -- Linux macros (linux-kernel.md §2.1, gic-architecture.md) -----------------------------
+# -- Linux macros (include/linux/irqchip/arm-gic-v3.h, v6.1) ------------------------------
 
 
 def linux_propbaser(prop_pa: int, lpi_id_bits: int) -> int:
@@ -400,7 +400,7 @@ def test_gits_typer_kvm_value() -> None:
 
 
 def test_gits_typer_gem5_value() -> None:
-    # gem5 Gicv3Its gits_typer = 0x30023F01 (gic-architecture.md §3.3)
+    # gem5 Gicv3Its gits_typer = 0x30023F01 (gem5 src/dev/arm/gic_v3_its.cc)
     t = GitsTyper.decode(0x3002_3F01)
     assert t.Physical == 1
     assert t.ITT_entry_size == 0

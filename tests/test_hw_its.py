@@ -356,7 +356,7 @@ def test_int_and_clear() -> None:
 
 
 def test_clear_of_an_unmapped_event_uses_the_architected_code() -> None:
-    """E_ITS_CLEAR_UNMAPPED_INTERRUPT is 0x010507, not 0x01 04 07 (gic-architecture.md §3.7)."""
+    """E_ITS_CLEAR_UNMAPPED_INTERRUPT is 0x010507, not 0x01 04 07 (KVM vgic-its.c)."""
     rig = Rig(its_error_policy="skip")
     _mapped(rig)
     rig.send(Clear(DeviceID=DEV, EventID=9), Clear(DeviceID=DEV + 1, EventID=5))

@@ -1,7 +1,8 @@
 """Each IMPLEMENTATION DEFINED / UNPREDICTABLE knob changes exactly what it says.
 
 Every test runs the same guest sequence under the knob's settings and asserts the
-architecturally allowed outcome each setting selects (gic-architecture.md §7).
+architecturally allowed outcome each setting selects (Arm IHI 0069's IMPLEMENTATION
+DEFINED and UNPREDICTABLE cases).
 """
 
 from __future__ import annotations

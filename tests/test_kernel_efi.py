@@ -1,9 +1,10 @@
 """The EFI memreserve table: the stub's root, the chain walk and efi_mem_reserve_persistent.
 
-linux-kernel.md §1.3 (root in EFI_LOADER_DATA, 16 bytes, empty), §1.4 (the next kernel
-memblock_reserve()s root, nodes and entries), §1.5 (first fit from root->next, new 4K
-nodes with 255 slots pushed at the head, -ENODEV without a table; v4.20: one 24-byte node
-per reservation), §2.8 (v5.17+: pending tables reserved from the ONLINE callback).
+drivers/firmware/efi of Linux v4.20 to v6.1: the stub's root (EFI_LOADER_DATA, 16 bytes,
+empty), the next kernel memblock_reserve()ing root, nodes and entries, first fit from
+root->next with new 4K nodes of 255 slots pushed at the head and -ENODEV without a table
+(v4.20: one 24-byte node per reservation), and v5.17+'s pending tables reserved from
+the ONLINE callback.
 """
 
 from __future__ import annotations

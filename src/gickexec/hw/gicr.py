@@ -4,7 +4,8 @@ The redistributor *latches* GICR_PROPBASER and GICR_PENDBASER when EnableLPIs go
 0 -> 1 and works on those tables from then on: whatever software later writes to the
 registers, the hardware keeps reading configuration bytes from the latched property table
 and setting pending bits in the latched pending table, in memory.  That is the root of
-the kexec problem (gic-architecture.md §0).  Whether EnableLPIs can be cleared, and
+the kexec problem (Arm IHI 0069, GICR_CTLR.EnableLPIs: once set it is IMPLEMENTATION
+DEFINED whether it can be cleared).  Whether EnableLPIs can be cleared, and
 whether base-register writes are ignored while it is set, are knobs.
 
 Pending state lives in memory (one bit per INTID, byte INTID/8, bit INTID%8, §2.3).  The

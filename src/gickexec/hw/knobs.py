@@ -2,7 +2,8 @@
 
 Each knob is declared once, as a field of :class:`GicKnobs` whose metadata carries its
 meaning, allowed values, status in the architecture and the source that says real
-implementations differ (``gic-architecture.md`` §7 items are cited as "§7.N").
+implementations differ ("§7.N" marks are older internal references; their IHI 0069
+sections are UNCONFIRMED).
 Devices read their behaviour from a :class:`GicKnobs` value and nowhere else;
 :data:`KNOB_INFO` (derived from the fields) is what ``gickexec platforms`` and
 docs/hardware.md show.

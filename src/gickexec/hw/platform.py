@@ -4,7 +4,7 @@ A platform is hardware plus how it boots (``firmware="efi"`` boots through UEFI 
 Linux EFI stub; ``"dt"`` through a device-tree bootloader such as U-Boot ``booti``).
 Each preset says where its knob choices come from.  Where a product's choice is not
 documented anywhere we could read, the preset says so and takes the behaviour Marc
-Zyngier describes for "most implementations" (EnableLPIs one-way, gic-architecture.md
+Zyngier describes for "most implementations" (EnableLPIs one-way,
 §0); MMIO and RAM addresses are representative of the platform's memory map, not
 taken from a firmware dump unless the source says so.
 """
@@ -142,8 +142,9 @@ _ARM_GIC_HW = GicKnobs(
     its_error_policy="stall",
 )
 
-# KVM's vGICv3 + vITS (gic-architecture.md §5.2): EnableLPIs clearable with RWP and
-# CES=IR=1 (2022 series), base writes ignored while enabled, full configuration cache,
+# KVM's vGICv3 + vITS (arch/arm64/kvm/vgic/vgic-mmio-v3.c, vgic-its.c): EnableLPIs
+# clearable with RWP and CES=IR=1 (2022 series), base writes ignored while enabled,
+# full configuration cache,
 # commands never stall, GITS_BASER/CBASER read-only while enabled, enabling with invalid
 # tables refused, out-of-range CWRITER ignored, MAPTI over a mapping ignored, 64 KiB
 # ITS pages, flat collection table, 8-byte ITT entries.
@@ -176,7 +177,7 @@ _KVM_GUEST = Platform(
     gicd_base=_VIRT_GICD,
     gicr_base=_VIRT_GICR,
     its_base=_VIRT_ITS,
-    source="KVM vgic-mmio-v3.c, vgic-its.c (gic-architecture.md §5.2)",
+    source="KVM arch/arm64/kvm/vgic/vgic-mmio-v3.c, vgic-its.c",
     model="linux,dummy-virt",
 )
 
@@ -200,7 +201,7 @@ _PRESETS = (
         model="gickexec efi-server-8",
     ),
     # A device-tree board booted by U-Boot: an RK3566-class SoC whose GIC-600 keeps
-    # EnableLPIs set (user report, linux-kernel.md §4 item 8, ecosystem.md §1.2).
+    # EnableLPIs set (user report).
     Platform(
         name="rk3566-dt",
         description="4-CPU RK3566-class board, GIC-600 (EnableLPIs sticky), U-Boot + DT, 4 GiB",
@@ -246,7 +247,7 @@ _PRESETS = (
         description="KVM guest on ThunderX2: 32 vCPUs, KVM vGICv3 + vITS, QEMU virt, UEFI",
         cpus=32,
         midr=0x431F0AF1,
-        source="LKML 1809.2/06246 (TX2 guest test); KVM behaviour gic-architecture.md §5.2",
+        source="LKML 1809.2/06246 (TX2 guest test); KVM arch/arm64/kvm/vgic/vgic-its.c",
     ),
     # QEMU TCG's GICv3 + ITS (QEMU 7.2 hw/intc/arm_gicv3_redist.c, arm_gicv3_its.c):
     # clearable EnableLPIs with CES=1, no RWP, base writes accepted at any time,
@@ -329,10 +330,11 @@ _PRESETS = (
         source="Linux its_enable_quirk_qdf2400_e0065 (16-byte ITEs); EnableLPIs assumed one-way",
         model="Qualcomm Centriq 2400",
     ),
-    # Xen's vGICv3 + vITS (gic-architecture.md §5.4): "LPIs can only be enabled once, but
-    # never disabled again", PROPBASER/PENDBASER writes ignored while enabled, direct LPI
+    # Xen's vGICv3 + vITS (xen/arch/arm/vgic-v3.c, vgic-v3-its.c): "LPIs can only be
+    # enabled once, but never disabled again", PROPBASER/PENDBASER writes ignored while
+    # enabled, direct LPI
     # registers WI, flat ITS tables only.  dom0 gets its EFI system table from Xen, with
-    # no MEMRESERVE table (Leo Yan, Ampere Altra, Xen 4.16, linux-kernel.md §4 item 7).
+    # no MEMRESERVE table (Leo Yan, Ampere Altra, Xen 4.16).
     Platform(
         name="xen-guest",
         description="Xen 4.16 dom0 on Ampere Altra: 8 vCPUs, Xen vGICv3 + vITS, EFI from Xen",

@@ -1,7 +1,9 @@
 """Linux's EFI side of the handover: the stub's memreserve root, ``efi_config_parse_tables``
 walking the chain into memblock, and ``efi_mem_reserve_persistent`` appending to it.
 
-Source: linux-kernel.md §1.3-§1.8 (EFI-5.1, EFI-6.2 and the 4.20 patch).
+Sources: drivers/firmware/efi/efi.c (``efi_config_parse_tables()``,
+``efi_mem_reserve_persistent()``) and drivers/firmware/efi/libstub/arm-stub.c
+(``install_memreserve_table()``) of Linux v4.20, v5.2.1 and v6.1.
 """
 
 from __future__ import annotations
@@ -240,7 +242,7 @@ def memreserve_node_footprint(node: MemreserveNode, profile: KernelProfile) -> i
     ``size_t`` (or saturates to ``SIZE_MAX``), and ``memblock_reserve()`` caps it at
     ``PHYS_ADDR_MAX - base`` (``memblock_cap_size``), reserving everything above the node.
     That is what a v5.0+ kernel does with a v4.20 root whose ``next`` has bit 31 set
-    (linux-kernel.md §1.9, derived from the code).
+    (derived from the v5.0.1 and v6.1 code).
     """
     if profile.memreserve_layout == "v4.20" or node.size >= 0:
         return node.footprint

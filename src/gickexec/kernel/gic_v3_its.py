@@ -393,7 +393,7 @@ class GicV3Its:
         val = GicrPropbaser.decode(
             self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.PROPBASER)
         )
-        # lpi_id_bits is still 0 here, so LPI_PROPBASE_SZ is 64 KiB (linux-kernel.md §2.3).
+        # lpi_id_bits is still 0 here, so LPI_PROPBASE_SZ is 64 KiB (v6.1 its_init()).
         return self.gic_check_reserved_range(val.address, _lpi_propbase_sz(0))
 
     def its_setup_lpi_prop_table(self) -> None:

@@ -1,6 +1,7 @@
 """One Linux kernel generation: boot, memory, interrupts, drivers, and kexec shutdown.
 
-The boot follows arm64's order (linux-kernel.md §1.4, §2.2): ``setup_arch`` (memblock
+The boot follows arm64's order (init/main.c start_kernel(), arch/arm64/kernel/setup.c
+setup_arch(), v6.1): ``setup_arch`` (memblock
 from the firmware's memory map, ``efi_init`` walking the memreserve chain, early memblock
 allocations), ``mm_init`` (the page allocator takes what memblock left), ``init_IRQ``
 (GIC distributor, ``its_init``, the boot CPU's ``its_cpu_init``), ``smp_init``

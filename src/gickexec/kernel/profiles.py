@@ -1,9 +1,10 @@
 """Kernel profiles: which Linux behaviours a kernel version has, each with its source.
 
-Behaviour is selected by feature flags, never by comparing version numbers (drgn's rule,
-aesthetics.md P9).  Each flag that differs between profiles cites the upstream change in
-the form ``Linux commit <hash> ("<subject>") (v<version>)``; where the research could not
-pin a hash or version, the citation says so.
+Behaviour is selected by feature flags, never by comparing version numbers (DEVELOPERS.md).
+Each flag that differs between profiles cites the upstream change in the form ``Linux
+commit <hash> ("<subject>") (v<version>)`` or the release trees read; where a hash or
+version could not be pinned, the citation says UNCONFIRMED.  Messages that change
+wording without behaviour are versioned in kernel/printk.py instead.
 """
 
 from __future__ import annotations
@@ -68,14 +69,13 @@ FEATURE_SOURCES: dict[str, str] = {
     ),
     "memreserve_in_memblock": (
         'Linux commit (Marc Zyngier, 2021-07) ("firmware/efi: Tell memblock about EFI iomem '
-        'reservations") (v5.14; hash and exact version UNCONFIRMED, linux-kernel.md §1.7): '
+        'reservations") (v5.14; hash and exact version UNCONFIRMED): '
         "kexec_file_load() keeps its segments off the tables"
     ),
     "defers_persistent_reservations": (
         'Linux commit eff896288872 ("efi/arm: Defer persistent reservations until after '
         'paging_init()") (v4.20), reverted in v5.0 ("efi/arm: Revert \'Defer persistent '
         "reservations until after paging_init()'\"); merge versions UNCONFIRMED "
-        "(linux-kernel.md §1.6)"
     ),
     "memblock_reserved_regions_per_cpu": (
         'Linux commit (Ard Biesheuvel, 2019-02) ("arm64, mm, efi: Account for GICv3 LPI tables '
@@ -277,8 +277,9 @@ _V4_20 = dataclasses.replace(
 )
 
 # Before Linux commit eff896288872: the memreserve walk in efi_init() fills the static
-# 128-entry reserved array, and a many-CPU machine overflows it (linux-kernel.md §1.6,
-# §4 item 1).  Which v4.20 release candidates shipped this state is UNCONFIRMED.
+# 128-entry reserved array, and a many-CPU machine overflows it (v4.20-rc1
+# drivers/firmware/efi/efi.c efi_config_parse_tables()).  Which v4.20 release candidates
+# shipped this state is UNCONFIRMED.
 _V4_20_RC = dataclasses.replace(
     _V4_20,
     name="v4.20-rc1",
@@ -367,9 +368,9 @@ _V6_6 = dataclasses.replace(
     description="current: the v5.17 behaviours (nothing later changes what the model sees)",
 )
 
-# FreeBSD booted by kboot (reviews.freebsd.org D37440, D40902, D44038; ecosystem.md
-# §1.3): not Linux; the Linux flags are unused.  Release 14.1 is the first with all three
-# reviews as far as we could tell (UNCONFIRMED).
+# FreeBSD booted by kboot (reviews.freebsd.org D37440, D40902, D44038): not Linux; the
+# Linux flags are unused.  Release 14.1 is the first with all three reviews as far as we
+# could tell (UNCONFIRMED).
 _FREEBSD_KBOOT = dataclasses.replace(
     _V6_6,
     name="freebsd-kboot",

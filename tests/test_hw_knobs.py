@@ -32,6 +32,7 @@ from gickexec.arch.its import ITE, Mapc, Mapd, Mapti, Movall, Movi, Sync
 from gickexec.cli import main
 from gickexec.hw.knobs import KNOB_INFO, GicKnobs, knobs_with_overrides
 from gickexec.hw.machine import Machine
+from gickexec.hw.memory import Agent, AgentKind
 from gickexec.hw.platform import PLATFORMS
 from test_hw_gicr import PEND, PROP, _enable, _kernel, _machine, _open_cpu, _set_cfg
 from test_hw_its import CT, DEV, DT, ITT, Rig, _mapped
@@ -557,3 +558,29 @@ def test_iidr_registers_report_the_presets_product(name: str, iidr: int) -> None
     assert m.mem.mmio_read(p.gicd_base + GicdOffset.IIDR, 4) == iidr
     assert m.mem.mmio_read(m.gicr_base(1) + GicrOffset.IIDR, 4) == iidr
     assert m.mem.mmio_read(p.its_base + GitsOffset.IIDR, 4) == iidr
+
+
+def test_kvm_holds_lpi_pending_state_until_the_vmm_saves_it() -> None:
+    """KVM keeps an LPI's pending state in the hypervisor: the guest's pending table is
+    written only by a VMM save (KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES); an LPI the guest
+    takes before that never touches memory; clearing EnableLPIs drops what is held."""
+    m = Machine(PLATFORMS["kvm-guest"])
+    agent = Agent(AgentKind.KERNEL, 0)
+    rd0 = m.gicr_base(0)
+    pend = 0x4100_0000
+    prop = GicrPropbaser(IDbits=15, Physical_Address=0x4000_0000 >> 12).encode()
+    m.mem.mmio_write(rd0 + GicrOffset.PROPBASER, 8, prop, agent)
+    m.mem.mmio_write(rd0 + GicrOffset.PENDBASER, 8, pend, agent)
+    m.mem.mmio_write(rd0 + GicrOffset.CTLR, 4, 1, agent)
+    rd = m.rdists[0]
+    intid = 8192 + 9
+    rd.set_pending(intid)
+    assert rd.is_pending(intid)
+    assert m.mem.read_u8(pend + intid // 8) == 0  # held in the hypervisor
+    m.vmm_save_pending_tables()
+    assert m.mem.read_u8(pend + intid // 8) == 1 << (intid % 8)
+    rd.set_pending(intid + 1)
+    m.mem.mmio_write(rd0 + GicrOffset.CTLR, 4, 0, agent)  # KVM lets the guest clear it
+    assert m.mem.read_u8(pend + (intid + 1) // 8) == 1 << (intid % 8)  # not written
+    hw = Machine(PLATFORMS["efi-server-8"])
+    hw.vmm_save_pending_tables()  # no hypervisor: nothing happens, nothing breaks

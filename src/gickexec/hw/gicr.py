@@ -171,7 +171,7 @@ class Redistributor(RegisterBlock):
             self._write_baser(offset, value)
         elif offset == GicrOffset.WAKER:
             sleep = bool(value & 0b10)
-            if sleep and not self.processor_sleep:
+            if sleep and not self.processor_sleep and not self.knobs.pending_state_in_hypervisor:
                 self.write_back_pending()  # the quiesce that makes memory current (§1.6)
             self.processor_sleep = sleep
         elif offset in _DIRECT_LPI_OFFSETS:
@@ -285,6 +285,8 @@ class Redistributor(RegisterBlock):
             return
 
     def _disable(self) -> None:
+        if self.knobs.pending_state_in_hypervisor:
+            self._unwritten = {}  # vgic_flush_pending_lpis(): dropped, never written
         self.write_back_pending()
         self.enable_lpis = False
         self._rwp_reads = self.knobs.rwp_clear_after_reads
@@ -368,7 +370,13 @@ class Redistributor(RegisterBlock):
             return LpiOutcome.OUT_OF_RANGE
         if intid in self._unwritten:
             return LpiOutcome.ALREADY_PENDING
-        if self.knobs.pending_cache_entries:
+        if self.knobs.pending_state_in_hypervisor:
+            if self.is_pending(intid):
+                self._pending.add(intid)
+                return LpiOutcome.ALREADY_PENDING
+            self._unwritten[intid] = None
+            self._pending.add(intid)
+        elif self.knobs.pending_cache_entries:
             if self.is_pending(intid):
                 self._pending.add(intid)
                 return LpiOutcome.ALREADY_PENDING

@@ -154,6 +154,18 @@ class GicKnobs:
         "§1.6, §2.4, §7.7 (GIC-500/600 TRMs; QEMU/gem5 write through)",
         maximum=1 << 24,
     )
+    pending_state_in_hypervisor: bool = _knob(
+        False,
+        "a hypervisor's virtual redistributor (KVM): pending LPIs are held in the "
+        "hypervisor and written to the guest's pending table only when the VMM saves "
+        "the GIC state (Machine.vmm_save_pending_tables); clearing EnableLPIs drops them "
+        "unwritten, ProcessorSleep writes nothing",
+        f"a hypervisor's choice within {IMPDEF}",
+        "KVM arch/arm64/kvm/vgic/vgic-v3.c vgic_v3_save_pending_tables() "
+        "(KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES) and vgic-its.c "
+        "its_sync_lpi_pending_table() at enable; vgic_flush_pending_lpis() on disable "
+        "(UNCONFIRMED: not read at a tag)",
+    )
     pending_first_kb: str = _knob(
         "ignored",
         "what a redistributor does at enable when the IMPDEF first 1 KiB of the pending "

@@ -130,6 +130,14 @@ class Machine:
         dev = self.devices[name] = MsiDevice(name, device_id, nvec)
         return dev
 
+    def vmm_save_pending_tables(self) -> None:
+        """The VMM saves the GIC (KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES, e.g. for
+        migration or a snapshot): every LPI the hypervisor holds pending is written to the
+        guest's pending table.  Nothing to do on hardware, whose tables are current."""
+        for rd in self.rdists:
+            if rd.knobs.pending_state_in_hypervisor:
+                rd.write_back_pending()
+
     def signal_msi(self, dev: MsiDevice, vector: int, *, posted: bool = False) -> MsiResult:
         """Device ``dev`` raises ``vector``: the MSI write travels to whatever it targets.
         ``posted``: the write left the device before its vector was masked or MSI-X

@@ -160,6 +160,7 @@ _KVM = GicKnobs(
     cwriter_out_of_range="write-ignored",
     mapti_overwrite="ignored",
     its_page_size_64k_only=True,
+    pending_state_in_hypervisor=True,
 )
 
 # QEMU's `virt` board memory map (hw/arm/virt.c): GICD 0x08000000, ITS 0x08080000,

@@ -117,6 +117,8 @@ def _do(world: World, step: Step) -> None:
             world.unbind(step.device)
         case "bind":
             world.bind(step.device)
+        case "vmm-save":
+            world.vmm_save()
         case "repeat":
             for _ in range(step.times):
                 for sub in step.steps:

@@ -402,6 +402,7 @@ _STEP_FIELDS = {
     "repeat": {"times", "steps"},
     "unbind": {"device"},
     "bind": {"device"},
+    "vmm-save": set(),
 }
 
 

@@ -677,6 +677,13 @@ class World:
                     result.pended,
                 )
 
+    def vmm_save(self) -> None:
+        """The VMM saves the guest's GIC state (a snapshot or a migration): a hypervisor
+        that holds LPI pending state writes it into the guest's pending tables now,
+        wherever the redistributors point, which may be memory the guest no longer
+        gave the GIC (GIC writes are judged as always)."""
+        self.machine.vmm_save_pending_tables()
+
     def fill_page_cache(self, fraction: float) -> int:
         if self._halted("page-cache"):
             return 0

@@ -46,8 +46,8 @@ FEATURE_SOURCES: dict[str, str] = {
         'and memreserve") (v5.17)'
     ),
     "its_reset_baser_before_probe": (
-        "Linux commit (Marc Zyngier, 2022-01) (\"irqchip/gic-v3-its: Reset each ITS's BASERn "
-        'register before probe") (v5.17; hash not confirmed)'
+        "Linux commit c733ebb7cb67 (\"irqchip/gic-v3-its: Reset each ITS's BASERn register "
+        'before probe") (v5.17: merged through irqchip-fixes after v5.17-rc1)'
     ),
     "memreserve_node_access": (
         'Linux commit 80424b02d42b ("efi: Reduce the amount of memblock reservations for '
@@ -63,14 +63,14 @@ FEATURE_SOURCES: dict[str, str] = {
         "(v5.2): EFI_MEMRESERVE_COUNT(SZ_4K)"
     ),
     "kexec_file_load": (
-        'Linux commit (AKASHI Takahiro, 2018-11) ("arm64: kexec_file: load initrd and '
-        'device-tree") and its series (v5.0; hashes UNCONFIRMED): arm64 gains '
-        "kexec_file_load(), which places segments by walking memblock"
+        'Linux commit 52b2a8af7436 ("arm64: kexec_file: load initrd and device-tree") '
+        "(AKASHI Takahiro, 2018-11-15; v5.0, as its fixes' \"Cc: stable # v5.0\" says) and "
+        "its series: arm64 gains kexec_file_load(), which places segments by walking memblock"
     ),
     "memreserve_in_memblock": (
-        'Linux commit (Marc Zyngier, 2021-07) ("firmware/efi: Tell memblock about EFI iomem '
-        'reservations") (v5.14; hash and exact version UNCONFIRMED): '
-        "kexec_file_load() keeps its segments off the tables"
+        'Linux commit 2bab693a608b ("firmware/efi: Tell memblock about EFI iomem '
+        'reservations") (v5.14; backported to the stable series in July 2021, which of them '
+        "UNCONFIRMED): kexec_file_load() keeps its segments off the tables"
     ),
     "defers_persistent_reservations": (
         'Linux commit eff896288872 ("efi/arm: Defer persistent reservations until after '

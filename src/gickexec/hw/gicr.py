@@ -370,19 +370,15 @@ class Redistributor(RegisterBlock):
             return LpiOutcome.OUT_OF_RANGE
         if intid in self._unwritten:
             return LpiOutcome.ALREADY_PENDING
-        if self.knobs.pending_state_in_hypervisor:
+        held = self.knobs.pending_state_in_hypervisor
+        if held or self.knobs.pending_cache_entries:
             if self.is_pending(intid):
                 self._pending.add(intid)
                 return LpiOutcome.ALREADY_PENDING
             self._unwritten[intid] = None
             self._pending.add(intid)
-        elif self.knobs.pending_cache_entries:
-            if self.is_pending(intid):
-                self._pending.add(intid)
-                return LpiOutcome.ALREADY_PENDING
-            self._unwritten[intid] = None
-            self._pending.add(intid)
-            if len(self._unwritten) > self.knobs.pending_cache_entries:
+            # a hypervisor holds any number; a redistributor's cache writes the oldest back
+            if not held and len(self._unwritten) > self.knobs.pending_cache_entries:
                 oldest = next(iter(self._unwritten))
                 del self._unwritten[oldest]
                 self._write_pending_bit(oldest)

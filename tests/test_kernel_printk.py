@@ -3,9 +3,12 @@ real 6.1 runs)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gickexec import World
+from gickexec.hw.platform import PLATFORMS
 from gickexec.kernel import printk
 from gickexec.kernel.printk import KernelLog, kformat, pa
 
@@ -149,3 +152,16 @@ def test_v419_gic_lines_in_v419_order() -> None:
     assert not any("VLPI" in line for line in new)
     found = new.index("GICv3: CPU0: found redistributor 0 region 0:0x00000000080a0000")
     assert new[found + 1].startswith("ITS [mem 0x08080000-0x0809ffff]")
+
+
+@pytest.mark.parametrize("profile", ["v4.19", "v6.1"])
+def test_cache_flushing_lines_when_shareability_does_not_stick(profile: str) -> None:
+    """its_probe_one() and its_cpu_init_lpis() (pr_info_once) read the Shareability back:
+    a GIC with RAZ/WI Shareability gets the two "cache flushing" lines, once each."""
+    base = PLATFORMS["qemu-virt"]
+    plat = base.with_knobs(dataclasses.replace(base.knobs, shareability=False))
+    lines = World.build(plat, seed=1).boot(profile).log.lines
+    assert lines.count("ITS: using cache flushing for cmd queue") == 1
+    assert lines.count("GIC: using cache flushing for LPI property table") == 1
+    plain = World.build("qemu-virt", seed=1).boot(profile).log.lines
+    assert not any("cache flushing" in line for line in plain)

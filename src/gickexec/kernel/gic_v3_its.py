@@ -120,6 +120,7 @@ class GicV3Its:
         self.its_phys = m.platform.its_base
         self.preallocated = False
         self.needs_flushing = False
+        self._flushing_reported = False
         self.prop_table_pa = 0
         self.lpi_id_bits = 0
         self.rd: dict[int, _RdistState] = {}
@@ -295,6 +296,9 @@ class GicV3Its:
             Valid=1,
         )
         self._write(base + GitsOffset.CBASER, cbaser.encode(), 8)
+        if (self._readq(base + GitsOffset.CBASER) ^ cbaser.encode()) & _SHR:
+            # its_probe_one(): the queue is written non-shareable and flushed
+            self.k.log.printk(printk.ITS_CMDQ_FLUSHING)
         self.cmd_write = 0
         self._write(base + GitsOffset.CWRITER, 0, 8)
         ctlr = GitsCtlr.decode(self._readl(base + GitsOffset.CTLR))
@@ -589,6 +593,9 @@ class GicV3Its:
         )
         self._write(rbase + GicrOffset.PROPBASER, prop.encode(), 8, cpu)
         if (self._readq(rbase + GicrOffset.PROPBASER) ^ prop.encode()) & _SHR:
+            if not self._flushing_reported:  # its_cpu_init_lpis()'s pr_info_once()
+                self._flushing_reported = True
+                self.k.log.printk(printk.GIC_PROP_FLUSHING)
             self.needs_flushing = True
         pendval = GicrPendbaser(
             InnerCache=CACHE_RaWaWb,

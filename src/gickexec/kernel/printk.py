@@ -223,6 +223,10 @@ ITS_BOOTED_ENABLED = Msg(
 ITS_FAILED_DISABLE = "CPU%d: Failed to disable LPIs"
 ITS_TIMEOUT_DISABLE = "CPU%d: Timeout while disabling LPIs"
 ITS_NO_LPIS = "CPU%d: LPIs not supported"
+# its_probe_one() and its_cpu_init_lpis() (pr_info_once) when Shareability does not stick
+# (the same text in v4.19.1 and v6.1)
+ITS_CMDQ_FLUSHING = "ITS: using cache flushing for cmd queue"
+GIC_PROP_FLUSHING = "GIC: using cache flushing for LPI property table"
 # its_wait_for_range_completion() and BUILD_SINGLE_CMD_FUNC (both pr_err_ratelimited):
 # byte offsets into the queue, from_idx/to_idx/raw GITS_CREADR in v4.19.1 and v4.20;
 # to_idx/linear_idx after Linux commit a050fa5476d4 ("irqchip/gic-v3-its: Fix command

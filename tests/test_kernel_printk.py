@@ -165,3 +165,17 @@ def test_cache_flushing_lines_when_shareability_does_not_stick(profile: str) -> 
     assert lines.count("GIC: using cache flushing for LPI property table") == 1
     plain = World.build("qemu-virt", seed=1).boot(profile).log.lines
     assert not any("cache flushing" in line for line in plain)
+
+
+def test_invalid_dtb_message_is_setup_machine_fdt_pr_crit_line_by_line() -> None:
+    # v4.19.1 arch/arm64/kernel/setup.c: pr_crit("\nError: ...%pa (virtual address 0x%p)\n"
+    # "The dtb must be ...\n" "\nPlease check your bootloader.")
+    lines = [kformat(x, 0x4800_0000) if "%" in x else x for x in printk.DTB_INVALID]
+    assert lines == [
+        "",
+        "Error: invalid device tree blob at physical address 0x0000000048000000 "
+        "(virtual address 0x(____ptrval____))",
+        "The dtb must be 8-byte aligned and must not exceed 2 MB in size",
+        "",
+        "Please check your bootloader.",
+    ]

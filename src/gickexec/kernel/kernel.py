@@ -513,7 +513,7 @@ class Kernel:
         raise KernelFault(
             f"{hit[1]} set a pending bit at {hit[0]:#x} in the device tree the loader placed "
             f"at {dtb:#x} before this kernel parsed it: setup_machine_fdt() spins forever",
-            [printk.kformat(printk.DTB_INVALID, dtb), printk.DTB_INVALID_HINT],
+            [printk.kformat(line, dtb) if "%" in line else line for line in printk.DTB_INVALID],
         )
 
     def _populate_rootfs(self) -> None:

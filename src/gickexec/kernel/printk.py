@@ -147,10 +147,18 @@ OOPS_FAULT = "Unable to handle kernel %s at virtual address %016lx"
 # arch/arm64/kernel/traps.c die(): UNCONFIRMED; the err field became %016lx in later
 # kernels and the PREEMPT/SMP suffix depends on the configuration.
 OOPS_INTERNAL = "Internal error: %s: %x [#%d] PREEMPT SMP"
-# arch/arm64/kernel/setup.c setup_machine_fdt(): the first and the last of its pr_crit()
-# lines (the first continues with the fixmap virtual address); UNCONFIRMED per version.
-DTB_INVALID = "Error: invalid device tree blob at physical address %pa"
-DTB_INVALID_HINT = "Please check your bootloader."
+# arch/arm64/kernel/setup.c setup_machine_fdt(): one pr_crit() of five lines (v4.19.1 and
+# v5.2.1 read).  %p of the fixmap address before the pointer-hashing key is ready prints
+# "(____ptrval____)" (lib/vsprintf.c); that later kernels print it the same way is
+# UNCONFIRMED.
+DTB_INVALID = (
+    "",
+    "Error: invalid device tree blob at physical address %pa (virtual address "
+    "0x(____ptrval____))",
+    "The dtb must be 8-byte aligned and must not exceed 2 MB in size",
+    "",
+    "Please check your bootloader.",
+)
 # init/initramfs.c populate_rootfs() (INITRAMFS_FAILED checked against public copies),
 # mm/page_alloc.c free_reserved_area(), init/do_mounts.c mount_block_root() (the last two
 # from memory, UNCONFIRMED)

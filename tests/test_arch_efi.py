@@ -1,7 +1,7 @@
 """UEFI system/configuration tables and the Linux memreserve structures (gickexec.arch.efi).
 
 Byte layouts are checked against offsets written out here from the UEFI spec's
-EFI_SYSTEM_TABLE (64-bit) and from linux-kernel.md §1.1 (GUID bytes) and §1.2
+EFI_SYSTEM_TABLE (64-bit) and from include/linux/efi.h (GUID bytes and
 (``struct linux_efi_memreserve`` in its v4.20 and v5.0+ forms, arm64, little-endian).
 """
 
@@ -52,7 +52,7 @@ def u32(data: bytes | bytearray, off: int) -> int:
 
 
 def test_memreserve_guid_bytes() -> None:
-    # linux-kernel.md §1.1: EFI_GUID(0x888eb0c6, 0x8ede, 0x4ff5, 0xa8, 0xf0, 0x9a, ...)
+    # include/linux/efi.h: EFI_GUID(0x888eb0c6, 0x8ede, 0x4ff5, 0xa8, 0xf0, 0x9a, ...)
     assert bytes.fromhex("c6b08e88de8ef54fa8f09aee5cb977c2") == LINUX_EFI_MEMRESERVE_TABLE_GUID
     # fmt: off
     expected = bytes([0xC6, 0xB0, 0x8E, 0x88, 0xDE, 0x8E, 0xF5, 0x4F,

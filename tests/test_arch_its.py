@@ -1,7 +1,7 @@
 """ITS command encodings and table entries (gickexec.arch.its).
 
 Every command is checked against a deliberately naive encoder written here from the
-Linux ``its_encode_*`` helpers (gic-architecture.md §3.7): each helper is
+Linux ``its_encode_*`` helpers (drivers/irqchip/irq-gic-v3-its.c, v4.19.1): each helper is
 ``its_mask_encode(&raw_cmd[dw], value, hi, lo)``, i.e. ``(value << lo) & GENMASK(hi, lo)``
 in one of four little-endian doublewords.  A few commands also have hand-annotated byte
 literals so that the naive encoder itself is pinned down.

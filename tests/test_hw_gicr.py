@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 
 from gickexec.arch.gicv3 import (
     INTID_SPURIOUS,
+    GicdOffset,
     GicrCtlr,
     GicrOffset,
     GicrPendbaser,
     GicrPropbaser,
     LpiConfig,
 )
+from gickexec.hw.cpuif import IccReg
 from gickexec.hw.gicr import LpiOutcome, Redistributor
 from gickexec.hw.machine import Machine
 from gickexec.hw.memory import Agent, AgentKind, GicWrite, MemRegion
@@ -82,8 +84,11 @@ def _enable(
 
 
 def _open_cpu(m: Machine, cpu: int = 0, pmr: int = 0xF0) -> None:
-    m.cpuifs[cpu].pmr = pmr
-    m.cpuifs[cpu].igrpen1 = True
+    """What gic_dist_init() and gic_cpu_sys_reg_init() do: Group 1 on at the
+    Distributor, then PMR and IGRPEN1 through the System registers."""
+    m.mem.mmio_write(m.platform.gicd_base + GicdOffset.CTLR, 4, 0x13, _kernel(cpu))
+    m.cpuifs[cpu].msr(IccReg.PMR, pmr)
+    m.cpuifs[cpu].msr(IccReg.IGRPEN1, 1)
 
 
 def _cfg(priority: int = 0xA0, enable: bool = True) -> int:
@@ -383,6 +388,8 @@ def test_nothing_acknowledged_with_group1_disabled_or_pmr_zero() -> None:
     assert cpu.acknowledge() == INTID_SPURIOUS
     assert _pend_bit(m, PEND, 8192)
     cpu.igrpen1 = True
+    assert cpu.acknowledge() == INTID_SPURIOUS  # GICD_CTLR: Group 1 still off
+    m.mem.mmio_write(m.platform.gicd_base + GicdOffset.CTLR, 4, 0x13, _kernel())
     assert cpu.acknowledge() == 8192
 
 
@@ -564,3 +571,47 @@ def test_waker_and_typer() -> None:
     assert typer >> 32 == m.platform.affinity(7)
     assert m.mem.mmio_read(base + GicrOffset.TYPER + 4, 4) == typer >> 32
     assert not m.mem.mmio_read(m.gicr_base(6) + GicrOffset.TYPER, 8) >> 4 & 1
+
+
+# -- the CPU interface as software drives it -------------------------------------------
+
+
+def test_gicd_group1_disable_stops_lpis_being_forwarded() -> None:
+    """QEMU 703090770c19: LPIs are Group 1 Non-secure; with GICD_CTLR's enable clear the
+    redistributor keeps them pending and the CPU interface presents nothing."""
+    m = _machine()
+    _enable(m, 0)
+    _open_cpu(m)
+    intid = 8192 + 5
+    _set_cfg(m, intid)
+    gicd_ctlr = m.platform.gicd_base + GicdOffset.CTLR
+    m.mem.mmio_write(gicd_ctlr, 4, 0x10, _kernel())  # ARE_NS only
+    assert m.rdists[0].set_pending(intid) == LpiOutcome.PENDED
+    cpu = m.cpuifs[0]
+    assert cpu.mrs(IccReg.HPPIR1) == INTID_SPURIOUS
+    assert cpu.mrs(IccReg.IAR1) == INTID_SPURIOUS
+    assert _pend_bit(m, PEND, intid)
+    m.mem.mmio_write(gicd_ctlr, 4, 0x13, _kernel())
+    assert cpu.mrs(IccReg.HPPIR1) == intid  # HPPIR does not acknowledge
+    assert cpu.mrs(IccReg.IAR1) == intid
+    assert not _pend_bit(m, PEND, intid)
+    assert cpu.running_priority == 0xA0
+    cpu.msr(IccReg.EOIR1, intid)
+    assert cpu.running_priority == 0x100
+
+
+def test_icc_registers_read_back_and_guard_their_direction() -> None:
+    m = _machine()
+    cpu = m.cpuifs[0]
+    cpu.msr(IccReg.PMR, 0x1F0)  # Priority is [7:0]
+    assert cpu.mrs(IccReg.PMR) == 0xF0
+    cpu.msr(IccReg.IGRPEN1, 0b10)  # only Enable [0]
+    assert cpu.mrs(IccReg.IGRPEN1) == 0
+    cpu.msr(IccReg.IGRPEN1, 1)
+    assert cpu.mrs(IccReg.IGRPEN1) == 1
+    cpu.msr(IccReg.IAR1, 5)
+    assert cpu.mrs(IccReg.EOIR1) == 0
+    assert _errors(m)[-2:] == [
+        "ICC(CPU0): write to read-only ICC_IAR1_EL1 -> ignored (UNDEFINED)",
+        "ICC(CPU0): read of write-only ICC_EOIR1_EL1 -> ignored (UNDEFINED)",
+    ]

@@ -181,3 +181,22 @@ def test_cmdline_parser() -> None:
     c = parse_cmdline("console=ttyAMA0 quiet rc_stage=1 nokaslr  foo")
     assert c.nokaslr and c.unknown == ("rc_stage=1", "foo")
     assert c.text == "console=ttyAMA0 quiet rc_stage=1 nokaslr  foo"
+
+
+def test_panic_masks_msix_vectors_at_the_device_as_well_as_the_lpis() -> None:
+    """machine_kexec_mask_interrupts() -> its_mask_msi_irq(): pci_msi_mask_irq() sets the
+    vector's mask bit, irq_chip_mask_parent() clears the LPI's enable bit.  Only writes
+    already posted reach the ITS after the panic; the device raises nothing new."""
+    w = _world()
+    w.boot("v6.6", cmdline="crashkernel=512M")
+    k0 = w.kernel
+    dev = w.machine.devices["eth0"]
+    k0.crash_shutdown("test")
+    assert all(v.masked for v in dev.vectors)
+    assert not any(dev.can_signal(vec) for vec in range(dev.nvec))
+    result = w.machine.signal_msi(dev, 0)
+    assert result.outcome.startswith("device not allowed") and result.cpu is None
+    posted = w.machine.signal_msi(dev, 0, posted=True)
+    assert posted.pended  # the LPI is disabled, so it stays pending
+    rd = w.machine.rdists[posted.cpu]
+    assert posted.intid is not None and not rd.config(posted.intid).Enable

@@ -1,9 +1,10 @@
 """The EFI memreserve table: the stub's root, the chain walk and efi_mem_reserve_persistent.
 
-linux-kernel.md §1.3 (root in EFI_LOADER_DATA, 16 bytes, empty), §1.4 (the next kernel
-memblock_reserve()s root, nodes and entries), §1.5 (first fit from root->next, new 4K
-nodes with 255 slots pushed at the head, -ENODEV without a table; v4.20: one 24-byte node
-per reservation), §2.8 (v5.17+: pending tables reserved from the ONLINE callback).
+drivers/firmware/efi of Linux v4.20 to v6.1: the stub's root (EFI_LOADER_DATA, 16 bytes,
+empty), the next kernel memblock_reserve()ing root, nodes and entries, first fit from
+root->next with new 4K nodes of 255 slots pushed at the head and -ENODEV without a table
+(v4.20: one 24-byte node per reservation), and v5.17+'s pending tables reserved from
+the ONLINE callback.
 """
 
 from __future__ import annotations
@@ -439,3 +440,60 @@ def test_install_memreserve_table_writes_an_empty_16_byte_root() -> None:
     assert _hdr(w.machine.mem, root) == MemreserveHeader(0, 0, 0)
     v419 = get_profile("v4.19")
     assert kefi.install_memreserve_table(w.firmware, w.machine.mem, v419, AGENT) is None
+
+
+# -- the next kernel's walk: no cycle check, no bound, count not clamped -------------------
+
+
+def _tampered_kexec(edit: Callable[[PhysicalMemory, MemreserveChain], None]) -> Kernel:
+    w = _world()
+    w.boot("v6.6")
+    edit(w.machine.mem, _chain(w))
+    return w.kexec("v6.6")
+
+
+
+
+
+def test_a_cyclic_memreserve_list_is_a_hang_in_the_next_kernel() -> None:
+    """efi_config_parse_tables() loops while (prsv): the model reports the endless walk."""
+
+    def loop(mem: PhysicalMemory, chain: MemreserveChain) -> None:
+        node = chain.nodes[-1]
+        hdr = _hdr(mem, node.addr)
+        mem.write(node.addr, dataclasses.replace(hdr, next=chain.root).to_bytes(), AGENT)
+
+    k1 = _tampered_kexec(loop)
+    assert k1.crashed is not None and k1.crashed.startswith("hang: efi_config_parse_tables()")
+    assert "no cycle check" in k1.crashed and "cycle: node" in k1.crashed
+    assert not any("Could not map UEFI memreserve entry" in line for line in k1.log.lines)
+    assert any(line.startswith("efi: ") and "MEMRESERVE=" in line for line in k1.log.lines)
+
+
+def test_a_count_past_the_mapped_page_is_a_crash_but_past_size_is_read() -> None:
+    def count(n: int) -> Callable[[PhysicalMemory, MemreserveChain], None]:
+        def edit(mem: PhysicalMemory, chain: MemreserveChain) -> None:
+            node = chain.nodes[1]
+            hdr = _hdr(mem, node.addr)
+            mem.write(node.addr, dataclasses.replace(hdr, count=n).to_bytes(), AGENT)
+
+        return edit
+
+    k1 = _tampered_kexec(count(300))  # 255 slots fit a 4 KiB node after its header
+    assert k1.crashed is not None and k1.crashed.startswith("crash: efi_config_parse_tables()")
+    assert "rsv->entry[255]" in k1.crashed and "(count 300)" in k1.crashed
+    # count within the page is taken as it is, entries beyond the used ones included
+    k2 = _tampered_kexec(count(12))
+    assert k2.crashed is None
+    assert k2.efi is not None and k2.efi.chain is not None
+    assert len(k2.efi.chain.nodes[1].entries) == 12
+
+
+def test_a_node_outside_ram_is_a_crash_not_a_map_failure() -> None:
+    def away(mem: PhysicalMemory, chain: MemreserveChain) -> None:
+        hdr = _hdr(mem, chain.root)
+        mem.write(chain.root, dataclasses.replace(hdr, next=0x1_0000_0000_0000).to_bytes(), AGENT)
+
+    k1 = _tampered_kexec(away)
+    assert k1.crashed is not None and "outside RAM" in k1.crashed
+    assert k1.crashed.startswith("crash: ")

@@ -1,9 +1,14 @@
-"""printk formatting and the kernel's message strings (linux-kernel.md §2.9)."""
+"""printk formatting and the kernel's message strings (Linux v4.19.1 to v6.1 sources, the
+real 6.1 runs)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from gickexec import World
+from gickexec.hw.platform import PLATFORMS
 from gickexec.kernel import printk
 from gickexec.kernel.printk import KernelLog, kformat, pa
 
@@ -31,7 +36,7 @@ def test_kformat_conversions(fmt: str, args: tuple[object, ...], expected: str) 
 
 
 def test_pa_prints_0x_and_16_hex_digits() -> None:
-    # The real dmesg quoted in linux-kernel.md §2.9.
+    # A line of the real 6.1 dmesg (tests/data/realcheck).
     assert pa(0x9FC0480000) == "0x0000009fc0480000"
     assert pa(0) == "0x0000000000000000"
     assert pa(0xFFFF_FFFF_FFFF_FFFF) == "0xffffffffffffffff"
@@ -66,18 +71,17 @@ def test_kformat_too_many_arguments_raises() -> None:
         kformat("plain", 1)
 
 
-# linux-kernel.md §2.9, verbatim without the trailing "\n".
+# Linux v6.1 drivers/irqchip/irq-gic-v3-its.c and irq-gic-v3.c, verbatim without the
+# trailing "\n".
 KERNEL_STRINGS = {
     "ITS_PREALLOCATED": "GICv3: Using preallocated redistributor tables",
     "ITS_PROP_TABLE": "GICv3: using LPI property table @%pa",
     "ITS_PEND_TABLE": "GICv3: CPU%d: using %s LPI pending table @%pa",
     "ITS_EXPECTED_RESERVED": "GICv3: Expected reserved range [%pa:%pa], not found",
-    "ITS_BOOTED_ENABLED": "GICv3: CPU%d: Booted with LPIs enabled, memory probably corrupted",
     "ITS_NO_LPIS": "CPU%d: LPIs not supported",
     "ITS_TIMEOUT_DISABLE": "CPU%d: Timeout while disabling LPIs",
     "ITS_FAILED_DISABLE": "CPU%d: Failed to disable LPIs",
     "ITS_ALLOCATED": "ITS@%pa: allocated %d %s @%lx (%s, esz %d, psz %dK, shr %d)",
-    "EFI_MEMRESERVE_MAP_FAIL": "efi: Could not map UEFI memreserve entry!",
 }
 
 
@@ -86,8 +90,30 @@ def test_message_constants_are_the_kernel_strings(name: str, kernel_string: str)
     assert getattr(printk, name) == kernel_string
 
 
+_BOOTED = "Booted with LPIs enabled, memory probably corrupted"
+
+
+@pytest.mark.parametrize(
+    ("msg", "version", "text"),
+    [
+        # Linux v4.19.1 redist_disable_lpis(): no prefix; v4.20 writes "GICv3: " in
+        (printk.ITS_BOOTED_ENABLED, (4, 19), "CPU%d: " + _BOOTED),
+        (printk.ITS_BOOTED_ENABLED, (4, 20), "GICv3: CPU%d: " + _BOOTED),
+        # v4.19.1 its_wait_for_range_completion(); a050fa5476d4 drops from_idx
+        (printk.ITS_QUEUE_TIMEOUT, (4, 19), "ITS queue timeout (%llu %llu %llu)"),
+        (printk.ITS_QUEUE_TIMEOUT, (6, 1), "ITS queue timeout (%llu %llu)"),
+        (printk.GIC_UNEXPECTED, (5, 17), "Unexpected interrupt received!"),
+        (printk.GIC_UNEXPECTED, (6, 1), "Unexpected interrupt (irqnr %u)"),
+    ],
+)
+def test_versioned_messages_follow_the_source_of_each_version(
+    msg: printk.Msg, version: tuple[int, int], text: str
+) -> None:
+    assert msg.at(version) == text
+
+
 def test_taint_letters() -> None:
-    # TAINT_CRAP is 'C', WARN_ON adds 'W' (§2.9).
+    # TAINT_CRAP is 'C', WARN_ON adds 'W' (kernel/panic.c taint_flags[]).
     assert printk.TAINT_CRAP == "C"
     assert printk.TAINT_WARN == "W"
 
@@ -104,3 +130,52 @@ def test_kernel_log_printk_warn_and_taints() -> None:
     ]
     assert log.taints == {"C", "W"}
     assert log.taint_string == "CW"
+
+
+def test_v419_gic_lines_in_v419_order() -> None:
+    """v4.19.1 gic_init_bases(): no SPI count, the VLPI line, its_init() before
+    gic_cpu_init(); v6.1 the SPI count, no VLPI line, the ITS after the redistributor."""
+    def gic_lines(profile: str) -> list[str]:
+        w = World.build("qemu-virt", seed=1)
+        k = w.boot(profile)
+        keep = ("GICv3: ", "GIC: ", "ITS ", "CPU0: ")
+        return [line for line in k.log.lines if line.startswith(keep)]
+
+    old = gic_lines("v4.19")
+    assert not any("SPIs implemented" in line for line in old)
+    assert "GICv3: no VLPI support, no direct LPI support" in old
+    found = old.index("GICv3: CPU0: found redistributor 0 region 0:0x00000000080a0000")
+    assert old.index("GIC: using LPI property table @0x" + old[found - 1][-16:]) < found
+    assert old[found + 1].startswith("CPU0: using LPI pending table @0x")
+    new = gic_lines("v6.1")
+    assert new[0] == "GICv3: 224 SPIs implemented"
+    assert not any("VLPI" in line for line in new)
+    found = new.index("GICv3: CPU0: found redistributor 0 region 0:0x00000000080a0000")
+    assert new[found + 1].startswith("ITS [mem 0x08080000-0x0809ffff]")
+
+
+@pytest.mark.parametrize("profile", ["v4.19", "v6.1"])
+def test_cache_flushing_lines_when_shareability_does_not_stick(profile: str) -> None:
+    """its_probe_one() and its_cpu_init_lpis() (pr_info_once) read the Shareability back:
+    a GIC with RAZ/WI Shareability gets the two "cache flushing" lines, once each."""
+    base = PLATFORMS["qemu-virt"]
+    plat = base.with_knobs(dataclasses.replace(base.knobs, shareability=False))
+    lines = World.build(plat, seed=1).boot(profile).log.lines
+    assert lines.count("ITS: using cache flushing for cmd queue") == 1
+    assert lines.count("GIC: using cache flushing for LPI property table") == 1
+    plain = World.build("qemu-virt", seed=1).boot(profile).log.lines
+    assert not any("cache flushing" in line for line in plain)
+
+
+def test_invalid_dtb_message_is_setup_machine_fdt_pr_crit_line_by_line() -> None:
+    # v4.19.1 arch/arm64/kernel/setup.c: pr_crit("\nError: ...%pa (virtual address 0x%p)\n"
+    # "The dtb must be ...\n" "\nPlease check your bootloader.")
+    lines = [kformat(x, 0x4800_0000) if "%" in x else x for x in printk.DTB_INVALID]
+    assert lines == [
+        "",
+        "Error: invalid device tree blob at physical address 0x0000000048000000 "
+        "(virtual address 0x(____ptrval____))",
+        "The dtb must be 8-byte aligned and must not exceed 2 MB in size",
+        "",
+        "Please check your bootloader.",
+    ]

@@ -59,8 +59,8 @@ def test_every_behaviour_flag_cites_a_linux_commit_or_says_unconfirmed() -> None
                 "registers_lpi_tables_with_efi",
                 "memreserve_layout",
                 "efi_stub_installs_memreserve_root",
-                "checks_lpi_disable",
                 "defers_persistent_reservations",
+                "its_init_before_gic_cpu_init",
             },
         ),
         (
@@ -75,14 +75,14 @@ def test_every_behaviour_flag_cites_a_linux_commit_or_says_unconfirmed() -> None
                 "kexec_file_load",
             },
         ),
-        ("v5.0", "v5.2", {"memreserve_node_access", "memreserve_node_is_page_size"}),
+        ("v5.0", "v5.2", {"memreserve_node_access", "memreserve_node_is_page_size", "nr_cpus"}),
         ("v5.2", "v5.5", {"memreserve_in_iomem"}),
         ("v5.5", "v5.10", {"buddy_free_to_tail"}),
         ("v5.10", "v5.14", {"memreserve_in_memblock"}),
         (
             "v5.14",
             "v5.17",
-            {"pending_memreserve_at_online", "its_reset_baser_before_probe", "printk_era"},
+            {"pending_memreserve_at_online", "its_reset_baser_before_probe"},
         ),
         ("v5.17", "v6.1", set()),
         ("v6.1", "v6.6", set()),
@@ -104,7 +104,10 @@ def test_memreserve_node_capacity_follows_page_size_only_in_v50() -> None:
 
 def test_static_memblock_reserved_array_grows_with_nr_cpus_from_v50() -> None:
     assert get_profile("v4.20").init_memblock_reserved_regions == 128
-    assert get_profile("v5.0").init_memblock_reserved_regions == 128 + 256 + 1
+    # CONFIG_NR_CPUS: 64 in v4.19.1, v4.20 and v5.0.1's arch/arm64/Kconfig, 256 in v5.2.1
+    assert [get_profile(n).nr_cpus for n in ("v4.19", "v4.20", "v5.0", "v5.2")] == [64] * 3 + [256]
+    assert get_profile("v5.0").init_memblock_reserved_regions == 128 + 64 + 1
+    assert get_profile("v5.2").init_memblock_reserved_regions == 128 + 256 + 1
 
 
 def test_v420_writes_one_kmalloced_24_byte_node_per_reservation_and_reuses() -> None:

@@ -78,7 +78,7 @@ def test_no_hole_no_segments() -> None:
 
 
 def test_kexec_file_load_lands_on_the_unpublished_table_before_v514() -> None:
-    """linux-kernel.md §4 item 4: v5.10 reserves its tables in the memreserve list and in
+    """v5.10 reserves its tables in the memreserve list and in
     /proc/iomem, but not in memblock; kexec_file_load puts the image over the property
     table, the next kernel takes the image's reservation for the table's and its reset
     overwrites its own code."""

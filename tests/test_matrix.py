@@ -27,13 +27,13 @@ def test_fixed_kernel_kexec_on_efi_is_ok() -> None:
     assert r["reused_tables"] and r["key_line"] == "GICv3: Using preallocated redistributor tables"
 
 
-def test_unfixed_kernel_into_itself_gets_the_same_tables_by_construction() -> None:
-    """v4.19 -> v4.19: the same build allocates the same addresses (the EFI stub's
-    KASLR slot is outside the first 128 MiB), so the tables the GIC keeps are the new
-    kernel's own -- it works by luck -- while v4.19 -> v6.6 loses every MSI."""
+def test_unfixed_kernel_into_itself_cannot_disable_lpis() -> None:
+    """v4.19 -> v4.19 on a GIC whose EnableLPIs sticks: redist_disable_lpis() gives up
+    and the CPUs get no LPIs; v4.19 -> v6.6 loses every MSI for the lack of a list."""
     same = run_cell(Cell("v4.19", "v4.19", "kexec", "efi", "efi-server-8"), seed=2)
-    assert same["ok"] and not same["reused_tables"] and same["lost_msis"] == 0
-    assert "same addresses as the old ones" in same["reason"]
+    assert same["outcome"] == "lpis-lost" and same["lost_msis"] == 64
+    assert "cannot clear EnableLPIs" in same["reason"]
+    assert same["key_line"] == "CPU0: Failed to disable LPIs"
     upgrade = run_cell(Cell("v4.19", "v6.6", "kexec", "efi", "efi-server-8"), seed=2)
     assert upgrade["outcome"] == "lpis-lost" and upgrade["lost_msis"] == 64
     assert "did not publish its tables" in upgrade["reason"]
@@ -68,9 +68,11 @@ def test_v420_to_v50_is_lost_because_of_the_layout_change() -> None:
     assert r["reason"].startswith("a v4.20-layout memreserve list read with the v5.0 layout")
 
 
-def test_v419_dt_kexec_gets_the_same_tables_by_construction() -> None:
+def test_v419_dt_kexec_on_qemu_clears_enable_lpis_and_taints() -> None:
     r = run_cell(Cell("v4.19", "v4.19", "kexec", "dt", "qemu-virt"))
-    assert r["outcome"] == "ok" and "same addresses" in r["reason"]
+    assert (r["outcome"], r["lost_msis"]) == ("taint", 0)
+    assert r["key_line"] == "CPU0: Booted with LPIs enabled, memory probably corrupted"
+    assert "cleared EnableLPIs and programmed new tables" in r["reason"]
 
 
 def test_cli_json_has_the_documented_keys() -> None:

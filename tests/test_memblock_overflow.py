@@ -26,6 +26,7 @@ def test_static_array_drops_new_regions_until_resizing_is_allowed() -> None:
 
 def _tx2(profile: str) -> World:
     w = World.build("thunderx2", seed=1)
+    w.config_nr_cpus = 256  # a kernel built for the whole machine (see the test below)
     w.add_device("eth0", device_id=0x100, nvec=32)
     w.boot(profile)
     w.traffic("eth0", 448)
@@ -73,3 +74,21 @@ def test_v50_static_array_has_room_for_every_cpu() -> None:
     mb = w.generations[1].memblock
     assert mb.max_reserved == 128 + 256 + 1 and mb.dropped == [] and mb.resized == []
     assert w.generations[1].reused_tables and w.ledger.lost == 0
+
+
+def test_defconfig_nr_cpus_leaves_most_of_a_thunderx2_off() -> None:
+    """CONFIG_NR_CPUS is 64 in v4.20's arch/arm64/Kconfig: smp_init_cpus() clips the 224
+    CPUs and only 64 pending tables are allocated and published; v5.2's 256 is enough."""
+    w = World.build("thunderx2", seed=1)
+    k = w.boot("v4.20")
+    assert "Number of cores (224) exceeds configured maximum of 64 - clipping" in k.log.lines
+    assert len(k.possible_cpus) == len(k.online_cpus) == 64
+    chain = w.memreserve_chain()
+    assert chain is not None and len(chain.entries) == 65  # 64 pending tables + property
+    w2 = World.build("thunderx2", seed=1)
+    k2 = w2.boot("v5.2")
+    assert len(k2.online_cpus) == 224
+    assert not any(line.startswith("Number of cores") for line in k2.log.lines)
+    w3 = World.build("thunderx2", seed=1)
+    w3.config_nr_cpus = 256
+    assert len(w3.boot("v4.20").online_cpus) == 224

@@ -44,7 +44,7 @@ def test_report_files_and_title(unfixed_report: Path) -> None:
     assert "<script" not in page  # works without JavaScript
     assert 'src="s0-memory-map.png"' in page and 'src="s0-timeline.png"' in page
     # the verdict, both logs side by side, the text views
-    assert "sent 800, delivered 400, lost 400" in page
+    assert "sent 808, delivered 400, lost 408" in page
     assert page.count('<div class="log">') == 2
     assert "System RAM" in page and "/proc/interrupts, generation 1" in page
     assert "efi: no MEMRESERVE table" in page
@@ -178,7 +178,7 @@ def test_page_in_a_headless_browser(unfixed_report: Path, tmp_path: Path) -> Non
     assert f"<title>{REPORT_TITLE}: efi-kexec-unfixed</title>" in dom
     assert dom.count("<img") == 2
     # the health verdict as the browser renders it: the text, in the "bad" red
-    assert "UNHEALTHY: corrupted, lost, guest-errors" in dom
+    assert "UNHEALTHY: corrupted, lost, tainted, guest-errors" in dom
     assert _has_colour(px, "#c0392b")
     # the memory map (the window is tall enough to hold it) shows image bars and legend
     # entry; nothing else on the page has that colour

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from gickexec.scenario.builtin import builtin_names, builtin_text, load_builtin
 from gickexec.scenario.checks import evaluate
+from gickexec.scenario.runner import play
 from gickexec.scenario.schema import MAX_MSIS_PER_STEP, MAX_STEPS, ScenarioError, parse_scenario
 
 MINIMAL = """\
@@ -72,6 +73,12 @@ def test_first_step_must_boot() -> None:
         ("device_id = 0x100", "device_id = 0x10000", "devices[0].device_id", "0..65535"),
         ('action = "boot"', 'action = "reboot"', "steps[0].action", "unknown action 'reboot'"),
         ('platform = "efi-server-8"', 'platform = "efi-server-8"\ncpus = 0', "cpus", "1..512"),
+        (
+            'platform = "efi-server-8"',
+            'platform = "efi-server-8"\nconfig_nr_cpus = 1',
+            "config_nr_cpus",
+            "2..4096",
+        ),
         (
             'platform = "efi-server-8"',
             'platform = "efi-server-8"\n[knobs]\nnope = 1',
@@ -229,3 +236,14 @@ def test_errors_inside_inline_repeat_steps_name_their_own_line() -> None:
         parse_scenario(text.replace('msis = "x"', "msis = 1"), "r.toml")
     assert dev.value.line == bad_line + 1
     assert dev.value.field_path == "steps[1].steps[2].device"
+
+
+def test_config_nr_cpus_reaches_every_kernel_the_scenario_boots() -> None:
+    platform = 'platform = "efi-server-8"'
+    text = MINIMAL.replace(platform, platform + "\nconfig_nr_cpus = 4")
+    sc = parse_scenario(text)
+    assert sc.config_nr_cpus == 4
+    w = play(sc)
+    assert all(len(k.possible_cpus) == 4 for k in w.generations)
+    clipped = "Number of cores (8) exceeds configured maximum of 4 - clipping"
+    assert clipped in w.generations[0].log.lines

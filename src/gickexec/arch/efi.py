@@ -1,7 +1,8 @@
 """UEFI system table, configuration table and Linux memreserve layouts (arm64, LP64).
 
 Sources: UEFI spec (EFI_TABLE_HEADER, EFI_SYSTEM_TABLE, EFI_CONFIGURATION_TABLE) and
-``linux-kernel.md`` §1.1-§1.2 for ``struct linux_efi_memreserve`` in its two eras:
+``include/linux/efi.h`` (``struct linux_efi_memreserve``, LINUX_EFI_MEMRESERVE_TABLE_GUID)
+of Linux v4.20 and v5.0.1 for the structure in its two eras:
 
 * Era A (v4.20): one reservation per 24-byte node ``{next, base, size}``
   (Linux commit 71e0940d52e1 ("efi: honour memory reservations passed via a linux
@@ -51,7 +52,7 @@ def guid_bytes(text: str) -> bytes:
     return uuid.UUID(text).bytes_le
 
 
-#: ``LINUX_EFI_MEMRESERVE_TABLE_GUID`` (linux-kernel.md §1.1).
+#: ``LINUX_EFI_MEMRESERVE_TABLE_GUID`` (include/linux/efi.h, v4.20).
 LINUX_EFI_MEMRESERVE_TABLE_GUID = guid_bytes("888eb0c6-8ede-4ff5-a8f0-9aee5cb977c2")
 #: ``SMBIOS3_TABLE_GUID`` (SMBIOS 3.0 entry point), shown in the kernel's efi: line.
 SMBIOS3_TABLE_GUID = guid_bytes("f2fd1544-9794-4a2c-992e-e5bbcf20e394")

@@ -1,7 +1,8 @@
 """GICv3 register layouts and offsets (distributor, redistributor, ITS, LPI tables).
 
-Field positions follow Arm IHI 0069 as collected in ``shared/research/gic-architecture.md``
-(section numbers below refer to that file).  Field names are the spec's, so that
+Field positions follow Arm IHI 0069 (the register descriptions of chapter 12; the bare
+section numbers below are older internal references whose mapping to IHI 0069 sections
+is UNCONFIRMED) and Linux's include/linux/irqchip/arm-gic-v3.h.  Field names are the spec's, so that
 ``GICR_CTLR.EnableLPIs`` here greps to the same words in the specification and in
 Linux's ``arm-gic-v3.h``.  Records are decoded at the MMIO/memory boundary and are
 immutable; raw integers do not travel further than the device that owns them.
@@ -34,6 +35,7 @@ __all__ = [
     "BaserType",
     "CACHE_RaWaWb",
     "CACHE_nC",
+    "GicdCtlr",
     "GicdOffset",
     "GicdTyper",
     "GicrCtlr",
@@ -71,6 +73,7 @@ class GicdOffset:
 
     CTLR = 0x0000
     TYPER = 0x0004
+    IIDR = 0x0008
 
 
 class GicrOffset:
@@ -136,6 +139,16 @@ GICD_TYPER = Layout(
         "ESPI_range": "[31:27]",
     },
 )
+
+
+@layout_record(GICD_CTLR)
+class GicdCtlr(LayoutRecord):
+    """GICD_CTLR as Non-secure software sees it."""
+
+    EnableGrp1: int = 0
+    EnableGrp1A: int = 0
+    ARE_NS: int = 0
+    RWP: int = 0
 
 
 @layout_record(GICD_TYPER)
@@ -307,7 +320,7 @@ class LpiConfig(LayoutRecord):
     """One byte of the LPI Configuration table.
 
     Bit 1 is what Linux calls ``LPI_PROP_GROUP1`` (Xen: RES1); the model stores it and
-    otherwise ignores it (gic-architecture.md §8 item 2 is unconfirmed).
+    otherwise ignores it (whether hardware other than Xen treats it as RES1 is UNCONFIRMED).
     """
 
     Enable: int = 0

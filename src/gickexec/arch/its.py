@@ -1,8 +1,10 @@
 """ITS command encodings (32 bytes, four little-endian doublewords) and table entries.
 
-Command fields are at their architectural positions (gic-architecture.md §3.7, checked
-against Linux ``its_encode_*``).  The in-memory device, collection and interrupt
-translation table entries are IMPLEMENTATION DEFINED (§3.8); the layouts below are the
+Command fields are at their architectural positions (Arm IHI 0069, chapter 5's ITS
+command descriptions; section numbers UNCONFIRMED), checked against Linux v4.19.1
+``its_encode_*`` in drivers/irqchip/irq-gic-v3-its.c.  The in-memory device, collection
+and interrupt translation table entries are IMPLEMENTATION DEFINED (IHI 0069, the ITS
+tables); the layouts below are the
 model's choice, patterned on QEMU's, and are advertised to software through
 ``GITS_BASER<n>.Entry_Size`` and ``GITS_TYPER.ITT_entry_size``.
 """

@@ -1,7 +1,7 @@
 """Walking the ``LINUX_EFI_MEMRESERVE_TABLE`` chain in memory: bounded and cycle-safe.
 
 The walk reads exactly what the kernel's ``efi_config_parse_tables()`` reads
-(linux-kernel.md §1.4), in either layout:
+(drivers/firmware/efi/efi.c, v4.20 and v5.2.1), in either layout:
 
 * ``"v4.20"``: 24-byte nodes ``{next, base, size}``; a node with size 0 reserves nothing.
 * ``"v5.0"``: a 16-byte header and ``count`` entries.  The kernel maps the single page

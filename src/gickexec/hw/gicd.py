@@ -13,7 +13,14 @@ class Distributor:
     """GICD: reports LPI support and the INTID width; holds the group enables."""
 
     def __init__(
-        self, *, id_bits: int, lpis: bool, spis: int, events: EventLog, rss: bool = True
+        self,
+        *,
+        id_bits: int,
+        lpis: bool,
+        spis: int,
+        events: EventLog,
+        rss: bool = True,
+        iidr: int = 0,
     ) -> None:
         if not 14 <= id_bits <= 24:
             raise ValueError(f"GICD_TYPER.IDbits+1 must be 14..24, not {id_bits}")
@@ -26,12 +33,23 @@ class Distributor:
             A3V=1,
         )
         self.ctlr = 0
+        #: the product's IIDR, which the redistributors and the ITS report too
+        self.iidr = iidr
         self.events = events
 
     @property
     def id_bits(self) -> int:
         """INTID bits implemented (GICD_TYPER.IDbits + 1)."""
         return self.typer.IDbits + 1
+
+    @property
+    def group1ns_enabled(self) -> bool:
+        """GICD_CTLR bit 1 as Non-secure software sees it (EnableGrp1A with two Security
+        states, EnableGrp1 with one): Non-secure Group 1, the only group of LPIs (IHI
+        0069, GICD_CTLR).  With it clear no LPI is forwarded to a CPU interface (QEMU
+        commit 703090770c19, "hw/intc/arm_gicv3: Honour GICD_CTLR.EnableGrp1NS for
+        LPIs", v7.0)."""
+        return bool(self.ctlr & GICD_CTLR.field("EnableGrp1A").mask)
 
     @property
     def lpis_supported(self) -> bool:
@@ -46,6 +64,8 @@ class Distributor:
             return self.ctlr
         if offset == GicdOffset.TYPER:
             return self.typer.encode()
+        if offset == GicdOffset.IIDR:
+            return self.iidr
         return 0
 
     def mmio_write(self, offset: int, size: int, value: int, agent: Agent) -> None:

@@ -4,7 +4,8 @@ The redistributor *latches* GICR_PROPBASER and GICR_PENDBASER when EnableLPIs go
 0 -> 1 and works on those tables from then on: whatever software later writes to the
 registers, the hardware keeps reading configuration bytes from the latched property table
 and setting pending bits in the latched pending table, in memory.  That is the root of
-the kexec problem (gic-architecture.md §0).  Whether EnableLPIs can be cleared, and
+the kexec problem (Arm IHI 0069, GICR_CTLR.EnableLPIs: once set it is IMPLEMENTATION
+DEFINED whether it can be cleared).  Whether EnableLPIs can be cleared, and
 whether base-register writes are ignored while it is set, are knobs.
 
 Pending state lives in memory (one bit per INTID, byte INTID/8, bit INTID%8, §2.3).  The
@@ -150,6 +151,8 @@ class Redistributor(RegisterBlock):
             return value
         if offset == GicrOffset.TYPER:
             return self.typer.encode()
+        if offset == GicrOffset.IIDR:
+            return self.gicd.iidr
         if offset == GicrOffset.WAKER:
             return (int(self.processor_sleep) << 1) | (int(self.processor_sleep) << 2)
         if offset == GicrOffset.PROPBASER:
@@ -168,7 +171,7 @@ class Redistributor(RegisterBlock):
             self._write_baser(offset, value)
         elif offset == GicrOffset.WAKER:
             sleep = bool(value & 0b10)
-            if sleep and not self.processor_sleep:
+            if sleep and not self.processor_sleep and not self.knobs.pending_state_in_hypervisor:
                 self.write_back_pending()  # the quiesce that makes memory current (§1.6)
             self.processor_sleep = sleep
         elif offset in _DIRECT_LPI_OFFSETS:
@@ -282,6 +285,8 @@ class Redistributor(RegisterBlock):
             return
 
     def _disable(self) -> None:
+        if self.knobs.pending_state_in_hypervisor:
+            self._unwritten = {}  # vgic_flush_pending_lpis(): dropped, never written
         self.write_back_pending()
         self.enable_lpis = False
         self._rwp_reads = self.knobs.rwp_clear_after_reads
@@ -365,13 +370,15 @@ class Redistributor(RegisterBlock):
             return LpiOutcome.OUT_OF_RANGE
         if intid in self._unwritten:
             return LpiOutcome.ALREADY_PENDING
-        if self.knobs.pending_cache_entries:
+        held = self.knobs.pending_state_in_hypervisor
+        if held or self.knobs.pending_cache_entries:
             if self.is_pending(intid):
                 self._pending.add(intid)
                 return LpiOutcome.ALREADY_PENDING
             self._unwritten[intid] = None
             self._pending.add(intid)
-            if len(self._unwritten) > self.knobs.pending_cache_entries:
+            # a hypervisor holds any number; a redistributor's cache writes the oldest back
+            if not held and len(self._unwritten) > self.knobs.pending_cache_entries:
                 oldest = next(iter(self._unwritten))
                 del self._unwritten[oldest]
                 self._write_pending_bit(oldest)

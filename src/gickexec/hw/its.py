@@ -3,7 +3,7 @@
 Everything the ITS knows lives in memory the kernel gave it: commands are read from the
 queue at GITS_CBASER, device table entries from the GITS_BASER<n> of Type Device (flat or
 two-level), collection entries from the Type Collection table, and translation entries
-from the ITT named by the device's entry (gic-architecture.md §3.9).  Successful walks
+from the ITT named by the device's entry (Arm IHI 0069, the ITS's table walk).  Successful walks
 are remembered in a translation cache, (DeviceID, EventID) -> (redistributor, INTID),
 dropped whenever anything the walk read may have changed: any ITS register write other
 than GITS_TRANSLATER, any command, and any write or fill into a page the walk read (a
@@ -194,6 +194,8 @@ class Its(RegisterBlock):
             return self.ctlr().encode()
         if offset == GitsOffset.TYPER:
             return self.typer.encode()
+        if offset == GitsOffset.IIDR:
+            return self.gicd.iidr
         if offset == GitsOffset.CREADR:
             return self.creadr | int(self.stalled)
         return self.current(offset)
@@ -529,7 +531,8 @@ class Its(RegisterBlock):
                 self._target_or_error(cmd.OPCODE, ite.ICID).set_pending(ite.pINTID)
             case Clear():
                 # CLEAR (0x04) errors are numbered 0x0105EE: E_ITS_CLEAR_UNMAPPED_INTERRUPT
-                # is 0x010507 (gic-architecture.md §3.7; Linux and KVM agree).
+                # is 0x010507 (KVM arch/arm64/kvm/vgic/vgic-its.c E_ITS_CLEAR_UNMAPPED_INTERRUPT,
+                # UNCONFIRMED against IHI 0069).
                 _, ite, _ = self._lookup(0x05, cmd.DeviceID, cmd.EventID)
                 self._target_or_error(0x05, ite.ICID).clear_pending(ite.pINTID)
             case Discard():

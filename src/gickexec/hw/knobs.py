@@ -2,7 +2,8 @@
 
 Each knob is declared once, as a field of :class:`GicKnobs` whose metadata carries its
 meaning, allowed values, status in the architecture and the source that says real
-implementations differ (``gic-architecture.md`` §7 items are cited as "§7.N").
+implementations differ ("§7.N" marks are older internal references; their IHI 0069
+sections are UNCONFIRMED).
 Devices read their behaviour from a :class:`GicKnobs` value and nowhere else;
 :data:`KNOB_INFO` (derived from the fields) is what ``gickexec platforms`` and
 docs/hardware.md show.
@@ -152,6 +153,18 @@ class GicKnobs:
         f"{IMPDEF}; memory current only after an IMPDEF quiesce",
         "§1.6, §2.4, §7.7 (GIC-500/600 TRMs; QEMU/gem5 write through)",
         maximum=1 << 24,
+    )
+    pending_state_in_hypervisor: bool = _knob(
+        False,
+        "a hypervisor's virtual redistributor (KVM): pending LPIs are held in the "
+        "hypervisor and written to the guest's pending table only when the VMM saves "
+        "the GIC state (Machine.vmm_save_pending_tables); clearing EnableLPIs drops them "
+        "unwritten, ProcessorSleep writes nothing",
+        f"a hypervisor's choice within {IMPDEF}",
+        "KVM arch/arm64/kvm/vgic/vgic-v3.c vgic_v3_save_pending_tables() "
+        "(KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES) and vgic-its.c "
+        "its_sync_lpi_pending_table() at enable; vgic_flush_pending_lpis() on disable "
+        "(UNCONFIRMED: not read at a tag)",
     )
     pending_first_kb: str = _knob(
         "ignored",

@@ -80,6 +80,7 @@ class Machine:
             spis=p.spis,
             events=self.events,
             rss=p.knobs.range_selector,
+            iidr=p.iidr,
         )
         self.rdists = [
             Redistributor(
@@ -104,7 +105,9 @@ class Machine:
             knobs=p.knobs,
             events=self.events,
         )
-        self.cpuifs = [CpuInterface(cpu, rd) for cpu, rd in enumerate(self.rdists)]
+        self.cpuifs = [
+            CpuInterface(cpu, rd, self.gicd, self.events) for cpu, rd in enumerate(self.rdists)
+        ]
         self.mem.map_mmio(MemRegion(p.gicd_base, 0x10000, "GICD"), self.gicd)
         for cpu, rd in enumerate(self.rdists):
             base = self.gicr_base(cpu)
@@ -127,9 +130,19 @@ class Machine:
         dev = self.devices[name] = MsiDevice(name, device_id, nvec)
         return dev
 
-    def signal_msi(self, dev: MsiDevice, vector: int) -> MsiResult:
-        """Device ``dev`` raises ``vector``: the MSI write travels to whatever it targets."""
-        if not dev.can_signal(vector):
+    def vmm_save_pending_tables(self) -> None:
+        """The VMM saves the GIC (KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES, e.g. for
+        migration or a snapshot): every LPI the hypervisor holds pending is written to the
+        guest's pending table.  Nothing to do on hardware, whose tables are current."""
+        for rd in self.rdists:
+            if rd.knobs.pending_state_in_hypervisor:
+                rd.write_back_pending()
+
+    def signal_msi(self, dev: MsiDevice, vector: int, *, posted: bool = False) -> MsiResult:
+        """Device ``dev`` raises ``vector``: the MSI write travels to whatever it targets.
+        ``posted``: the write left the device before its vector was masked or MSI-X
+        disabled, so only where it goes matters."""
+        if not posted and not dev.can_signal(vector):
             return MsiResult("device not allowed to signal (MSI-X off, masked or no bus master)")
         entry = dev.vectors[vector]
         if entry.address != self._doorbell:

@@ -127,7 +127,7 @@ class RegisterBlock:
     """An MMIO frame whose 64-bit registers may also be accessed as two 32-bit halves.
 
     The GIC architecture lets software access bits [31:0] and [63:32] of its 64-bit
-    registers separately (gic-architecture.md §3.4 for GITS_CREADR; arm32 kernels do
+    registers separately (Arm IHI 0069, GITS_CREADR and the *BASER descriptions; arm32 kernels do
     this for every *BASER).  A 32-bit write updates one half of the register's current
     value and is then handled as a write of the whole register, so every rule about that
     register (ignored while enabled, side effects of CWRITER) applies unchanged.

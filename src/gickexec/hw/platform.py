@@ -4,7 +4,7 @@ A platform is hardware plus how it boots (``firmware="efi"`` boots through UEFI 
 Linux EFI stub; ``"dt"`` through a device-tree bootloader such as U-Boot ``booti``).
 Each preset says where its knob choices come from.  Where a product's choice is not
 documented anywhere we could read, the preset says so and takes the behaviour Marc
-Zyngier describes for "most implementations" (EnableLPIs one-way, gic-architecture.md
+Zyngier describes for "most implementations" (EnableLPIs one-way,
 §0); MMIO and RAM addresses are representative of the platform's memory map, not
 taken from a firmware dump unless the source says so.
 """
@@ -75,6 +75,10 @@ class Platform:
     fdt_packed_bytes: int = 7824
     #: the ITS's node in the board's device tree (MSI domains are named after it)
     dt_its_node: str = ""
+    #: GICD_IIDR, GICR_IIDR and GITS_IIDR (Implementer [11:0], Revision [15:12], Variant
+    #: [19:16], ProductID [31:24]; IHI 0069).  0 where no public source we read states
+    #: the product's value.
+    iidr: int = 0
 
     @property
     def dt_its_path(self) -> str:
@@ -138,8 +142,9 @@ _ARM_GIC_HW = GicKnobs(
     its_error_policy="stall",
 )
 
-# KVM's vGICv3 + vITS (gic-architecture.md §5.2): EnableLPIs clearable with RWP and
-# CES=IR=1 (2022 series), base writes ignored while enabled, full configuration cache,
+# KVM's vGICv3 + vITS (arch/arm64/kvm/vgic/vgic-mmio-v3.c, vgic-its.c): EnableLPIs
+# clearable with RWP and CES=IR=1 (2022 series), base writes ignored while enabled,
+# full configuration cache,
 # commands never stall, GITS_BASER/CBASER read-only while enabled, enabling with invalid
 # tables refused, out-of-range CWRITER ignored, MAPTI over a mapping ignored, 64 KiB
 # ITS pages, flat collection table, 8-byte ITT entries.
@@ -155,6 +160,7 @@ _KVM = GicKnobs(
     cwriter_out_of_range="write-ignored",
     mapti_overwrite="ignored",
     its_page_size_64k_only=True,
+    pending_state_in_hypervisor=True,
 )
 
 # QEMU's `virt` board memory map (hw/arm/virt.c): GICD 0x08000000, ITS 0x08080000,
@@ -172,7 +178,7 @@ _KVM_GUEST = Platform(
     gicd_base=_VIRT_GICD,
     gicr_base=_VIRT_GICR,
     its_base=_VIRT_ITS,
-    source="KVM vgic-mmio-v3.c, vgic-its.c (gic-architecture.md §5.2)",
+    source="KVM arch/arm64/kvm/vgic/vgic-mmio-v3.c, vgic-its.c",
     model="linux,dummy-virt",
 )
 
@@ -196,7 +202,7 @@ _PRESETS = (
         model="gickexec efi-server-8",
     ),
     # A device-tree board booted by U-Boot: an RK3566-class SoC whose GIC-600 keeps
-    # EnableLPIs set (user report, linux-kernel.md §4 item 8, ecosystem.md §1.2).
+    # EnableLPIs set (user report).
     Platform(
         name="rk3566-dt",
         description="4-CPU RK3566-class board, GIC-600 (EnableLPIs sticky), U-Boot + DT, 4 GiB",
@@ -242,7 +248,7 @@ _PRESETS = (
         description="KVM guest on ThunderX2: 32 vCPUs, KVM vGICv3 + vITS, QEMU virt, UEFI",
         cpus=32,
         midr=0x431F0AF1,
-        source="LKML 1809.2/06246 (TX2 guest test); KVM behaviour gic-architecture.md §5.2",
+        source="LKML 1809.2/06246 (TX2 guest test); KVM arch/arm64/kvm/vgic/vgic-its.c",
     ),
     # QEMU TCG's GICv3 + ITS (QEMU 7.2 hw/intc/arm_gicv3_redist.c, arm_gicv3_its.c):
     # clearable EnableLPIs with CES=1, no RWP, base writes accepted at any time,
@@ -273,6 +279,10 @@ _PRESETS = (
         its_base=_VIRT_ITS,
         # cortex-a57 r1p0 (the real runs' "Booting Linux on physical CPU ... [0x411fd070]")
         midr=0x411FD070,
+        # QEMU hw/intc/gicv3_internal.h gicv3_iidr(): "an ARM r0p0 with a zero ProductID
+        # ... the same as an r0p0 GIC-500", returned for GICD_IIDR and GICR_IIDR (and, in
+        # the ITS patches we read, GITS_IIDR)
+        iidr=0x43B,
         source=(
             "QEMU 7.2 hw/arm/virt.c, hw/arm/boot.c, hw/intc/arm_gicv3_*; AAVMF 2022.11; "
             "real runs in tests/data/realcheck"
@@ -321,10 +331,11 @@ _PRESETS = (
         source="Linux its_enable_quirk_qdf2400_e0065 (16-byte ITEs); EnableLPIs assumed one-way",
         model="Qualcomm Centriq 2400",
     ),
-    # Xen's vGICv3 + vITS (gic-architecture.md §5.4): "LPIs can only be enabled once, but
-    # never disabled again", PROPBASER/PENDBASER writes ignored while enabled, direct LPI
+    # Xen's vGICv3 + vITS (xen/arch/arm/vgic-v3.c, vgic-v3-its.c): "LPIs can only be
+    # enabled once, but never disabled again", PROPBASER/PENDBASER writes ignored while
+    # enabled, direct LPI
     # registers WI, flat ITS tables only.  dom0 gets its EFI system table from Xen, with
-    # no MEMRESERVE table (Leo Yan, Ampere Altra, Xen 4.16, linux-kernel.md §4 item 7).
+    # no MEMRESERVE table (Leo Yan, Ampere Altra, Xen 4.16).
     Platform(
         name="xen-guest",
         description="Xen 4.16 dom0 on Ampere Altra: 8 vCPUs, Xen vGICv3 + vITS, EFI from Xen",

@@ -1,7 +1,9 @@
 """Linux's EFI side of the handover: the stub's memreserve root, ``efi_config_parse_tables``
 walking the chain into memblock, and ``efi_mem_reserve_persistent`` appending to it.
 
-Source: linux-kernel.md §1.3-§1.8 (EFI-5.1, EFI-6.2 and the 4.20 patch).
+Sources: drivers/firmware/efi/efi.c (``efi_config_parse_tables()``,
+``efi_mem_reserve_persistent()``) and drivers/firmware/efi/libstub/arm-stub.c
+(``install_memreserve_table()``) of Linux v4.20, v5.2.1 and v6.1.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "efi_config_parse_tables",
     "efi_stub_install_tables",
     "install_memreserve_table",
+    "memreserve_walk_fault",
 ]
 
 ENODEV = -19
@@ -161,11 +164,49 @@ def efi_config_parse_tables(
         return state
     chain = walk_memreserve(mem.read, mem.is_ram, state.mem_reserve, profile.memreserve_layout)
     state.chain = chain
-    if chain.error is not None:
-        log.line(printk.EFI_MEMRESERVE_MAP_FAIL)
+    fault = memreserve_walk_fault(chain)
+    if fault is not None:
+        raise KernelFault(fault, [])
     if not profile.defers_persistent_reservations:
         efi_apply_persistent_mem_reservations(state, profile, memblock, on_reserve)
     return state
+
+
+def memreserve_walk_fault(chain: MemreserveChain) -> str | None:
+    """What the kernel's own walk does where the model's bounded one stopped, or None.
+
+    The loop in ``efi_config_parse_tables()`` (drivers/firmware/efi/efi.c, v4.20 to
+    v6.1) is ``while (prsv)``: no cycle check and no bound.  Each node gets one
+    ``early_memremap(ALIGN_DOWN(prsv, PAGE_SIZE), PAGE_SIZE)``, and ``rsv->entry[i]`` is
+    read for ``i < atomic_read(&rsv->count)`` with the count clamped neither to
+    ``rsv->size`` nor to the page.  "Could not map UEFI memreserve entry!" and -ENOMEM
+    follow only a failed ``early_memremap()``, which in the model never fails (it
+    checks nothing about the address), so the model never prints it.
+    """
+    if chain.error is not None:
+        if chain.error.startswith("cycle"):
+            return (
+                "hang: efi_config_parse_tables() walks the memreserve list round and round "
+                f"({chain.error}): the walk has no cycle check"
+            )
+        if chain.error.endswith("is not in RAM"):
+            # UNCONFIRMED: early_memremap() maps the address; what a read of memory that
+            # is not there returns is the platform's, modelled as an external abort.
+            return (
+                f"crash: efi_config_parse_tables() reads a memreserve node outside RAM "
+                f"({chain.error}; early_memremap() maps it anyway, the read aborts)"
+            )
+        return f"hang: efi_config_parse_tables() walks a memreserve list of {chain.error}"
+    for node in chain.nodes:
+        if node.count > len(node.entries):
+            # UNCONFIRMED outcome: the address after the one-page mapping is unmapped
+            # fixmap space, so the read faults before the console is up.
+            return (
+                f"crash: efi_config_parse_tables() reads rsv->entry[{len(node.entries)}] of "
+                f"the memreserve node at {node.addr:#x} (count {node.count}) past the page "
+                "it early_memremap()ed"
+            )
+    return None
 
 
 def efi_apply_persistent_mem_reservations(
@@ -201,7 +242,7 @@ def memreserve_node_footprint(node: MemreserveNode, profile: KernelProfile) -> i
     ``size_t`` (or saturates to ``SIZE_MAX``), and ``memblock_reserve()`` caps it at
     ``PHYS_ADDR_MAX - base`` (``memblock_cap_size``), reserving everything above the node.
     That is what a v5.0+ kernel does with a v4.20 root whose ``next`` has bit 31 set
-    (linux-kernel.md §1.9, derived from the code).
+    (derived from the v5.0.1 and v6.1 code).
     """
     if profile.memreserve_layout == "v4.20" or node.size >= 0:
         return node.footprint

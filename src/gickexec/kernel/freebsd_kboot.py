@@ -5,7 +5,7 @@ reads ``LINUX_EFI_MEMRESERVE_TABLE`` ("a linked list of ranges that are still in
 the OS must avoid using", reviews.freebsd.org D37440), inherits the LPI tables a
 redistributor already uses (D40902: "Panic if we're forced to re-use an address that
 wasn't reserved early in boot"; D44038: "make sure what we read from PROPBASER matches
-something in that table") — ecosystem.md §1.3, linux-kernel.md §4 item 10.
+something in that table").
 
 The model plays the part of that consumer that matters here: it reserves what the list
 names, then for every redistributor with EnableLPIs set reads GICR_PROPBASER and

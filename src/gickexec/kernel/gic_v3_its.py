@@ -2,9 +2,8 @@
 
 Function names are the kernel's.  Every register access goes through MMIO and every
 table the driver fills is written into simulated memory; the hardware model then acts on
-those bytes.  Source: linux-kernel.md §2 (ITS-5.1x, ITS-6.x) and, for kernels before the
-v4.20 series, the pre-4.20 ``its_cpu_init_lpis()``/``its_alloc_lpi_tables()`` read in a
-public copy (``checks_lpi_disable=False`` profiles).
+those bytes.  Sources: ``drivers/irqchip/irq-gic-v3-its.c`` of Linux v4.19.1 (profiles without the
+v4.20 series' table reuse), v4.20, v5.10 and v6.1.
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ from gickexec.arch.gicv3 import (
     LPI_INTID_BASE,
     BaserType,
     CACHE_RaWaWb,
+    GicdCtlr,
+    GicdOffset,
     GicrCtlr,
     GicrOffset,
     GicrPendbaser,
@@ -42,6 +43,7 @@ from gickexec.arch.its import (
     Movi,
     Sync,
 )
+from gickexec.hw.cpuif import IccReg
 from gickexec.kernel import printk
 from gickexec.kernel.efi import efi_mem_reserve_persistent
 from gickexec.kernel.mm import SEG_IMAGE, SEG_INITRD, KernelFault, OutOfMemory, Owner, Role
@@ -118,6 +120,7 @@ class GicV3Its:
         self.its_phys = m.platform.its_base
         self.preallocated = False
         self.needs_flushing = False
+        self._flushing_reported = False
         self.prop_table_pa = 0
         self.lpi_id_bits = 0
         self.rd: dict[int, _RdistState] = {}
@@ -201,15 +204,26 @@ class GicV3Its:
 
     def gic_dist_init(self) -> None:
         """``gic_init_bases()``'s report: SPIs, extended SPIs, the root handler, then the
-        features (or, before 6.x, the Range Selector line)."""
+        features (or, before 6.x, the Range Selector line); and ``gic_dist_init()``'s
+        GICD_CTLR: 0 while it configures, then ARE_NS | EnableGrp1A | EnableGrp1 (v4.19.1
+        drivers/irqchip/irq-gic-v3.c)."""
         gicd = self.k.machine.gicd
         log = self.k.log
+        dist = self.k.machine.platform.gicd_base + GicdOffset.CTLR
+        self._write(dist, 0, 4, self.k.boot_cpu)
+        self._write(
+            dist,
+            GicdCtlr(EnableGrp1=1, EnableGrp1A=1, ARE_NS=1).encode(),
+            4,
+            self.k.boot_cpu,
+        )
         log.printk(printk.GIC_SPIS, gicd.spis)
         log.printk(printk.GIC_ESPIS, 0)
         log.printk(printk.ROOT_IRQ, "gic_handle_irq")
         rss = bool(gicd.typer.RSS)
         log.printk(printk.GIC_RSS, "" if rss else "no ")
         rd = GicrTyper.decode(self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.TYPER))
+        log.printk(printk.GIC_VLPI, "" if rd.VLPIS else "no ", "" if rd.DirectLPI else "no ")
         # GICR_TYPER.PPInum 0: 16 PPIs (GICv3.1 extended PPIs would add 32 or 64)
         log.printk(
             printk.GIC_FEATURES,
@@ -231,8 +245,8 @@ class GicV3Its:
     def gic_cpu_init(self, cpu: int) -> None:
         """ICC_PMR_EL1 = DEFAULT_PMR_VALUE (0xf0), ICC_IGRPEN1_EL1 = 1."""
         cpuif = self.k.machine.cpuifs[cpu]
-        cpuif.pmr = 0xF0
-        cpuif.igrpen1 = True
+        cpuif.msr(IccReg.PMR, 0xF0)
+        cpuif.msr(IccReg.IGRPEN1, 1)
 
     # -- its_init -------------------------------------------------------------------
 
@@ -282,6 +296,9 @@ class GicV3Its:
             Valid=1,
         )
         self._write(base + GitsOffset.CBASER, cbaser.encode(), 8)
+        if (self._readq(base + GitsOffset.CBASER) ^ cbaser.encode()) & _SHR:
+            # its_probe_one(): the queue is written non-shareable and flushed
+            self.k.log.printk(printk.ITS_CMDQ_FLUSHING)
         self.cmd_write = 0
         self._write(base + GitsOffset.CWRITER, 0, 8)
         ctlr = GitsCtlr.decode(self._readl(base + GitsOffset.CTLR))
@@ -380,7 +397,7 @@ class GicV3Its:
         val = GicrPropbaser.decode(
             self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.PROPBASER)
         )
-        # lpi_id_bits is still 0 here, so LPI_PROPBASE_SZ is 64 KiB (linux-kernel.md §2.3).
+        # lpi_id_bits is still 0 here, so LPI_PROPBASE_SZ is 64 KiB (v6.1 its_init()).
         return self.gic_check_reserved_range(val.address, _lpi_propbase_sz(0))
 
     def its_setup_lpi_prop_table(self) -> None:
@@ -457,19 +474,32 @@ class GicV3Its:
     # -- per CPU ----------------------------------------------------------------------
 
     def its_cpu_init(self, cpu: int) -> None:
-        """``gic_starting_cpu()`` -> ``its_cpu_init()`` on ``cpu``."""
+        """``gic_starting_cpu()`` -> ``its_cpu_init()`` on ``cpu``: a CPU whose
+        redistributor refuses to drop EnableLPIs gets no LPIs and no collection."""
         if not self.its_ok:
             return
-        if self.profile.checks_lpi_disable:
-            if self.redist_disable_lpis(cpu):
-                return
+        if self.redist_disable_lpis(cpu):
+            return
+        if self.profile.reuses_preallocated_lpi_tables:
             self.its_cpu_init_lpis(cpu)
         else:
-            self.its_cpu_init_lpis_blind(cpu)
+            self.its_cpu_init_lpis_v4_19(cpu)
         self.its_cpu_init_collections(cpu)
 
     def redist_disable_lpis(self, cpu: int) -> int:
+        """Clear a left-over EnableLPIs before the tables are programmed (0, or -errno).
+
+        Linux v4.19.1 ``drivers/irqchip/irq-gic-v3-its.c`` ``redist_disable_lpis()``
+        returns 0 first when the CPU already has a pending table (a hotplug: v4.19
+        allocates it in ``its_cpu_init_lpis()``); v4.20 ``redist_disable_lpis()`` instead
+        skips the damage control once EnableLPIs is found set on a CPU that has
+        ``lpi_enabled`` or when the tables are preallocated.  Both then warn, taint
+        TAINT_CRAP, clear the bit, wait for RWP and read it back: -ETIMEDOUT, -EBUSY.
+        """
         rbase = self._rd_base(cpu)
+        st = self.rd.setdefault(cpu, _RdistState())
+        if not self.profile.reuses_preallocated_lpi_tables and st.pend_page is not None:
+            return 0
         typer = GicrTyper.decode(self._readq(rbase + GicrOffset.TYPER))
         if not typer.PLPIS:
             self.k.log.printk(printk.ITS_NO_LPIS, self.k.logical_id(cpu))
@@ -477,7 +507,7 @@ class GicV3Its:
         val = self._readl(rbase + GicrOffset.CTLR)
         if not GicrCtlr.decode(val).EnableLPIs:
             return 0
-        if self.rd.setdefault(cpu, _RdistState()).lpi_enabled or self.preallocated:
+        if self.profile.reuses_preallocated_lpi_tables and (st.lpi_enabled or self.preallocated):
             return 0
         lcpu = self.k.logical_id(cpu)
         self.k.log.printk(printk.ITS_BOOTED_ENABLED, lcpu)
@@ -532,9 +562,10 @@ class GicV3Its:
             paddr,
         )
 
-    def its_cpu_init_lpis_blind(self, cpu: int) -> None:
-        """Pre-4.20: allocate a pending table, clear EnableLPIs without checking, reprogram."""
-        rbase = self._rd_base(cpu)
+    def its_cpu_init_lpis_v4_19(self, cpu: int) -> None:
+        """Linux v4.19.1 ``its_cpu_init_lpis()``: allocate this CPU's pending table on
+        first use ("CPU%d: using LPI pending table @%pa") and program both tables; no
+        reuse, nothing reserved."""
         st = self.rd.setdefault(cpu, _RdistState())
         if st.pend_page is None:
             try:
@@ -547,8 +578,6 @@ class GicV3Its:
                 self.k.log.line(f"Failed to allocate PENDBASE for CPU{cpu}")
                 return
             self.k.log.printk(printk.ITS_PEND_TABLE_OLD, self.k.logical_id(cpu), st.pend_page)
-        val = self._readl(rbase + GicrOffset.CTLR)
-        self._write(rbase + GicrOffset.CTLR, val & ~1, 4, cpu)
         self._program_rd(cpu, st.pend_page)
         st.pend_addr = st.pend_page
         st.lpi_enabled = True
@@ -564,6 +593,9 @@ class GicV3Its:
         )
         self._write(rbase + GicrOffset.PROPBASER, prop.encode(), 8, cpu)
         if (self._readq(rbase + GicrOffset.PROPBASER) ^ prop.encode()) & _SHR:
+            if not self._flushing_reported:  # its_cpu_init_lpis()'s pr_info_once()
+                self._flushing_reported = True
+                self.k.log.printk(printk.GIC_PROP_FLUSHING)
             self.needs_flushing = True
         pendval = GicrPendbaser(
             InnerCache=CACHE_RaWaWb,
@@ -632,19 +664,25 @@ class GicV3Its:
         if sync_col is not None and self.valid_col(sync_col):
             cmds.append(Sync(RDbase=sync_col.target_address >> 16))
         mem = self.k.machine.mem
+        first = self.cmd_write
+        # BUILD_SINGLE_CMD_FUNC reads GITS_CREADR before posting (since a050fa5476d4)
+        prev_idx = self._readq(self.its_phys + GitsOffset.CREADR) & 0xFFFFFFFF
         for c in cmds:
             mem.write(self.cmd_base + self.cmd_write, c.to_bytes(), self.k.agent(cpu))
             self.cmd_write = (self.cmd_write + CMD_BYTES) % ITS_CMD_QUEUE_SZ
         self._write(self.its_phys + GitsOffset.CWRITER, self.cmd_write, 8, cpu)
         # its_wait_for_range_completion(): the model ITS is synchronous, so one read tells.
-        creadr = self._readq(self.its_phys + GitsOffset.CREADR)
-        if creadr & ~1 != self.cmd_write and self._timeouts_logged < _RATELIMIT_BURST:
+        rd_idx = self._readq(self.its_phys + GitsOffset.CREADR) & 0xFFFFFFFF
+        if rd_idx & ~1 != self.cmd_write and self._timeouts_logged < _RATELIMIT_BURST:
             self._timeouts_logged += 1
-            self.k.log.printk(
-                "ITS queue timeout (%llu %llu)",
-                self.cmd_write // CMD_BYTES,
-                (creadr & ~1) // CMD_BYTES,
-            )
+            fmt = printk.ITS_QUEUE_TIMEOUT.at(self.profile.version)
+            if fmt is not None and fmt.count("%llu") == 3:
+                self.k.log.printk(fmt, first, self.cmd_write, rd_idx)
+            elif fmt is not None:
+                to_idx = self.cmd_write + (ITS_CMD_QUEUE_SZ if self.cmd_write < prev_idx else 0)
+                delta = rd_idx - prev_idx + (ITS_CMD_QUEUE_SZ if rd_idx < prev_idx else 0)
+                self.k.log.printk(fmt, to_idx, prev_idx + delta)
+            self.k.log.printk(printk.ITS_CMD_FAILED, f"its_build_{type(cmd).__name__.lower()}_cmd")
 
     # -- MSI domain ---------------------------------------------------------------------
 

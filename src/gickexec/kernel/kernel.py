@@ -1,6 +1,7 @@
 """One Linux kernel generation: boot, memory, interrupts, drivers, and kexec shutdown.
 
-The boot follows arm64's order (linux-kernel.md §1.4, §2.2): ``setup_arch`` (memblock
+The boot follows arm64's order (init/main.c start_kernel(), arch/arm64/kernel/setup.c
+setup_arch(), v6.1): ``setup_arch`` (memblock
 from the firmware's memory map, ``efi_init`` walking the memreserve chain, early memblock
 allocations), ``mm_init`` (the page allocator takes what memblock left), ``init_IRQ``
 (GIC distributor, ``its_init``, the boot CPU's ``its_cpu_init``), ``smp_init``
@@ -190,7 +191,8 @@ class Kernel:
         self.boot_cpu = kdump.cpu if kdump is not None else 0
         # Logical CPU n is possible_cpus[n]: the boot CPU is always logical CPU0.
         others = [c for c in range(machine.platform.cpus) if c != self.boot_cpu]
-        limit = self.cmdline.nr_cpus or machine.platform.cpus
+        # nr_cpu_ids: CONFIG_NR_CPUS, lowered by nr_cpus= (kernel/smp.c nrcpus())
+        limit = min(self.cmdline.nr_cpus or profile.nr_cpus, profile.nr_cpus)
         self.possible_cpus = [self.boot_cpu, *others][:limit]
         self.nr_cpus = len(self.possible_cpus)
         self._logical = {c: n for n, c in enumerate(self.possible_cpus)}
@@ -526,7 +528,7 @@ class Kernel:
         raise KernelFault(
             f"{hit[1]} set a pending bit at {hit[0]:#x} in the device tree the loader placed "
             f"at {dtb:#x} before this kernel parsed it: setup_machine_fdt() spins forever",
-            [printk.kformat(printk.DTB_INVALID, dtb), printk.DTB_INVALID_HINT],
+            [printk.kformat(line, dtb) if "%" in line else line for line in printk.DTB_INVALID],
         )
 
     def _populate_rootfs(self) -> None:
@@ -633,6 +635,10 @@ class Kernel:
                 self.log.printk(printk.CMA_RESERVED, cma >> 20, addr)
         if self.cmdline.crashkernel:
             self.reserve_crashkernel(self.cmdline.crashkernel)
+        # smp_init_cpus() (arch/arm64/kernel/smp.c, v4.19.1): cpu_count counts every CPU
+        # the firmware describes; those beyond nr_cpu_ids are not used
+        if self.machine.platform.cpus > self.nr_cpus:
+            self.log.printk(printk.CPUS_CLIPPED, self.machine.platform.cpus, self.nr_cpus)
         self._early_alloc("memblock: per-CPU areas", self.nr_cpus * 0x1F000, _PAGE)
         pages = sum(e - s0 for s0, e in self.memblock_memory) >> 12
         for label, scale in (("dentry", 1), ("inode", 2)):
@@ -745,11 +751,21 @@ class Kernel:
         gic = self.gic
         self.log.printk(printk.NR_IRQS, NR_IRQS, NR_IRQS, 0)
         gic.gic_dist_init()
-        gic.found_redistributor(self.boot_cpu)
-        gic.gic_cpu_init(self.boot_cpu)
+        if self.profile.its_init_before_gic_cpu_init:
+            # v4.19.1 gic_init_bases(): its_init(), then gic_cpu_init() -> its_cpu_init()
+            if self.lpis:
+                gic.its_init()
+            gic.found_redistributor(self.boot_cpu)
+            if self.lpis:
+                gic.its_cpu_init(self.boot_cpu)
+            gic.gic_cpu_init(self.boot_cpu)
+        else:
+            gic.found_redistributor(self.boot_cpu)
+            gic.gic_cpu_init(self.boot_cpu)
+            if self.lpis:
+                gic.its_init()
+                gic.its_cpu_init(self.boot_cpu)
         if self.lpis:
-            gic.its_init()
-            gic.its_cpu_init(self.boot_cpu)
             gic.its_lpi_memreserve_init()
         self.online_cpus = [self.boot_cpu]
         if gic.memreserve_cpuhp:
@@ -898,10 +914,9 @@ class Kernel:
         if self._warned_unexpected:
             return
         self._warned_unexpected = True
-        if self.profile.printk_era == "modern":
-            msg = printk.kformat(printk.GIC_UNEXPECTED_NEW, intid)
-        else:
-            msg = printk.GIC_UNEXPECTED_OLD
+        fmt = printk.GIC_UNEXPECTED.at(self.profile.version)
+        assert fmt is not None
+        msg = printk.kformat(fmt, intid) if "%u" in fmt else fmt
         self.log.warn(cpu, 0, "drivers/irqchip/irq-gic-v3.c", "gic_handle_irq", msg)
 
     # -- workload and shutdown ----------------------------------------------------------
@@ -940,15 +955,21 @@ class Kernel:
 
     def crash_shutdown(self, reason: str) -> None:
         """``panic()`` -> ``__crash_kexec()`` -> ``machine_crash_shutdown()``: other CPUs
-        stopped, every interrupt masked (``machine_kexec_mask_interrupts``: for LPIs,
-        ``its_mask_irq`` clears the enable bit in the property table).  Devices are not
-        shut down and keep signalling."""
+        stopped, every interrupt masked.  ``machine_kexec_mask_interrupts()``
+        (arch/arm64/kernel/machine_kexec.c, v4.19.1 to v6.1) calls each descriptor's
+        ``irq_mask``, for an MSI-X vector the ITS-MSI chip's ``its_mask_msi_irq()``
+        (drivers/irqchip/irq-gic-v3-its-pci-msi.c): ``pci_msi_mask_irq()`` sets the
+        vector's mask bit at the device, then ``irq_chip_mask_parent()`` reaches
+        ``its_mask_irq()``, which clears the LPI's enable bit in the property table.
+        Devices are not shut down: an event on a masked vector is held by the device
+        (MSI-X pending bit) instead of being sent."""
         self.log.printk(printk.PANIC, reason)
         self.log.printk(printk.SMP_STOPPING)
         for driver in self.drivers:
             if driver.its_dev is None:
                 continue
             for vec in range(driver.its_dev.nr_lpis):
+                driver.device.vectors[vec].masked = True
                 self.gic.lpi_update_config(driver.its_dev, vec, enable=False)
         for cpu in self.online_cpus:
             self.machine.cpuifs[cpu].igrpen1 = False

@@ -14,7 +14,7 @@ Two loaders, two views of "memory in use":
   ULONG_MAX, 1)``: ``hole_end > 0`` takes the *lowest* fitting range); the initrd and
   then the DTB go in the lowest page-aligned holes above the image
   (``arm64_load_other_segments``).  Older kexec-tools without Akashi's nested-"reserved"
-  handling are not modelled (their merge status is UNCONFIRMED, linux-kernel.md §1.7).
+  handling are not modelled (their merge status is UNCONFIRMED).
 * ``kexec_file_load`` places segments in the kernel (``arch/arm64/kernel/kexec_image.c``
   and ``machine_kexec_file.c``, read in a public copy) by walking memblock's free
   ranges (``kexec_walk_memblock``, ARCH_KEEP_MEMBLOCK): memory minus *current* memblock
@@ -24,7 +24,7 @@ Two loaders, two views of "memory in use":
   DTB: *highest* 2 MiB-aligned hole above the image.
 
 Neither loader knows where the GIC's live LPI tables are unless the running kernel
-published them, which is the whole point (linux-kernel.md §4 items 3 and 4).
+published them, which is the whole point.
 """
 
 from __future__ import annotations

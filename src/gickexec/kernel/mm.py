@@ -239,7 +239,8 @@ class Memblock:
         """Whether ``[addr, addr + size)`` lies inside one reserved region.
 
         This is the test of ``gic_check_reserved_range()``: containment in a single
-        (merged) ``for_each_reserved_mem_range`` region (linux-kernel.md §2.3).
+        (merged) ``for_each_reserved_mem_range`` region (drivers/irqchip/irq-gic-v3-its.c,
+        v6.1).
         """
         end = addr + size
         # key=: no list of starts built per call (called once per CPU at boot).

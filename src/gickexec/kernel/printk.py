@@ -93,6 +93,9 @@ MACHINE_MODEL = "Machine model: %s"
 SMP_BRINGING_UP = "smp: Bringing up secondary CPUs ..."
 SMP_SECONDARY = "CPU%u: Booted secondary processor 0x%010lx [0x%08x]"
 SMP_BROUGHT_UP = "smp: Brought up 1 node, %d CPU%s"
+# arch/arm64/kernel/smp.c smp_init_cpus() pr_warn() (v4.19.1; the real 6.1 kdump run prints
+# it for nr_cpus=1)
+CPUS_CLIPPED = "Number of cores (%d) exceeds configured maximum of %u - clipping"
 # arch/arm64/kernel/smp.c smp_cpus_done()
 SMP_TOTAL = "SMP: Total of %d processors activated."
 # arch/arm64/kernel/machine_kexec.c machine_kexec(), printed last by every version
@@ -157,10 +160,18 @@ OOPS_FAULT = "Unable to handle kernel %s at virtual address %016lx"
 # arch/arm64/kernel/traps.c die(): UNCONFIRMED; the err field became %016lx in later
 # kernels and the PREEMPT/SMP suffix depends on the configuration.
 OOPS_INTERNAL = "Internal error: %s: %x [#%d] PREEMPT SMP"
-# arch/arm64/kernel/setup.c setup_machine_fdt(): the first and the last of its pr_crit()
-# lines (the first continues with the fixmap virtual address); UNCONFIRMED per version.
-DTB_INVALID = "Error: invalid device tree blob at physical address %pa"
-DTB_INVALID_HINT = "Please check your bootloader."
+# arch/arm64/kernel/setup.c setup_machine_fdt(): one pr_crit() of five lines (v4.19.1 and
+# v5.2.1 read).  %p of the fixmap address before the pointer-hashing key is ready prints
+# "(____ptrval____)" (lib/vsprintf.c); that later kernels print it the same way is
+# UNCONFIRMED.
+DTB_INVALID = (
+    "",
+    "Error: invalid device tree blob at physical address %pa (virtual address "
+    "0x(____ptrval____))",
+    "The dtb must be 8-byte aligned and must not exceed 2 MB in size",
+    "",
+    "Please check your bootloader.",
+)
 # init/initramfs.c populate_rootfs() (INITRAMFS_FAILED checked against public copies),
 # mm/page_alloc.c free_reserved_area(), init/do_mounts.c mount_block_root() (the last two
 # from memory, UNCONFIRMED)
@@ -184,10 +195,16 @@ EFI_BY = Msg(
 #: ``efi_config_parse_tables()`` entry: " %s=0x%lx " in v4.x, "%s=0x%lx " after the table
 #: match rewrite (present in 5.10; first version UNCONFIRMED)
 EFI_CFG_ENTRY = Msg((((0, 0), " %s=0x%lx "), ((5, 10), "%s=0x%lx ")))
-EFI_MEMRESERVE_MAP_FAIL = "efi: Could not map UEFI memreserve entry!"
 
 # -- drivers/irqchip/irq-gic-v3.c (pr_fmt "GICv3: ") ------------------------------------
-GIC_SPIS = "GICv3: %d SPIs implemented"
+# gic_init_bases(): not printed by v4.19.1, v4.20, v5.0.1 or v5.2.1; 6.1 prints it (its
+# first version, 5.5 with the ESPI range, is UNCONFIRMED)
+GIC_SPIS = Msg((((0, 0), None), ((5, 5), "GICv3: %d SPIs implemented")))
+# gic_update_vlpi_properties(): v4.19.1 to v5.2.1 print it; 6.1 prints nothing for a
+# GICv3 without VLPIs (the version that dropped it is UNCONFIRMED)
+GIC_VLPI = Msg(
+    (((0, 0), "GICv3: %sVLPI support, %sdirect LPI support"), ((6, 0), None))
+)
 # gic_init_bases(): ESPI support (v5.5, UNCONFIRMED), then the features line that
 # replaced "Distributor has ... Range Selector support" (6.x; 6.1 prints it)
 GIC_ESPIS = Msg((((0, 0), None), ((5, 5), "GICv3: %d Extended SPIs implemented")))
@@ -199,8 +216,13 @@ GIC_RSS = Msg(
 )
 GIC_FEATURES = Msg((((0, 0), None), ((6, 0), "GICv3: GICv3 features: %d PPIs%s%s")))
 GIC_FOUND_RDIST = "GICv3: CPU%d: found redistributor %lx region %d:%pa"
-GIC_UNEXPECTED_OLD = "Unexpected interrupt received!"
-GIC_UNEXPECTED_NEW = "Unexpected interrupt (irqnr %u)"
+# gic_handle_irq()'s WARN_ONCE() for an INTID without a mapping: v4.19.1 and v4.20
+# "Unexpected interrupt received!"; __gic_handle_irq() in v6.1 "Unexpected interrupt
+# (irqnr %u)".  v5.17 still has the first; 5.18 as the first with the second is
+# UNCONFIRMED (not read).
+GIC_UNEXPECTED = Msg(
+    (((0, 0), "Unexpected interrupt received!"), ((5, 18), "Unexpected interrupt (irqnr %u)"))
+)
 
 # -- drivers/irqchip/irq-gic-v3-its.c (no pr_fmt: prefixes are literal) -----------------
 ITS_ALLOCATED = "ITS@%pa: allocated %d %s @%lx (%s, esz %d, psz %dK, shr %d)"
@@ -212,10 +234,29 @@ ITS_PEND_TABLE_OLD = "CPU%d: using LPI pending table @%pa"
 ITS_PEND_TABLE = "GICv3: CPU%d: using %s LPI pending table @%pa"
 ITS_PREALLOCATED = "GICv3: Using preallocated redistributor tables"
 ITS_EXPECTED_RESERVED = "GICv3: Expected reserved range [%pa:%pa], not found"
-ITS_BOOTED_ENABLED = "GICv3: CPU%d: Booted with LPIs enabled, memory probably corrupted"
+# redist_disable_lpis(): v4.19.1 has no prefix, v4.20 writes "GICv3: " into the format
+ITS_BOOTED_ENABLED = Msg(
+    (
+        ((0, 0), "CPU%d: Booted with LPIs enabled, memory probably corrupted"),
+        ((4, 20), "GICv3: CPU%d: Booted with LPIs enabled, memory probably corrupted"),
+    )
+)
 ITS_FAILED_DISABLE = "CPU%d: Failed to disable LPIs"
 ITS_TIMEOUT_DISABLE = "CPU%d: Timeout while disabling LPIs"
 ITS_NO_LPIS = "CPU%d: LPIs not supported"
+# its_probe_one() and its_cpu_init_lpis() (pr_info_once) when Shareability does not stick
+# (the same text in v4.19.1 and v6.1)
+ITS_CMDQ_FLUSHING = "ITS: using cache flushing for cmd queue"
+GIC_PROP_FLUSHING = "GIC: using cache flushing for LPI property table"
+# its_wait_for_range_completion() and BUILD_SINGLE_CMD_FUNC (both pr_err_ratelimited):
+# byte offsets into the queue, from_idx/to_idx/raw GITS_CREADR in v4.19.1 and v4.20;
+# to_idx/linear_idx after Linux commit a050fa5476d4 ("irqchip/gic-v3-its: Fix command
+# queue pointer comparison bug"), whose stable AUTOSEL for 4.19 (2019-07-03) predates
+# v5.2's release: v5.2 as its first release is UNCONFIRMED by reading v5.2.
+ITS_QUEUE_TIMEOUT = Msg(
+    (((0, 0), "ITS queue timeout (%llu %llu %llu)"), ((5, 2), "ITS queue timeout (%llu %llu)"))
+)
+ITS_CMD_FAILED = "ITS cmd %s failed"
 
 # -- WARN() splats (line numbers and symbol offsets vary per build and are left out) ------
 WARN_CUT = "------------[ cut here ]------------"

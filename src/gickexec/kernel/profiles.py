@@ -1,9 +1,10 @@
 """Kernel profiles: which Linux behaviours a kernel version has, each with its source.
 
-Behaviour is selected by feature flags, never by comparing version numbers (drgn's rule,
-aesthetics.md P9).  Each flag that differs between profiles cites the upstream change in
-the form ``Linux commit <hash> ("<subject>") (v<version>)``; where the research could not
-pin a hash or version, the citation says so.
+Behaviour is selected by feature flags, never by comparing version numbers (DEVELOPERS.md).
+Each flag that differs between profiles cites the upstream change in the form ``Linux
+commit <hash> ("<subject>") (v<version>)`` or the release trees read; where a hash or
+version could not be pinned, the citation says UNCONFIRMED.  Messages that change
+wording without behaviour are versioned in kernel/printk.py instead.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ FEATURE_SOURCES: dict[str, str] = {
         'and memreserve") (v5.17)'
     ),
     "its_reset_baser_before_probe": (
-        "Linux commit (Marc Zyngier, 2022-01) (\"irqchip/gic-v3-its: Reset each ITS's BASERn "
-        'register before probe") (v5.17; hash not confirmed)'
+        "Linux commit c733ebb7cb67 (\"irqchip/gic-v3-its: Reset each ITS's BASERn register "
+        'before probe") (v5.17: merged through irqchip-fixes after v5.17-rc1)'
     ),
     "memreserve_node_access": (
         'Linux commit 80424b02d42b ("efi: Reduce the amount of memblock reservations for '
@@ -62,50 +63,48 @@ FEATURE_SOURCES: dict[str, str] = {
         "(v5.2): EFI_MEMRESERVE_COUNT(SZ_4K)"
     ),
     "kexec_file_load": (
-        'Linux commit (AKASHI Takahiro, 2018-11) ("arm64: kexec_file: load initrd and '
-        'device-tree") and its series (v5.0; hashes UNCONFIRMED): arm64 gains '
-        "kexec_file_load(), which places segments by walking memblock"
+        'Linux commit 52b2a8af7436 ("arm64: kexec_file: load initrd and device-tree") '
+        "(AKASHI Takahiro, 2018-11-15; v5.0, as its fixes' \"Cc: stable # v5.0\" says) and "
+        "its series: arm64 gains kexec_file_load(), which places segments by walking memblock"
     ),
     "memreserve_in_memblock": (
-        'Linux commit (Marc Zyngier, 2021-07) ("firmware/efi: Tell memblock about EFI iomem '
-        'reservations") (v5.14; hash and exact version UNCONFIRMED, linux-kernel.md §1.7): '
-        "kexec_file_load() keeps its segments off the tables"
+        'Linux commit 2bab693a608b ("firmware/efi: Tell memblock about EFI iomem '
+        'reservations") (v5.14; backported to the stable series in July 2021, which of them '
+        "UNCONFIRMED): kexec_file_load() keeps its segments off the tables"
     ),
     "defers_persistent_reservations": (
         'Linux commit eff896288872 ("efi/arm: Defer persistent reservations until after '
         'paging_init()") (v4.20), reverted in v5.0 ("efi/arm: Revert \'Defer persistent '
         "reservations until after paging_init()'\"); merge versions UNCONFIRMED "
-        "(linux-kernel.md §1.6)"
     ),
     "memblock_reserved_regions_per_cpu": (
         'Linux commit (Ard Biesheuvel, 2019-02) ("arm64, mm, efi: Account for GICv3 LPI tables '
-        'in static memblock reserve table") (v5.0; exact title and version UNCONFIRMED): '
-        "INIT_MEMBLOCK_RESERVED_REGIONS = INIT_MEMBLOCK_REGIONS + NR_CPUS + 1 instead of 128"
+        'in static memblock reserve table") (v5.0; hash UNCONFIRMED): '
+        "INIT_MEMBLOCK_RESERVED_REGIONS = INIT_MEMBLOCK_REGIONS + NR_CPUS + 1 instead of 128, "
+        "read in v5.0.1 arch/arm64/include/asm/memory.h (not in v4.20's)"
     ),
-    "checks_lpi_disable": (
-        "redist_disable_lpis() with the RWP wait and EnableLPIs read-back; before the v4.20 "
-        "series its_cpu_init_lpis() cleared EnableLPIs blindly and reprogrammed the tables "
-        "(pre-4.20 irq-gic-v3-its.c read in a public copy; the exact version of Shanker "
-        "Donthineni's RWP patch is UNCONFIRMED)"
+    "its_init_before_gic_cpu_init": (
+        "Linux v4.19.1 drivers/irqchip/irq-gic-v3.c gic_init_bases() calls its_init() "
+        "before gic_smp_init()/gic_dist_init()/gic_cpu_init(), and gic_cpu_init() calls "
+        "its_cpu_init(); v4.20 calls its_init() and its_cpu_init() after gic_cpu_init(): "
+        'Linux commit (v4.20 series, Marc Zyngier) ("irqchip/gic-v3-its: Change '
+        'initialization ordering for LPIs") (v4.20; subject and hash UNCONFIRMED)'
+    ),
+    "nr_cpus": (
+        'CONFIG_NR_CPUS: arch/arm64/Kconfig "config NR_CPUS" default "64" in Linux v4.19.1, '
+        'v4.20 and v5.0.1, default "256" in v5.2.1 (arm64 defconfig does not set it); the '
+        "commit that raised it, between v5.0 and v5.2, is UNCONFIRMED"
     ),
     "buddy_free_to_tail": (
         'Linux commit 7fef431be9c9 ("mm/page_alloc: place pages to tail in '
         '__free_pages_core()") (v5.10): memory handed to the buddy allocator at boot goes to '
         "the tail of the free lists, so the lowest blocks are handed out first"
     ),
-    "printk_era": (
-        "message formats that changed without behaviour: 'efi: EFI v2.70 by' and ' %s=0x%lx ' "
-        "(EFI-5.1) versus 'EFI v2.7 by' and '%s=0x%lx ' (EFI-6.2); 'Unexpected interrupt "
-        "received!' (handle_domain_irq era) versus 'Unexpected interrupt (irqnr %u)' "
-        "(generic_handle_domain_irq era, v5.17+; reconstructed, UNCONFIRMED)"
-    ),
 }
 
 
 #: INIT_MEMBLOCK_REGIONS (mm/memblock.c)
 INIT_MEMBLOCK_REGIONS = 128
-#: CONFIG_NR_CPUS of arm64 defconfig in the era of these kernels (arch/arm64/Kconfig)
-NR_CPUS = 256
 PAGE_SIZE = 4096
 SZ_4K = 4096
 
@@ -203,12 +202,14 @@ class KernelProfile:
     kexec_file_load: bool
     pending_memreserve_at_online: bool
     its_reset_baser_before_probe: bool
-    checks_lpi_disable: bool
     #: The memreserve walk runs after paging_init(), when memblock may resize its arrays.
     defers_persistent_reservations: bool
     #: INIT_MEMBLOCK_RESERVED_REGIONS grows by NR_CPUS + 1.
     memblock_reserved_regions_per_cpu: bool
-    printk_era: Literal["classic", "modern"]
+    #: CONFIG_NR_CPUS (the defconfig default): at most this many CPUs are possible
+    nr_cpus: int
+    #: the boot CPU's ITS and LPI lines come before its "found redistributor" line
+    its_init_before_gic_cpu_init: bool
     #: (major, minor): selects the message formats of kernel/printk.py, whose variants
     #: each name the first version that prints them that way
     version: tuple[int, int] = (4, 19)
@@ -236,14 +237,17 @@ class KernelProfile:
     @property
     def init_memblock_reserved_regions(self) -> int:
         """``INIT_MEMBLOCK_RESERVED_REGIONS``: the static reserved array before paging_init."""
-        extra = NR_CPUS + 1 if self.memblock_reserved_regions_per_cpu else 0
+        extra = self.nr_cpus + 1 if self.memblock_reserved_regions_per_cpu else 0
         return INIT_MEMBLOCK_REGIONS + extra
 
 
 _V4_19 = KernelProfile(
     name="v4.19",
     release="4.19.0",
-    description="before the kexec fix: fresh LPI tables every boot, nothing reserved",
+    description=(
+        "before the kexec fix: fresh LPI tables every boot, nothing reserved; "
+        "redist_disable_lpis() gives up on a sticky EnableLPIs"
+    ),
     reuses_preallocated_lpi_tables=False,
     registers_lpi_tables_with_efi=False,
     memreserve_layout=None,
@@ -255,10 +259,10 @@ _V4_19 = KernelProfile(
     kexec_file_load=False,
     pending_memreserve_at_online=False,
     its_reset_baser_before_probe=False,
-    checks_lpi_disable=False,
     defers_persistent_reservations=False,
     memblock_reserved_regions_per_cpu=False,
-    printk_era="classic",
+    nr_cpus=64,
+    its_init_before_gic_cpu_init=True,
 )
 
 # Each later profile is the earlier one plus what changed, so a reader sees the deltas.
@@ -272,13 +276,14 @@ _V4_20 = dataclasses.replace(
     registers_lpi_tables_with_efi=True,
     memreserve_layout="v4.20",
     efi_stub_installs_memreserve_root=True,
-    checks_lpi_disable=True,
     defers_persistent_reservations=True,
+    its_init_before_gic_cpu_init=False,
 )
 
 # Before Linux commit eff896288872: the memreserve walk in efi_init() fills the static
-# 128-entry reserved array, and a many-CPU machine overflows it (linux-kernel.md §1.6,
-# §4 item 1).  Which v4.20 release candidates shipped this state is UNCONFIRMED.
+# 128-entry reserved array, and a many-CPU machine overflows it (v4.20-rc1
+# drivers/firmware/efi/efi.c efi_config_parse_tables()).  Which v4.20 release candidates
+# shipped this state is UNCONFIRMED.
 _V4_20_RC = dataclasses.replace(
     _V4_20,
     name="v4.20-rc1",
@@ -310,6 +315,7 @@ _V5_2 = dataclasses.replace(
     description="memreserve nodes sized SZ_4K and memremap()ed one by one",
     memreserve_node_access="memremap",
     memreserve_node_is_page_size=False,
+    nr_cpus=256,
 )
 
 _V5_5 = dataclasses.replace(
@@ -347,7 +353,6 @@ _V5_17 = dataclasses.replace(
     description="pending tables reserved from the CPUHP online callback; GITS_BASER reset",
     pending_memreserve_at_online=True,
     its_reset_baser_before_probe=True,
-    printk_era="modern",
 )
 
 _V6_1 = dataclasses.replace(
@@ -367,9 +372,9 @@ _V6_6 = dataclasses.replace(
     description="current: the v5.17 behaviours (nothing later changes what the model sees)",
 )
 
-# FreeBSD booted by kboot (reviews.freebsd.org D37440, D40902, D44038; ecosystem.md
-# §1.3): not Linux; the Linux flags are unused.  Release 14.1 is the first with all three
-# reviews as far as we could tell (UNCONFIRMED).
+# FreeBSD booted by kboot (reviews.freebsd.org D37440, D40902, D44038): not Linux; the
+# Linux flags are unused.  Release 14.1 is the first with all three reviews as far as we
+# could tell (UNCONFIRMED).
 _FREEBSD_KBOOT = dataclasses.replace(
     _V6_6,
     name="freebsd-kboot",

@@ -43,7 +43,7 @@ COMPARED = re.compile(
     r"EFI services will not be available|smp: |SMP: |CPU\d+: Booted secondary|"
     r"CPU\d+: (?:shutdown|Failed to disable LPIs|Timeout while)|psci: CPU\d+ killed|"
     r"Freeing initrd memory|kexec_core: |Starting crashdump kernel|Kernel panic - not syncing|"
-    r"Bye!)"
+    r"Bye!|Number of cores)"
 )
 _HOST = re.compile(r"^\[host\s+[\d.]+\]\s?")
 _STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")

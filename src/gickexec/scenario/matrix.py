@@ -221,21 +221,15 @@ def _reason(cell: Cell, k: Kernel, outcome: str) -> str:
         how = "is_kdump_kernel()" if cell.mode == "kdump" else "the EFI memreserve list"
         parts.append(f"tables reused through {how}")
     elif not to.reuses_preallocated_lpi_tables:
-        same = all(
-            k.machine.rdists[cpu].pend_addr == k.gic.rd[cpu].pend_addr
-            for cpu in k.online_cpus or k.possible_cpus
-            if cpu in k.gic.rd
-        ) and k.machine.rdists[k.boot_cpu].prop_addr == k.gic.prop_table_pa
-        if same and outcome == "ok":
+        if any(line.endswith(": Failed to disable LPIs") for line in k.log.lines):
             parts.append(
-                f"{cell.to} predates table reuse, but its new tables are at the same "
-                "addresses as the old ones (same build, same allocation order), so the "
-                "tables the GIC kept using are its own"
+                f"{cell.to} predates table reuse and cannot clear EnableLPIs on this GIC "
+                "(redist_disable_lpis(): -EBUSY): its CPUs get no LPIs"
             )
         else:
             parts.append(
-                f"{cell.to} predates table reuse: it programs new tables, which a GIC "
-                "with EnableLPIs set ignores"
+                f"{cell.to} predates table reuse: it cleared EnableLPIs and programmed "
+                "new tables"
             )
     elif cell.boot == "dt":
         parts.append("no EFI: nothing reserved the tables, so they cannot be reused")

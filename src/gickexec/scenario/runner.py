@@ -26,6 +26,7 @@ StepHook = Callable[[int, World], None]
 def play(scenario: Scenario, after_step: StepHook | None = None) -> World:
     """Run every step and close the books; returns the world for inspection."""
     world = World(scenario.platform, seed=scenario.seed)
+    world.config_nr_cpus = scenario.config_nr_cpus
     for d in scenario.devices:
         world.add_device(
             d.name, device_id=d.device_id, nvec=d.vectors, shutdown_hook=d.shutdown_hook
@@ -118,6 +119,8 @@ def _do(world: World, step: Step) -> None:
             world.unbind(step.device)
         case "bind":
             world.bind(step.device)
+        case "vmm-save":
+            world.vmm_save()
         case "repeat":
             for _ in range(step.times):
                 for sub in step.steps:

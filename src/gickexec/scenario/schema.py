@@ -48,6 +48,8 @@ MAX_STEPS = 1_000
 #: MSIs of the whole scenario, repeats unrolled: traffic, handover and in-flight
 #: (``inflight_msis`` counts per device).
 MAX_TOTAL_MSIS = 200_000
+#: CONFIG_NR_CPUS: arch/arm64/Kconfig "range 2 4096"
+MAX_NR_CPUS = 4096
 #: Expected counts (MSIs, bits, entries) are at most this, like the seed.
 MAX_COUNT = 2**63
 
@@ -134,6 +136,8 @@ class Scenario:
     expect: Expect
     source: str = "<string>"
     text: str = field(default="", repr=False)
+    #: CONFIG_NR_CPUS of every kernel the scenario boots (None: each profile's default)
+    config_nr_cpus: int | None = None
 
 
 # -- locating fields in the text -----------------------------------------------------------
@@ -312,6 +316,7 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
             "boot",
             "seed",
             "cpus",
+            "config_nr_cpus",
             "ram",
             "knobs",
             "devices",
@@ -359,7 +364,14 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     _check_work(ctx, steps, len(devices))
     _check_kernel_kinds(ctx, steps)
     expect = _expect(ctx, data.get("expect", {}))
-    return Scenario(name, description, platform, seed, devices, steps, expect, source, text)
+    config_nr_cpus = (
+        ctx.int_(data["config_nr_cpus"], "config_nr_cpus", 2, MAX_NR_CPUS)
+        if "config_nr_cpus" in data
+        else None
+    )
+    return Scenario(
+        name, description, platform, seed, devices, steps, expect, source, text, config_nr_cpus
+    )
 
 
 def _boot_path(ctx: _Ctx, raw: Any, platform: Platform) -> Platform:
@@ -446,6 +458,7 @@ _STEP_FIELDS = {
     "repeat": {"times", "steps"},
     "unbind": {"device"},
     "bind": {"device"},
+    "vmm-save": set(),
 }
 
 

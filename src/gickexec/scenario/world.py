@@ -15,6 +15,7 @@ charge did not give it).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -203,6 +204,8 @@ class World:
     def __init__(self, platform: Platform, *, seed: int = 0) -> None:
         self.platform = platform
         self.seed = seed
+        #: CONFIG_NR_CPUS of every kernel booted here (None: each profile's default)
+        self.config_nr_cpus: int | None = None
         self.machine = Machine(platform)
         self.firmware = (
             UefiFirmware(self.machine.mem, platform.firmware_layout)
@@ -381,11 +384,11 @@ class World:
         """The running kernel panics on ``panic_cpu`` and, if ``crashkernel=`` reserved
         room for it (``kexec -p``), boots the capture kernel ``profile`` there.
 
-        Devices are not shut down on a panic; ``inflight_msis`` MSIs per device arrive
-        after the crashed kernel masked its interrupts and before the capture kernel
-        runs.  ``segments`` (a real ``kexec -d -p``'s) are loaded where they say
-        instead of where the model's loader puts them.  Returns the capture kernel, or
-        None when there is none to boot.
+        Devices are not shut down on a panic, but their vectors are masked with the
+        LPIs; ``inflight_msis`` MSIs per device, posted before that, arrive after it and
+        before the capture kernel runs.  ``segments`` (a real ``kexec -d -p``'s) are
+        loaded where they say instead of where the model's loader puts them.  Returns the
+        capture kernel, or None when there is none to boot.
         """
         old = self.kernel
         parsed = parse_cmdline(cmdline)
@@ -408,7 +411,7 @@ class World:
 
         self.corruption.judge = window_judge
         if inflight_msis:
-            self._traffic_all(inflight_msis, old.generation + 1)
+            self._traffic_all(inflight_msis, old.generation + 1, posted=True)
         if crash is None:
             self.notes.append(
                 f"kernel gen {old.generation} panicked with no crash kernel loaded "
@@ -483,6 +486,8 @@ class World:
         pinned_image: int | None = None,
     ) -> Kernel:
         profile = get_profile(profile_name)
+        if self.config_nr_cpus is not None:
+            profile = dataclasses.replace(profile, nr_cpus=self.config_nr_cpus)
         gen = len(self.generations)
         cls = FreeBsdKboot if profile.kind == "freebsd-kboot" else Kernel
         k = cls(
@@ -668,12 +673,13 @@ class World:
                 k.handle_interrupts([result.cpu])
                 k.reap()
 
-    def _traffic_all(self, msis: int, generation: int) -> None:
-        """Handover window: every device that still may signal sends, nobody takes them."""
+    def _traffic_all(self, msis: int, generation: int, *, posted: bool = False) -> None:
+        """Handover window: every device that still may signal sends (``posted``: every
+        device's writes already on their way), nobody takes them."""
         for name, dev in self.machine.devices.items():
             for i in range(msis):
                 vec = i % dev.nvec
-                result = self.machine.signal_msi(dev, vec)
+                result = self.machine.signal_msi(dev, vec, posted=posted)
                 if result.outcome.startswith("device not allowed"):
                     break
                 self.ledger.record_send(
@@ -683,6 +689,13 @@ class World:
                     result.intid,
                     result.pended,
                 )
+
+    def vmm_save(self) -> None:
+        """The VMM saves the guest's GIC state (a snapshot or a migration): a hypervisor
+        that holds LPI pending state writes it into the guest's pending tables now,
+        wherever the redistributors point, which may be memory the guest no longer
+        gave the GIC (GIC writes are judged as always)."""
+        self.machine.vmm_save_pending_tables()
 
     def fill_page_cache(self, fraction: float) -> int:
         if self._halted("page-cache"):

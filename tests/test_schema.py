@@ -247,3 +247,14 @@ def test_config_nr_cpus_reaches_every_kernel_the_scenario_boots() -> None:
     assert all(len(k.possible_cpus) == 4 for k in w.generations)
     clipped = "Number of cores (8) exceeds configured maximum of 4 - clipping"
     assert clipped in w.generations[0].log.lines
+
+
+def test_a_pinned_image_must_lie_in_ram() -> None:
+    boot = 'action = "boot"\nkernel = "v6.6"'
+    for where in ("0x10000000", "0x27fff0000"):  # below RAM; its end past the last bank
+        text = MINIMAL.replace(boot, boot + f"\nimage = {where}", 1)
+        with pytest.raises(ScenarioError, match="is not inside RAM") as bad:
+            parse_scenario(text, "p.toml")
+        assert bad.value.field_path == "steps[0].image"
+    ok = MINIMAL.replace(boot, boot + "\nimage = 0x86000000", 1)
+    assert parse_scenario(ok).steps[0].image == 0x86000000

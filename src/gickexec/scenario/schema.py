@@ -363,6 +363,7 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         raise ctx.fail("steps[0].action", "the first step must be 'boot'")
     _check_work(ctx, steps, len(devices))
     _check_kernel_kinds(ctx, steps)
+    _check_images(ctx, steps, platform)
     expect = _expect(ctx, data.get("expect", {}))
     config_nr_cpus = (
         ctx.int_(data["config_nr_cpus"], "config_nr_cpus", 2, MAX_NR_CPUS)
@@ -423,6 +424,21 @@ def _ram(ctx: _Ctx, raw: Any, platform: Platform) -> tuple[MemRegion, ...]:
             raise ctx.fail(f"{path}.start", "banks must be in order and not overlap")
         banks.append(MemRegion(start, size, "System RAM"))
     return tuple(banks)
+
+
+def _check_images(ctx: _Ctx, steps: tuple[Step, ...], platform: Platform) -> None:
+    """A pinned boot image must lie in one RAM bank, all of its ``image_size``: no boot
+    loader can put it anywhere else."""
+    for i, step in enumerate(steps):
+        if step.action != "boot" or step.image is None:
+            continue
+        size = PROFILES[step.kernel].build.image_size
+        if not any(b.contains(step.image, size) for b in platform.ram):
+            banks = ", ".join(f"[{b.start:#x}, {b.end:#x})" for b in platform.ram)
+            raise ctx.fail(
+                f"steps[{i}].image",
+                f"{step.image:#x} + {size:#x} bytes of image is not inside RAM ({banks})",
+            )
 
 
 def _devices(ctx: _Ctx, raw: Any) -> tuple[Device, ...]:

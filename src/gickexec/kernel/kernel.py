@@ -58,8 +58,6 @@ FIRST_MSI_VIRQ = 48
 
 #: arm64 reserve_crashkernel(): below ARCH_LOW_ADDRESS_LIMIT (4 GiB), 2 MiB aligned
 CRASH_ADDR_LIMIT = 1 << 32
-#: kexec-tools' elfcorehdr segment (one PT_LOAD per RAM range fits easily)
-ELFCOREHDR_BYTES = 0x1000
 #: arm64 NR_IRQS and the nr_irqs early_irq_init() reports (no preallocated descriptors)
 NR_IRQS = 64
 

@@ -367,13 +367,20 @@ class GicV3Its:
     def its_alloc_lpi_tables(self) -> None:
         """Before the v4.20 series: always a fresh property table, nothing reserved."""
         self.lpi_id_bits = min(self.k.machine.gicd.id_bits, ITS_MAX_LPI_NRBITS)
-        size = _lpi_propbase_sz(self.lpi_id_bits)
-        self.prop_table_pa = self.k.alloc_pages(
-            size, "LPI property table", Role("prop"), zero=False
-        )
+        self.prop_table_pa = self.its_allocate_prop_table(_lpi_propbase_sz(self.lpi_id_bits))
         self.k.log.printk(printk.ITS_PROP_TABLE_OLD, self.prop_table_pa)
         self.gic_reset_prop_table()
         self.its_lpi_init()
+
+    def its_allocate_prop_table(self, size: int) -> int:
+        """``its_allocate_prop_table()``: the property table's pages, not zeroed (the
+        caller resets every entry); raises OutOfMemory."""
+        return self.k.alloc_pages(size, "LPI property table", Role("prop"), zero=False)
+
+    def its_allocate_pending_table(self, cpu: int, size: int) -> int:
+        """``its_allocate_pending_table()``: ``cpu``'s zeroed pending table, allocated at
+        ITS init and kept spare until the CPU comes up; raises OutOfMemory."""
+        return self.k.alloc_pages(size, f"LPI pending table CPU{cpu} (spare)")
 
     def allocate_lpi_tables(self) -> None:
         rbase = self._rd_base(self.k.boot_cpu)
@@ -385,9 +392,7 @@ class GicV3Its:
         self.its_setup_lpi_prop_table()
         for cpu in self.k.possible_cpus:
             try:
-                page = self.k.alloc_pages(
-                    _lpi_pendbase_sz(self.lpi_id_bits), f"LPI pending table CPU{cpu} (spare)"
-                )
+                page = self.its_allocate_pending_table(cpu, _lpi_pendbase_sz(self.lpi_id_bits))
             except OutOfMemory:
                 self.k.log.line(f"Failed to allocate PENDBASE for CPU{self.k.logical_id(cpu)}")
                 return
@@ -417,9 +422,7 @@ class GicV3Its:
             self.lpi_id_bits = min(self.k.machine.gicd.id_bits, ITS_MAX_LPI_NRBITS)
             size = _lpi_propbase_sz(self.lpi_id_bits)
             try:
-                self.prop_table_pa = self.k.alloc_pages(
-                    size, "LPI property table", Role("prop"), zero=False
-                )
+                self.prop_table_pa = self.its_allocate_prop_table(size)
             except OutOfMemory:
                 self.k.log.line("Failed to allocate PROPBASE")
                 return

@@ -29,6 +29,7 @@ __all__ = [
     "MATRIX_PROFILES",
     "Cell",
     "cells",
+    "key_line",
     "matrix_markdown",
     "matrix_text",
     "run_cell",
@@ -199,12 +200,14 @@ def _cell_result(
         "taints": second.log.taint_string,
         "reused_tables": second.reused_tables,
         "reason": reason,
-        "key_line": "" if outcome == "n/a" else _key_line(second),
+        "key_line": "" if outcome == "n/a" else key_line(second),
     }
 
 
-def _key_line(k: Kernel) -> str:
-    for marker in _KEY_LINES:
+def key_line(k: Kernel, skip: tuple[str, ...] = ()) -> str:
+    """The line of ``k``'s log that best says what happened (empty: none of them),
+    ``skip`` markers aside."""
+    for marker in (m for m in _KEY_LINES if m not in skip):
         for line in k.log.lines:
             if marker in line:
                 return line

@@ -41,7 +41,7 @@ from gickexec.kernel.kexec import (
     load_segments,
 )
 from gickexec.kernel.mm import SEG_DTB, SEG_IMAGE, SEG_INITRD, Role, free_ranges
-from gickexec.kernel.profiles import get_profile
+from gickexec.kernel.profiles import KernelProfile, get_profile
 
 __all__ = ["CorruptionEvent", "CorruptionMonitor", "MsiLedger", "World"]
 
@@ -489,8 +489,7 @@ class World:
         if self.config_nr_cpus is not None:
             profile = dataclasses.replace(profile, nr_cpus=self.config_nr_cpus)
         gen = len(self.generations)
-        cls = FreeBsdKboot if profile.kind == "freebsd-kboot" else Kernel
-        k = cls(
+        k = self._kernel_class(profile)(
             self.machine,
             profile,
             generation=gen,
@@ -512,6 +511,11 @@ class World:
         devices = [(d, self._shutdown_hooks[d.name]) for d in self.machine.devices.values()]
         k.boot(devices)
         return k
+
+    def _kernel_class(self, profile: KernelProfile) -> Callable[..., Kernel]:
+        """What runs ``profile``: Linux, or FreeBSD entered by kboot.  A subclass may
+        return a variant (scenario/fixes.py: kernels that implement a candidate fix)."""
+        return FreeBsdKboot if profile.kind == "freebsd-kboot" else Kernel
 
     @staticmethod
     def _kernel_judge(k: Kernel, crashed: Kernel | None = None) -> Judge:

@@ -190,6 +190,7 @@ Examples:
   gickexec run                       the built-in scenarios, one screen each
   gickexec run efi-kexec-unfixed -v  one scenario with its full kernel logs
   gickexec matrix --from all         kexec/kdump from every kernel into every kernel
+  gickexec fixes                     the candidate device-tree fixes, evaluated
   gickexec inspect vmcore --json     memreserve list and LPI tables of a real dump
 Shell completion: eval "$(_GICKEXEC_COMPLETE=bash_source gickexec)" (zsh_source, fish_source).""",
 )
@@ -917,6 +918,33 @@ def matrix(
         click.echo(matrix_markdown(results, " ".join(args)), nl=False)
     else:
         click.echo(matrix_text(results), color=_colour(color))
+
+
+@main.command(
+    short_help="The candidate fixes for device-tree systems, played through the model.",
+    epilog="""\b
+Exit status: 0 the table was computed (its outcomes are data, not a verdict).
+Examples:
+  gickexec fixes
+  gickexec fixes --json -p
+  gickexec fixes --markdown > docs/dt-fixes.md""",
+)
+@_json_options
+@click.option("--markdown", is_flag=True, help="Print docs/dt-fixes.md.")
+def fixes(as_json: bool, pretty: bool, markdown: bool) -> None:
+    """Where each candidate fix for device-tree kexec and kdump holds and how it fails:
+    chains of kernels that know the fix or not, kexec and kdump, DT and EFI boots,
+    one-way and clearable EnableLPIs, kexec-tools and kexec_file_load (docs/dt-fixes.md)."""
+    from gickexec.scenario import fixes as dt_fixes  # noqa: PLC0415 - only for fixes
+
+    _one_format(as_json, markdown)
+    results = dt_fixes.run_fix_cells(dt_fixes.fix_cells())
+    if as_json:
+        _print_json(dt_fixes.fixes_doc(results), pretty)
+    elif markdown:
+        click.echo(dt_fixes.fixes_markdown(results, "gickexec fixes --markdown"), nl=False)
+    else:
+        click.echo(dt_fixes.fixes_text(results))
 
 
 @main.command(short_help="Measure the model's speed figures on this machine.")

@@ -79,6 +79,13 @@ class Fix:
     firmware: Firmware = ""
     #: on the command line of every kernel that knows the fix
     cmdline: str = ""
+    #: how the model plays the fix (docs/dt-fixes.md prints them under its table)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def has_kernel_part(self) -> bool:
+        """Kernels can know the fix or not (else every kernel of a chain is the same)."""
+        return bool(self.knows or self.cmdline)
 
 
 FIXES: tuple[Fix, ...] = (
@@ -90,6 +97,11 @@ FIXES: tuple[Fix, ...] = (
         "-",
         "-",
         boots=("dt",),
+        notes=(
+            "Nothing reserves the tables on a device-tree boot: kexec-tools and "
+            "kexec_file_load() may place the next image over them, and the next kernel "
+            "then resets the 'preallocated' property table over its own code.",
+        ),
     ),
     Fix(
         "efi-memreserve",
@@ -113,6 +125,19 @@ FIXES: tuple[Fix, ...] = (
         "stock kexec-tools copies /sys/firmware/fdt (read_sys_dtb()), which the kernel "
         "cannot change: it would have to add the nodes itself (e.g. from /proc/device-tree)",
         knows=frozenset({"memory-region"}),
+        notes=(
+            "A kernel that knows the fix reserves its tables in memblock and /proc/iomem "
+            "(so neither loader places the next kernel on them) and, on kexec_file_load(), "
+            "writes them as /reserved-memory nodes named by the GIC node's memory-region "
+            "into the tree it builds.  The receiving side needs nothing new: every kernel "
+            "reserves /reserved-memory (early_init_fdt_scan_reserved_mem()), and a v4.20+ "
+            "kernel reuses tables that gic_check_reserved_range() finds reserved, aware "
+            "of the fix or not.  An unaware kernel passes the nodes on unchanged in its own "
+            "tree (they still describe the tables it reused); one that cannot reuse them "
+            "(v4.19) leaves them stale.",
+            "With kexec-tools the nodes never reach the next kernel: it copies "
+            "/sys/firmware/fdt, the blob the running kernel was booted with.",
+        ),
     ),
     Fix(
         "firmware-owned",
@@ -125,6 +150,16 @@ FIXES: tuple[Fix, ...] = (
         "v4.20+ (reuse of preallocated tables); a v4.19 kernel finds LPIs already enabled",
         "- (the node is in /sys/firmware/fdt)",
         firmware="u-boot-lpi-tables",
+        notes=(
+            "Before the first kernel the boot loader runs gic_lpi_tables_init() at a fixed "
+            "area 256 MiB + 2 MiB below the top of RAM (the model's stand-in for "
+            "gd->arch.resv_ram - GIC_LPI_SIZE) and adds the 'gic-lpi' /reserved-memory "
+            "node.  Every kernel then boots with LPIs enabled on tables that are reserved: "
+            "v4.20+ reuses them ('Using preallocated redistributor tables') on the first "
+            "boot and after every kexec or kdump, since the node is part of the boot-time "
+            "tree both loaders copy.  Linux has no code for a 'gic-lpi' node: it honours "
+            "it as reserved memory, which is all the reuse asks.",
+        ),
     ),
     Fix(
         "vmm-memreserve",
@@ -141,6 +176,15 @@ FIXES: tuple[Fix, ...] = (
         "- (/chosen is in /sys/firmware/fdt)",
         boots=("dt",),
         firmware="vmm-memreserve",
+        notes=(
+            "The VMM writes an EFI system table with an empty memreserve root before the "
+            "first kernel, which it enters directly (no EFI stub, no boot services).  "
+            "Linux finds EFI from /chosen (efi_get_fdt_params() needs all five "
+            "linux,uefi-* properties), parses the configuration tables, and from then on "
+            "behaves as on a UEFI boot: it publishes its tables in the memreserve list "
+            "and the next kernel reuses them.  The model places the first image as its "
+            "EFI stub loader would (KASLR off).",
+        ),
     ),
     Fix(
         "kho",
@@ -153,6 +197,19 @@ FIXES: tuple[Fix, ...] = (
         "kexec_file_load only (kexec -s): KHO is not passed by kexec_load",
         knows=frozenset({"kho"}),
         cmdline="kho=on",
+        notes=(
+            "Design (no upstream GIC KHO support exists as far as we know): at kexec_file_load() "
+            "the GIC driver kho_preserve_phys()es the property table and each pending "
+            "table and adds a sub-tree to the KHO FDT that /chosen/linux,kho-fdt points "
+            "to: node 'gic-v3-lpi', compatible = \"gickexec,gic-v3-lpi-tables-v1\", "
+            "prop-table = <base size> (64-bit cells), pend-tables = <mpidr base size>... "
+            "one triple per redistributor with LPIs enabled.  The next KHO kernel reserves "
+            "the preserved ranges while it deserialises the KHO memory map, so a v4.20+ "
+            "reuse finds them reserved; a GIC driver that knows the sub-tree can also "
+            "check PROPBASER/PENDBASER against it.  A kernel without KHO ignores "
+            "/chosen/linux,kho-fdt and the tables are unreserved, as today.",
+            "The KHO FDT describes one handover: kexec-tools' kexec_load() path passes none.",
+        ),
     ),
     Fix(
         "same-placement",
@@ -164,6 +221,13 @@ FIXES: tuple[Fix, ...] = (
         "tables there",
         "- (the area is 'reserved' in /proc/iomem)",
         knows=frozenset({"same-placement"}),
+        notes=(
+            "A kernel that knows the fix memblock-reserves one fixed area (256 MiB + 2 MiB "
+            "below the top of the first RAM bank) before anything else and allocates the "
+            "property table and the pending tables there, laid out as U-Boot does.  The "
+            "next kernel that does the same finds the programmed tables reserved and "
+            "reuses them; one that does not finds them unreserved.",
+        ),
     ),
     Fix(
         "gicv3-nolpi",
@@ -173,6 +237,12 @@ FIXES: tuple[Fix, ...] = (
         "the parameter on the kernel command line (no MSIs through the ITS)",
         "-",
         cmdline=NOLPI,
+        notes=(
+            "A kernel with the parameter sets up no ITS and no LPI tables: its MSIs are "
+            "lost (the model's NIC has no INTx fallback).  It does not clear an "
+            "EnableLPIs a previous kernel left set, but its device shutdown and the "
+            "new kernel's silence mean no MSI reaches the old tables.",
+        ),
     ),
 )
 
@@ -354,7 +424,8 @@ def _result(cell: FixCell, w: World, lost: int, note: str, chain: Chain) -> dict
         outcome, where = "ok", None
     if where is None and outcome not in ("ok", "n/a") and later:
         where = later[-1]
-    knows = [k for _, k in chain.kernels]
+    fix = next(f for f in FIXES if f.name == cell.fix)
+    knows = [k and fix.has_kernel_part for _, k in chain.kernels]
     return {
         "fix": cell.fix,
         "chain": cell.chain,
@@ -382,8 +453,8 @@ def _result(cell: FixCell, w: World, lost: int, note: str, chain: Chain) -> dict
 
 
 def _kernel_name(k: Kernel, knows: list[bool]) -> str:
-    aware = "knows the fix" if knows[k.generation] else "unaware"
-    return f"gen {k.generation} {k.profile.name} ({aware})"
+    aware = " (knows the fix)" if knows[k.generation] else ""
+    return f"gen {k.generation} {k.profile.name}{aware}"
 
 
 def run_fix_cells(grid: Sequence[FixCell], seed: int = 1) -> list[dict[str, Any]]:
@@ -485,7 +556,8 @@ def _reasons(rows: Sequence[dict[str, Any]]) -> list[str]:
         if lost:
             text += f"; MSIs lost: {', '.join(map(str, lost))}"
         chains = ", ".join(dict.fromkeys(r["chain"] for r in cells))
-        out.append(f"{text} ({len(cells)} cells: {chains}).")
+        count = f"{len(cells)} cell{'s' if len(cells) > 1 else ''}"
+        out.append(f"{text} ({count}: {chains}).")
     return out
 
 
@@ -551,7 +623,7 @@ def fixes_markdown(results: Sequence[dict[str, Any]], command: str) -> str:
             out.append(f"| {c.name} | " + " | ".join(cells) + " |")
         out.append("")
         out += [f"- {line}" for line in _reasons(rows)] or ["- Every cell is ok."]
-        out.append("")
+        out += ["", *(f"{n}" + "\n" for n in f.notes)]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -172,6 +172,20 @@ def test_kdump_without_crashkernel_is_no_handover(tmp_path: Path) -> None:
     (pred,) = doc["predictions"]
     assert pred["outcome"] == "no-handover"
     assert "crashkernel" in pred["why"]
+    # the suggested region is played: a reboot with it, then the panic
+    crash = [s for s in doc["suggestions"] if s["suggestion"].startswith("crashkernel=")]
+    assert [(s["suggestion"].split()[0], s["outcome"], s["safe"]) for s in crash] == [
+        ("crashkernel=256M", "reuse", True)
+    ]
+
+
+def test_unsafe_dt_kexec_suggests_a_crashkernel_region_for_kdump(tmp_path: Path) -> None:
+    bundle = write_bundle(load_builtin("dt-kexec-current"), tmp_path / "b")
+    code, doc = _preflight(str(bundle))
+    assert code == 1 and not doc["safe"]
+    crash = [s for s in doc["suggestions"] if s["suggestion"].startswith("crashkernel=")]
+    assert len(crash) == 1 and crash[0]["safe"] and crash[0]["outcome"] == "reuse"
+    assert "segments stay off the live tables" in crash[0]["suggestion"]
 
 
 # -- bad input -----------------------------------------------------------------------------

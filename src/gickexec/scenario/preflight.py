@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -439,10 +440,13 @@ def _suggest(
     out: list[dict[str, Any]] = []
     kdump = _is_kdump(live, opts)
 
-    def play_alt(what: str, system: LiveSystem = live, **kw: Any) -> None:
-        world = play(build_scenario(system, opts, clearable, **kw))
+    def play_alt(
+        what: str, system: LiveSystem = live, options: PreflightOptions = opts, **kw: Any
+    ) -> bool:
+        world = play(build_scenario(system, options, clearable, **kw))
         j = _judge(world)
         out.append({"suggestion": what, "outcome": j["outcome"], "safe": j["outcome"] in SAFE})
+        return bool(out[-1]["safe"])
 
     tables = live.tables.ranges()
     if any(o["segments_over_tables"] for o in outcomes) and tables and not kdump:
@@ -467,16 +471,49 @@ def _suggest(
         play_alt(uefi, dataclasses.replace(live, efi=True, acpi=False, kernel_code=None, plan=None))
     elif not live.efi:
         out.append({"suggestion": uefi, "outcome": None, "safe": None})
-    if not live.efi and not kdump:
-        out.append(
-            {
-                "suggestion": "kdump (kexec -p into a crashkernel= region) reuses the "
-                "tables through is_kdump_kernel() even on a DT boot",
-                "outcome": None,
-                "safe": None,
-            }
+    if live.crashkernel is None and (kdump or not live.efi):
+        _suggest_crashkernel(live, opts, play_alt)
+    elif live.crashkernel is not None and not kdump and not live.efi:
+        base, size = live.crashkernel
+        play_alt(
+            f"kexec -p into the crashkernel= region already reserved at {base:#x} "
+            f"({size >> 20} MiB) instead: the capture kernel reuses the tables through "
+            "is_kdump_kernel()",
+            options=dataclasses.replace(opts, kdump=True),
         )
     return out
+
+
+#: crashkernel= sizes tried for a suggestion, smallest first
+CRASHKERNEL_SIZES = (256 << 20, 512 << 20)
+
+
+def _suggest_crashkernel(
+    live: LiveSystem, opts: PreflightOptions, play_alt: Callable[..., bool]
+) -> None:
+    """Suggest the smallest ``crashkernel=`` the model plays safe, for a planned kdump
+    without one, or as the way out of an unsafe kexec on a device-tree boot.
+
+    arm64 ``reserve_crashkernel()`` (arch/arm64/mm/init.c, v4.19.1 to v6.1) takes the
+    region top-down below 4 GiB from memblock in ``bootmem_init()``, before the ITS
+    driver allocates a table, so the capture kernel's segments (all inside the region,
+    kexec-tools ``kexec -p``) can never cover a live table, and ``is_kdump_kernel()``
+    lets the capture kernel reuse the tables wherever they are.  Each size is played: a
+    reboot with it, then the panic.  With a region given by the user at a fixed place
+    (``crashkernel=SIZE@OFFSET``) that no longer holds; the model does not play offsets."""
+    ram = sum(r.size for r in _banks(live))
+    options = dataclasses.replace(opts, kdump=True)
+    for size in CRASHKERNEL_SIZES:
+        if size * 2 > ram:
+            break
+        what = (
+            f"crashkernel={size >> 20}M on the running kernel's command line (a reboot "
+            "first; the region is reserved before any LPI table is allocated, so the "
+            "capture kernel's segments stay off the live tables), then kexec -p: the "
+            "capture kernel reuses the tables through is_kdump_kernel()"
+        )
+        if play_alt(what, options=options, first_cmdline_extra=f" crashkernel={size >> 20}M"):
+            return
 
 
 def plan_segments(live: LiveSystem) -> KexecSegments:

@@ -191,7 +191,7 @@ FIXES: tuple[Fix, ...] = (
         "Kexec HandOver: the tables preserved in a KHO sub-tree (a design)",
         "Linux v6.16 kernel/kexec_handover.c (kho=on, /chosen/linux,kho-fdt, "
         "kho_preserve_phys()); no upstream GIC support: the sub-tree schema is this "
-        "project's design (docs/dt-fixes.md)",
+        "project's design (its schema below)",
         "-",
         "KHO core (v6.16+) and a GIC driver that preserves its tables and reuses them",
         "kexec_file_load only (kexec -s): KHO is not passed by kexec_load",
@@ -240,8 +240,9 @@ FIXES: tuple[Fix, ...] = (
         notes=(
             "A kernel with the parameter sets up no ITS and no LPI tables: its MSIs are "
             "lost (the model's NIC has no INTx fallback).  It does not clear an "
-            "EnableLPIs a previous kernel left set, but its device shutdown and the "
-            "new kernel's silence mean no MSI reaches the old tables.",
+            "EnableLPIs a previous kernel left set; since that kernel shut its devices "
+            "down and this one never enables their MSIs, nothing writes into the old "
+            "tables.",
         ),
     ),
 )

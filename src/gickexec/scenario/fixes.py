@@ -262,6 +262,7 @@ CHAINS: tuple[Chain, ...] = (
     Chain("4 knowing kernels", (_K, _K, _K, _K)),
     Chain("knows -> unaware", (_K, _U)),
     Chain("unaware -> knows", (_U, _K)),
+    Chain("knows -> unaware -> knows", (_K, _U, _K)),
     Chain("knows -> v4.19 -> knows", (_K, _OLD, _K)),
 )
 
@@ -394,7 +395,13 @@ def _result(cell: FixCell, w: World, lost: int, note: str, chain: Chain) -> dict
     # the kernel a kdump cell panics on purpose is not a failure
     panicked = len(chain.kernels) - 2 if cell.mode == "kdump" else -1
     dead = next(
-        (k for k in w.generations if k.crashed is not None and k.generation != panicked), None
+        (
+            k
+            for k in w.generations
+            if k.crashed is not None
+            and not (k.generation == panicked and k.crashed.startswith("panic:"))
+        ),
+        None,
     )
     where: Kernel | None
     if dead is not None:

@@ -12,7 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from gickexec.cli import main
-from gickexec.fw.devicetree import GIC_LPI_SIZE, Fdt, fdt_fixup_gic_lpi_memory, gic_lpi_tables_init
+from gickexec.fw.devicetree import (
+    Fdt,
+    fdt_add_resv_mem_gic_rd_tables,
+    gic_lpi_size,
+    gic_lpi_tables_init,
+)
 from gickexec.hw.machine import Machine
 from gickexec.hw.platform import PLATFORMS
 from gickexec.kernel.dt_fixes import FixKernel
@@ -79,8 +84,10 @@ def test_uboot_programs_enables_and_reserves_the_lpi_area() -> None:
     for cpu in range(2):
         rd = m.rdists[cpu]
         assert rd.prop_addr == base
-    fdt = fdt_fixup_gic_lpi_memory(Fdt(), base)
-    assert [(r.name, r.base, r.size) for r in fdt.reserved] == [("gic-lpi", base, GIC_LPI_SIZE)]
+    # soc.c GIC_LPI_SIZE: 2 pending tables and the property table, rounded up to 1 MiB
+    assert gic_lpi_size(2) == 0x100000 and gic_lpi_size(16) == 0x200000
+    fdt = fdt_add_resv_mem_gic_rd_tables(Fdt(), base, gic_lpi_size(2))
+    assert [(r.name, r.base, r.size) for r in fdt.reserved] == [("gic-rd-tables", base, 1 << 20)]
     # U-Boot refuses a GIC whose LPIs are already enabled (only a reset clears them)
     assert gic_lpi_tables_init(m, base, 2) == "Re-Distributor 0 LPI is already enabled"
 

@@ -8,9 +8,13 @@ drivers/of/fdt.c, v4.19.1 to v6.6), which of them the GIC node names in a
 ``memory-region`` property, and a Kexec HandOver sub-tree for the GIC (a design: no
 upstream GIC code writes one, see docs/dt-fixes.md).
 
-U-Boot's side is ``gic_lpi_tables_init()`` (arch/arm/lib/gic-v3-its.c) and
-``fdt_fixup_gic_lpi_memory()`` as the Layerscape boards call them from
-``ft_board_setup()`` (board/freescale/lx2160a/lx2160a.c, ``GIC_LPI_SIZE`` 0x200000).
+U-Boot's side is NXP Layerscape's "LPI one-way reset" workaround: U-Boot commits
+a4625d494bf ("board: fsl: lx2160a: Program GIC LPI configuration table") and 8cf113f473f
+("board: fsl: lx2160a: Add GIC LPI memory reserve fixup", ``fdt_fixup_gic_lpi_memory()``,
+a "gic-lpi" node) (v2020.04), moved by f40b120e936 ("fsl-layerscape: Move GIC RD tables
+init to soc.c") (v2020.07) into arch/arm/cpu/armv8/fsl-layerscape/soc.c
+``ls_gic_rd_tables_init()``, which the model follows (as of U-Boot 6073c36b2c8d): a
+"gic-rd-tables" node, then arch/arm/lib/gic-v3-its.c ``gic_lpi_tables_init()``.
 """
 
 from __future__ import annotations
@@ -32,25 +36,23 @@ from gickexec.hw.machine import Machine
 from gickexec.hw.memory import Agent, AgentKind
 
 __all__ = [
-    "GIC_LPI_SIZE",
     "Fdt",
     "KhoGicTables",
     "ReservedMemory",
-    "fdt_fixup_gic_lpi_memory",
+    "fdt_add_resv_mem_gic_rd_tables",
+    "gic_lpi_size",
     "gic_lpi_tables_init",
     "lpi_carveout_base",
 ]
 
-#: board/freescale/lx2160a/lx2160a.c: the firmware-owned LPI area (property table, then
-#: one 64 KiB pending table per redistributor)
-GIC_LPI_SIZE = 0x200000
 #: ITS_MAX_LPI_NRBITS in U-Boot's and Linux's drivers
 ITS_MAX_LPI_NRBITS = 16
 SZ_64K = 0x10000
-#: Where the model puts a fixed LPI area: this far below the top of the first RAM bank,
-#: above every firmware region the model's UEFI layouts place (the Layerscape boards put
-#: it just below ``gd->arch.resv_ram``, the top carve-out for the MC firmware).
-CARVEOUT_BELOW_TOP = 0x10000000 + GIC_LPI_SIZE
+SZ_1M = 0x100000
+#: Where the model puts a fixed LPI area: it ends this far below the top of the first RAM
+#: bank, above every firmware region the model's UEFI layouts place (Layerscape puts it
+#: just below ``gd->arch.resv_ram``, the top carve-out for the MC firmware).
+CARVEOUT_BELOW_TOP = 0x10000000
 _FIRMWARE = Agent(AgentKind.FIRMWARE)
 
 
@@ -89,7 +91,7 @@ class Fdt:
 
     def with_gic_memory_region(self, ranges: list[tuple[int, int]]) -> Fdt:
         """The tree with the GIC's ``memory-region`` nodes replaced by ``ranges``
-        (``gic-lpi@<base>``), the other reserved nodes kept."""
+        (``gic-lpi@<base>``, the model's name), the other reserved nodes kept."""
         keep = tuple(r for r in self.reserved if not r.gic_memory_region)
         new = tuple(ReservedMemory(f"gic-lpi@{b:x}", b, s, True) for b, s in ranges)
         return dataclasses.replace(self, reserved=keep + new)
@@ -98,10 +100,16 @@ class Fdt:
         return dataclasses.replace(self, kho=None)
 
 
+def gic_lpi_size(cores: int) -> int:
+    """soc.c ``GIC_LPI_SIZE``: ALIGN(cores x 64 KiB pending + 64 KiB property, SZ_1M)."""
+    return (cores * SZ_64K + SZ_64K + SZ_1M - 1) & ~(SZ_1M - 1)
+
+
 def lpi_carveout_base(machine: Machine) -> int:
-    """The fixed LPI area of the model's firmware-owned and same-placement fixes."""
-    first = machine.mem.ram[0]
-    return (first.end - CARVEOUT_BELOW_TOP) & ~(SZ_64K - 1)
+    """The fixed LPI area of the model's firmware-owned and same-placement fixes:
+    ``ALIGN(resv_ram - GIC_LPI_SIZE, SZ_64K)`` with the model's ``resv_ram``."""
+    resv_ram = machine.mem.ram[0].end - CARVEOUT_BELOW_TOP
+    return (resv_ram - gic_lpi_size(machine.platform.cpus)) & ~(SZ_64K - 1)
 
 
 def gic_lpi_tables_init(machine: Machine, base: int, num_redist: int) -> str:
@@ -143,9 +151,9 @@ def gic_lpi_tables_init(machine: Machine, base: int, num_redist: int) -> str:
     return ""
 
 
-def fdt_fixup_gic_lpi_memory(fdt: Fdt, base: int) -> Fdt:
-    """U-Boot's ``fdt_fixup_gic_lpi_memory()``: ``fdtdec_add_reserved_memory(blob,
-    "gic-lpi", ...)`` over ``[base, base + GIC_LPI_SIZE)``, no ``no-map``; the GIC node
+def fdt_add_resv_mem_gic_rd_tables(fdt: Fdt, base: int, size: int) -> Fdt:
+    """U-Boot's ``fdt_add_resv_mem_gic_rd_tables()``: ``fdtdec_add_reserved_memory(blob,
+    "gic-rd-tables", ...)`` over ``[base, base + size)`` without ``no-map``; the GIC node
     does not reference it."""
-    node = ReservedMemory("gic-lpi", base, GIC_LPI_SIZE)
+    node = ReservedMemory("gic-rd-tables", base, size)
     return dataclasses.replace(fdt, reserved=(*fdt.reserved, node))

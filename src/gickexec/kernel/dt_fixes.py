@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from gickexec.fw.devicetree import GIC_LPI_SIZE, Fdt, KhoGicTables, lpi_carveout_base
+from gickexec.fw.devicetree import Fdt, KhoGicTables, gic_lpi_size, lpi_carveout_base
 from gickexec.kernel.gic_v3_its import GicV3Its, _lpi_pendbase_sz, _lpi_propbase_sz
 from gickexec.kernel.kernel import Kernel
 from gickexec.kernel.kexec import Loader
@@ -94,7 +94,8 @@ class FixKernel(Kernel):
                 self._reserve_if_mapped(base, size, "KHO preserved memory (GIC LPI table)")
         if "same-placement" in self.knows:
             base = lpi_carveout_base(self.machine)
-            self._reserve_if_mapped(base, GIC_LPI_SIZE, "LPI tables (fixed placement)")
+            size = gic_lpi_size(self.machine.platform.cpus)
+            self._reserve_if_mapped(base, size, "LPI tables (fixed placement)")
 
     def _reserve_if_mapped(self, base: int, size: int, label: str) -> None:
         # a capture kernel's memory is the crashkernel region: what lies outside it is

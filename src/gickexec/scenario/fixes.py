@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from gickexec.fw.devicetree import (
     Fdt,
-    fdt_fixup_gic_lpi_memory,
+    fdt_add_resv_mem_gic_rd_tables,
+    gic_lpi_size,
     gic_lpi_tables_init,
     lpi_carveout_base,
 )
@@ -142,23 +143,32 @@ FIXES: tuple[Fix, ...] = (
     Fix(
         "firmware-owned",
         "Firmware owns the tables: the boot loader enables LPIs and publishes a "
-        '/reserved-memory "gic-lpi" node',
-        "U-Boot arch/arm/lib/gic-v3-its.c gic_lpi_tables_init(); board/freescale/lx2160a/"
-        "lx2160a.c ft_board_setup() and fdt_fixup_gic_lpi_memory() (GIC_LPI_SIZE 0x200000)",
+        "/reserved-memory node for them",
+        "U-Boot, NXP Layerscape's LPI one-way reset workaround: commits a4625d494bf "
+        '("board: fsl: lx2160a: Program GIC LPI configuration table") and 8cf113f473f '
+        '("board: fsl: lx2160a: Add GIC LPI memory reserve fixup", fdt_fixup_gic_lpi_memory(), '
+        'a "gic-lpi" node) (v2020.04), since f40b120e936 ("fsl-layerscape: Move GIC RD '
+        'tables init to soc.c") (v2020.07) arch/arm/cpu/armv8/fsl-layerscape/soc.c '
+        'ls_gic_rd_tables_init() (a "gic-rd-tables" node) and arch/arm/lib/gic-v3-its.c '
+        "gic_lpi_tables_init()",
         "allocate, program and enable the tables in every redistributor (U-Boot programs "
         "GICR_PROPBASER of the first only) and reserve them in the DT",
         "v4.20+ (reuse of preallocated tables); a v4.19 kernel finds LPIs already enabled",
         "- (the node is in /sys/firmware/fdt)",
         firmware="u-boot-lpi-tables",
         notes=(
-            "Before the first kernel the boot loader runs gic_lpi_tables_init() at a fixed "
-            "area 256 MiB + 2 MiB below the top of RAM (the model's stand-in for "
-            "gd->arch.resv_ram - GIC_LPI_SIZE) and adds the 'gic-lpi' /reserved-memory "
-            "node.  Every kernel then boots with LPIs enabled on tables that are reserved: "
-            "v4.20+ reuses them ('Using preallocated redistributor tables') on the first "
-            "boot and after every kexec or kdump, since the node is part of the boot-time "
-            "tree both loaders copy.  Linux has no code for a 'gic-lpi' node: it honours "
-            "it as reserved memory, which is all the reuse asks.",
+            "Before the first kernel the boot loader adds the 'gic-rd-tables' "
+            "/reserved-memory node and runs gic_lpi_tables_init() there, at "
+            "ALIGN(resv_ram - GIC_LPI_SIZE, SZ_64K) with the model's resv_ram 256 MiB "
+            "below the top of RAM.  Every kernel then boots with LPIs enabled on tables "
+            "that are reserved: v4.20+ reuses them ('Using preallocated redistributor "
+            "tables') on the first boot and after every kexec or kdump, since the node is "
+            "part of the boot-time tree both loaders copy.  Linux has no code for such a "
+            "node: it honours it as reserved memory, which is all the reuse asks.  A "
+            "U-Boot device-tree binding for the tables' place (a 'gic-lpi-base' syscon at "
+            "0x80000000, af288cb291d and 2ae7adc659f, 2020) was reverted (a84cea06bb8, "
+            '60b9b47d295: "Ad-hoc bindings that are not part of the upstream device tree '
+            '/ bindings are not allowed in-tree"; Acked-by Marc Zyngier).',
         ),
     ),
     Fix(
@@ -222,8 +232,9 @@ FIXES: tuple[Fix, ...] = (
         "- (the area is 'reserved' in /proc/iomem)",
         knows=frozenset({"same-placement"}),
         notes=(
-            "A kernel that knows the fix memblock-reserves one fixed area (256 MiB + 2 MiB "
-            "below the top of the first RAM bank) before anything else and allocates the "
+            "A kernel that knows the fix memblock-reserves one fixed area (where the "
+            "firmware-owned fix's boot loader puts its tables) before anything else and "
+            "allocates the "
             "property table and the pending tables there, laid out as U-Boot does.  The "
             "next kernel that does the same finds the programmed tables reserved and "
             "reuses them; one that does not finds them unreserved.",
@@ -326,12 +337,13 @@ class FixWorld(World):
         self.next_knows: frozenset[Knows] = frozenset()
         firmware = Agent(AgentKind.FIRMWARE)
         if fix.firmware == "u-boot-lpi-tables":
+            # ls_gic_rd_tables_init(): the node first, then the tables
             base = lpi_carveout_base(self.machine)
+            size = gic_lpi_size(platform.cpus)
+            self.next_fdt = fdt_add_resv_mem_gic_rd_tables(self.next_fdt, base, size)
             error = gic_lpi_tables_init(self.machine, base, platform.cpus)
             if error:
                 self.notes.append(f"U-Boot: {error}")
-            else:
-                self.next_fdt = fdt_fixup_gic_lpi_memory(self.next_fdt, base)
         elif fix.firmware == "vmm-memreserve":
             assert self.firmware is not None
             # the empty root the stub would install (struct linux_efi_memreserve)

@@ -39,10 +39,9 @@ from gickexec.kernel.kernel import Kernel
 from gickexec.kernel.kexec import Loader
 from gickexec.kernel.mm import Owner, Role
 
-__all__ = ["KNOWS", "FixGic", "FixKernel", "Knows"]
+__all__ = ["FixGic", "FixKernel", "Knows"]
 
 Knows = Literal["memory-region", "kho", "same-placement"]
-KNOWS: tuple[Knows, ...] = ("memory-region", "kho", "same-placement")
 
 
 class FixGic(GicV3Its):

@@ -380,7 +380,7 @@ def run_fix_cell(cell: FixCell, seed: int = 1) -> dict[str, Any]:
     note = ""
     for i, (profile, knows) in enumerate(chain.kernels):
         kdump = cell.mode == "kdump" and i == last
-        words = [w.prepare(knows, cell.loader if i else "kexec-tools", kdump=kdump)]
+        words = [w.prepare(knows, cell.loader, kdump=kdump)]
         if cell.mode == "kdump" and i == last - 1:
             words.append(CRASHKERNEL)
         cmdline = " ".join(x for x in words if x)

@@ -496,12 +496,14 @@ class Kernel:
             return
         addr, writer = hit
         img, size = self.image
+        oops = printk.OOPS_INTERNAL.at(self.profile.version)
+        assert oops is not None  # every version prints it
         raise KernelFault(
             f"{writer} set a pending bit at {addr:#x} inside this kernel's image "
             f"[{img:#x}, {img + size:#x}): a live LPI pending table lies under the image "
             "(the model treats any change to the running image as fatal)",
             [
-                printk.kformat(printk.OOPS_INTERNAL, "Oops - undefined instruction", 0, 1),
+                printk.kformat(oops, "Oops - undefined instruction", 0, 1),
                 printk.kformat(printk.PANIC, "Fatal exception"),
             ],
         )

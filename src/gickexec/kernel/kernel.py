@@ -132,7 +132,9 @@ class MsiDriver:
             entry = dev.vectors[vec]
             entry.address = self.k.machine.translater_address
             entry.data = vec
-            entry.masked = False
+            # pci_msix_unmask: an event the device held while masked (a kdump kernel
+            # probing a device the crashed kernel masked) is sent now
+            self.k.machine.msix_unmask(dev, vec)
             gic.lpi_update_config(self.its_dev, vec, enable=True)  # request_irq -> unmask
         dev.msix_enabled = True
         dev.bus_master = True

@@ -211,7 +211,7 @@ EFI_BY = Msg(
 #: in every tree from 4.19.1 to 5.7.14, pr_cont("%s=0x%lx ") from 5.8.1 on
 EFI_CFG_ENTRY = Msg((((0, 0), " %s=0x%lx "), ((5, 8), "%s=0x%lx ")))
 
-# -- drivers/irqchip/irq-gic-v3.c (pr_fmt "GICv3: ") ------------------------------------
+# -- drivers/irqchip/irq-gic-v3.c (pr_fmt "GICv3: " in every tree read, 4.19.1 to 6.6.9) -
 # gic_init_bases(): the SPI and extended-SPI counts, absent from every tree to 5.3.1,
 # printed in 5.4.214 and every later tree read (to 6.6.9)
 GIC_SPIS = Msg((((0, 0), None), ((5, 4), "GICv3: %d SPIs implemented")))
@@ -249,7 +249,7 @@ GIC_UNEXPECTED = Msg(
     (((0, 0), "Unexpected interrupt received!"), ((5, 18), "Unexpected interrupt (irqnr %u)"))
 )
 
-# -- drivers/irqchip/irq-gic-v3-its.c (no pr_fmt: prefixes are literal) -----------------
+# -- drivers/irqchip/irq-gic-v3-its.c (no pr_fmt in any tree read: literal prefixes) ----
 ITS_ALLOCATED = "ITS@%pa: allocated %d %s @%lx (%s, esz %d, psz %dK, shr %d)"
 # its_probe_one(): the ITS's register frame as %pR
 ITS_MEM = "ITS [mem 0x%08llx-0x%08llx]"

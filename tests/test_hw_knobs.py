@@ -659,3 +659,16 @@ def test_kvm_save_writes_mapped_lpis_latches_and_keeps_them() -> None:
     rig.m.vmm_save_pending_tables()
     assert rig.pend_bit(3, 8300) and not rig.pend_bit(3, 8302)
     assert rd.is_pending(8300)
+
+
+def test_kvm_mapd_frees_the_devices_lpis_so_a_new_mapti_reads_again() -> None:
+    """vgic_its_cmd_handle_mapd() frees a mapped device (its events and, with the last
+    of them, their LPIs) before mapping it again: the next MAPTI of the same pINTID
+    creates the LPI anew and takes its pending bit again."""
+    rig = Rig(pending_state_in_hypervisor=True)
+    _mapped(rig, event=5, intid=8300)
+    rig.map_device()  # MAPD V=1 over the mapped device: KVM frees it first
+    _set_pend_bit(rig, 3, 8300)
+    rig.send(Mapti(DeviceID=DEV, EventID=5, pINTID=8300, ICID=3))
+    assert rig.m.rdists[3].is_pending(8300) and not rig.pend_bit(3, 8300)
+    assert rig.errors() == []

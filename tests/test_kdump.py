@@ -259,3 +259,22 @@ masked_msis = 5
     )
     m = run_scenario(scenario)["msis"]
     assert (m["sent"], m["delivered"], m["lost"], m["held_at_device"]) == (5, 0, 0, 5)
+
+
+def test_unmask_sends_a_held_message_only_with_msix_on() -> None:
+    """Machine.msix_unmask(): with MSI-X off (after a driver's .remove) the PBA bit the
+    panic left stays and nothing is sent; a reset (power-on) clears it."""
+    w = _world()
+    w.boot("v6.6", cmdline="crashkernel=512M")
+    w.kernel.crash_shutdown("test")
+    dev = w.machine.devices["eth0"]
+    assert w.machine.signal_msi(dev, 1).outcome == HELD_IN_PBA
+    dev.msix_enabled = False
+    assert w.machine.msix_unmask(dev, 1) is None and dev.vectors[1].pending
+    dev.msix_enabled = True
+    dev.vectors[1].masked = True
+    sent = w.machine.msix_unmask(dev, 1)
+    assert sent is not None and sent.pended and not dev.vectors[1].pending
+    w.machine.signal_msi(dev, 2)
+    w.machine.power_on()
+    assert not dev.vectors[2].pending and dev.vectors[2].masked

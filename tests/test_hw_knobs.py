@@ -21,6 +21,7 @@ from gickexec.arch.gicv3 import (
     GicdOffset,
     GicrCtlr,
     GicrOffset,
+    GicrPendbaser,
     GicrPropbaser,
     GicrTyper,
     GitsBaser,
@@ -35,7 +36,7 @@ from gickexec.hw.machine import Machine
 from gickexec.hw.memory import Agent, AgentKind
 from gickexec.hw.platform import PLATFORMS
 from test_hw_gicr import PEND, PROP, _enable, _kernel, _machine, _open_cpu, _set_cfg
-from test_hw_its import CT, DEV, DT, ITT, Rig, _mapped
+from test_hw_its import CT, DEV, DT, ITT, SZ_64K, Rig, _mapped
 
 # -- the knob table itself ------------------------------------------------------------
 
@@ -584,3 +585,90 @@ def test_kvm_holds_lpi_pending_state_until_the_vmm_saves_it() -> None:
     assert m.mem.read_u8(pend + (intid + 1) // 8) == 1 << (intid % 8)  # not written
     hw = Machine(PLATFORMS["efi-server-8"])
     hw.vmm_save_pending_tables()  # no hypervisor: nothing happens, nothing breaks
+
+
+def _set_pend_bit(rig: Rig, cpu: int, intid: int) -> None:
+    addr = PEND + cpu * SZ_64K + intid // 8
+    rig.mem.write_u8(addr, rig.mem.read_u8(addr) | 1 << intid % 8, Agent(AgentKind.KERNEL, 0))
+
+
+@pytest.mark.parametrize("kvm", [True, False])
+def test_kvm_mapti_takes_and_clears_the_pending_bit_of_a_new_lpi(kvm: bool) -> None:
+    """KVM vgic_add_lpi() -> vgic_v3_lpi_sync_pending_status() (Linux 5.10.7, 6.6.9): an
+    LPI that MAPTI creates reads its bit from the target vCPU's table and clears it; an
+    LPI that already exists (a second event mapping it) reads nothing.  A GIC that keeps
+    pending state in memory leaves the bit alone."""
+    rig = Rig(pending_state_in_hypervisor=kvm)
+    rig.map_device()
+    rig.map_collections()
+    _set_pend_bit(rig, 3, 8300)
+    rig.send(Mapti(DeviceID=DEV, EventID=5, pINTID=8300, ICID=3))
+    rd = rig.m.rdists[3]
+    assert rd.is_pending(8300)
+    assert rig.pend_bit(3, 8300) is not kvm  # consumed by KVM, still in memory on hardware
+    _set_pend_bit(rig, 3, 8300)
+    rig.send(Mapti(DeviceID=DEV, EventID=6, pINTID=8300, ICID=3))
+    assert rig.pend_bit(3, 8300)  # the LPI existed: vgic_add_lpi() returned it unread
+    assert rig.errors() == []
+
+
+def test_kvm_enable_reads_the_bits_of_mapped_lpis_only() -> None:
+    """KVM its_sync_lpi_pending_table() at EnableLPIs 0 -> 1 with PTZ=0: a mapped LPI
+    targeting the vCPU takes its bit (left set in memory); the bit of an LPI no ITE maps
+    is not read.  With PTZ=1 nothing is read.  A hardware redistributor's scan takes
+    both."""
+    def reenable(rig: Rig, *, ptz: bool = False) -> None:
+        agent = Agent(AgentKind.KERNEL, 0)
+        base = rig.m.gicr_base(3)
+        rig.mem.mmio_write(base + GicrOffset.CTLR, 4, 0, agent)
+        while rig.mem.mmio_read(base + GicrOffset.CTLR, 4) & 1 << 3:  # RWP
+            pass
+        _set_pend_bit(rig, 3, 8300)
+        _set_pend_bit(rig, 3, 8301)
+        pend = GicrPendbaser(PTZ=int(ptz), Physical_Address=(PEND + 3 * SZ_64K) >> 16)
+        rig.mem.mmio_write(base + GicrOffset.PENDBASER, 8, pend.encode(), agent)
+        rig.mem.mmio_write(base + GicrOffset.CTLR, 4, 1, agent)
+
+    kvm = Rig(pending_state_in_hypervisor=True, enable_lpis_clearable=True)
+    _mapped(kvm)  # event 5 -> LPI 8300, collection 3
+    reenable(kvm)
+    rd = kvm.m.rdists[3]
+    assert rd.is_pending(8300) and kvm.pend_bit(3, 8300)
+    assert not rd.is_pending(8301) and kvm.pend_bit(3, 8301)
+    assert kvm.errors() == []
+    ptz = Rig(pending_state_in_hypervisor=True, enable_lpis_clearable=True)
+    _mapped(ptz)
+    reenable(ptz, ptz=True)
+    assert not ptz.m.rdists[3].is_pending(8300)
+    hw = Rig(enable_lpis_clearable=True)
+    _mapped(hw)
+    reenable(hw)
+    assert hw.m.rdists[3].is_pending(8300) and hw.m.rdists[3].is_pending(8301)
+
+
+def test_kvm_save_writes_mapped_lpis_latches_and_keeps_them() -> None:
+    """vgic_v3_save_pending_tables(): each mapped LPI's bit is made its latch (a stale
+    set bit of a mapped LPI that is not pending is cleared); the latch stays held."""
+    rig = Rig(pending_state_in_hypervisor=True)
+    _mapped(rig, event=5, intid=8300)
+    rig.send(Mapti(DeviceID=DEV, EventID=6, pINTID=8302, ICID=3))
+    rd = rig.m.rdists[3]
+    rd.set_pending(8300)
+    _set_pend_bit(rig, 3, 8302)  # stale: KVM holds 8302 as not pending
+    assert not rig.pend_bit(3, 8300)
+    rig.m.vmm_save_pending_tables()
+    assert rig.pend_bit(3, 8300) and not rig.pend_bit(3, 8302)
+    assert rd.is_pending(8300)
+
+
+def test_kvm_mapd_frees_the_devices_lpis_so_a_new_mapti_reads_again() -> None:
+    """vgic_its_cmd_handle_mapd() frees a mapped device (its events and, with the last
+    of them, their LPIs) before mapping it again: the next MAPTI of the same pINTID
+    creates the LPI anew and takes its pending bit again."""
+    rig = Rig(pending_state_in_hypervisor=True)
+    _mapped(rig, event=5, intid=8300)
+    rig.map_device()  # MAPD V=1 over the mapped device: KVM frees it first
+    _set_pend_bit(rig, 3, 8300)
+    rig.send(Mapti(DeviceID=DEV, EventID=5, pINTID=8300, ICID=3))
+    assert rig.m.rdists[3].is_pending(8300) and not rig.pend_bit(3, 8300)
+    assert rig.errors() == []

@@ -7,7 +7,10 @@ from __future__ import annotations
 import pytest
 
 from gickexec import World
+from gickexec.hw.machine import HELD_IN_PBA
 from gickexec.kernel.cmdline import CmdlineError, parse_cmdline
+from gickexec.scenario.runner import run_scenario
+from gickexec.scenario.schema import parse_scenario
 
 _2M = 0x200000
 
@@ -137,7 +140,9 @@ def test_v50_kdump_kernel_faults_on_the_crashed_kernels_list_with_va() -> None:
     )
     w.traffic("eth0", 16)
     w.finish()
-    assert w.ledger.delivered == 0 and w.ledger.lost == 16
+    # the panic masked the vectors and no driver unmasked them: the device holds them
+    assert w.ledger.delivered == 0 and w.ledger.lost == 0
+    assert w.ledger.held_at_device == 16
 
 
 def test_v52_kdump_kernel_memremaps_the_list_and_appends() -> None:
@@ -195,8 +200,81 @@ def test_panic_masks_msix_vectors_at_the_device_as_well_as_the_lpis() -> None:
     assert all(v.masked for v in dev.vectors)
     assert not any(dev.can_signal(vec) for vec in range(dev.nvec))
     result = w.machine.signal_msi(dev, 0)
-    assert result.outcome.startswith("device not allowed") and result.cpu is None
+    assert result.outcome == HELD_IN_PBA and result.cpu is None  # held, not sent
+    assert dev.vectors[0].pending
     posted = w.machine.signal_msi(dev, 0, posted=True)
     assert posted.pended  # the LPI is disabled, so it stays pending
     rd = w.machine.rdists[posted.cpu]
     assert posted.intid is not None and not rd.config(posted.intid).Enable
+
+
+def test_events_on_masked_vectors_wait_in_the_pba_for_the_capture_kernels_driver() -> None:
+    """MSI-X per-vector masking: events raised after the panic masked the vectors set
+    the vectors' Pending Bit Array bits instead of being sent; the capture kernel's
+    driver programs and unmasks each vector, and the device then sends one message per
+    pending vector, which that kernel handles.  Before, they were counted lost."""
+    w = _world()
+    w.boot("v6.6", cmdline="crashkernel=512M")
+    w.traffic("eth0", 8)
+    dev = w.machine.devices["eth0"]
+    assert dev.nvec == 8 and list(w.machine.devices) == ["eth0"]
+    cap = w.kdump("v6.6", masked_msis=16)  # two events on each vector
+    assert cap is not None and cap.crashed is None
+    assert not any(v.pending for v in dev.vectors)  # sent when unmasked
+    w.traffic("eth0", 8)
+    w.finish()
+    assert w.ledger.sent == 8 + 16 + 8
+    assert w.ledger.held_at_device == 0 and w.ledger.lost == 0
+    assert w.ledger.delivered == w.ledger.sent
+    # one message per pending vector: 8 interrupts stand for the 16 held events
+    assert sum(sum(d.counts.values()) for d in cap.irqs.values()) == 8 + 8
+
+
+
+def test_verdict_reports_events_held_at_the_device_apart_from_lost() -> None:
+    """A v5.0 capture kernel dies before its driver unmasks anything: the events raised
+    after the panic stay in the device's Pending Bit Array; the JSON verdict counts them
+    as held_at_device, and `sent == delivered + lost + held_at_device`."""
+    scenario = parse_scenario(
+        """\
+platform = "efi-server-8"
+
+[[devices]]
+name = "eth0"
+device_id = 0x100
+vectors = 2
+
+[[steps]]
+action = "boot"
+kernel = "v5.0"
+cmdline = "crashkernel=512M maxcpus=4"
+
+[[steps]]
+action = "kdump"
+kernel = "v5.0"
+cmdline = ""
+panic_cpu = 1
+masked_msis = 5
+"""
+    )
+    m = run_scenario(scenario)["msis"]
+    assert (m["sent"], m["delivered"], m["lost"], m["held_at_device"]) == (5, 0, 0, 5)
+
+
+def test_unmask_sends_a_held_message_only_with_msix_on() -> None:
+    """Machine.msix_unmask(): with MSI-X off (after a driver's .remove) the PBA bit the
+    panic left stays and nothing is sent; a reset (power-on) clears it."""
+    w = _world()
+    w.boot("v6.6", cmdline="crashkernel=512M")
+    w.kernel.crash_shutdown("test")
+    dev = w.machine.devices["eth0"]
+    assert w.machine.signal_msi(dev, 1).outcome == HELD_IN_PBA
+    dev.msix_enabled = False
+    assert w.machine.msix_unmask(dev, 1) is None and dev.vectors[1].pending
+    dev.msix_enabled = True
+    dev.vectors[1].masked = True
+    sent = w.machine.msix_unmask(dev, 1)
+    assert sent is not None and sent.pended and not dev.vectors[1].pending
+    w.machine.signal_msi(dev, 2)
+    w.machine.power_on()
+    assert not dev.vectors[2].pending and dev.vectors[2].masked

@@ -112,6 +112,144 @@ def test_versioned_messages_follow_the_source_of_each_version(
     assert msg.at(version) == text
 
 
+# Each boundary as read in single-release trees: (message, last version read that prints
+# the earlier form, first version read that prints the later form, earlier, later).
+_BOUNDARIES = [
+    # arch/arm64/kernel/psci.c cpu_psci_cpu_kill(): 5.3.1 / 5.4.214
+    (printk.PSCI_KILLED, (5, 3), (5, 4), None, "psci: CPU%d killed (polled %d ms)"),
+    (printk.PSCI_KILLED_OLD, (5, 3), (5, 4), "psci: CPU%d killed.", None),
+    # init/main.c print_unknown_bootoptions(): 5.14-rc5 / 5.15.55
+    (
+        printk.UNKNOWN_PARAMS,
+        (5, 14),
+        (5, 15),
+        None,
+        'Unknown kernel command line parameters "%s", will be passed to user space.',
+    ),
+    # arch/arm64/kernel/irq.c set_handle_irq(): 5.12.9 / 5.14-rc5
+    (printk.ROOT_IRQ, (5, 12), (5, 14), None, "Root IRQ handler: %s"),
+    # drivers/firmware/efi/efi.c efi_get_fdt_params() 5.6.4 / fdtparams.c 5.7.14
+    (printk.EFI_FROM_FDT, (5, 6), (5, 7), "efi: Getting EFI parameters from FDT:", None),
+    # arm64 reserve_elfcorehdr() 5.14-rc5 / drivers/of/fdt.c fdt_reserve_elfcorehdr() 5.15.55
+    (
+        printk.ELFCOREHDR_RESERVED,
+        (5, 14),
+        (5, 15),
+        "Reserving %lldKB of memory at 0x%llx for elfcorehdr",
+        "OF: fdt: Reserving %llu KiB of memory at 0x%llx for elfcorehdr",
+    ),
+    # arch/arm64/kernel/traps.c __die(): 6.0-rc1 / 6.2.12
+    (
+        printk.OOPS_INTERNAL,
+        (6, 0),
+        (6, 2),
+        "Internal error: %s: %x [#%d] PREEMPT SMP",
+        "Internal error: %s: %016lx [#%d] PREEMPT SMP",
+    ),
+    # arch/arm64/kernel/smp.c __cpu_die(): pr_notice 5.12.9 / pr_debug 5.14-rc5
+    (printk.CPU_KILLED, (5, 12), (5, 14), "CPU%u: shutdown", None),
+    # efi_systab_report_header(): 6.2.12 / 6.3.8
+    (printk.EFI_BY, (6, 2), (6, 3), "efi: EFI v%u.%.02u by %s", "efi: EFI v%u.%u by %s"),
+    # efi_config_parse_tables(): 5.7.14 / 5.8.1
+    (printk.EFI_CFG_ENTRY, (5, 7), (5, 8), " %s=0x%lx ", "%s=0x%lx "),
+    # gic_init_bases(): 5.3.1 / 5.4.214
+    (printk.GIC_SPIS, (5, 3), (5, 4), None, "GICv3: %d SPIs implemented"),
+    (printk.GIC_ESPIS, (5, 3), (5, 4), None, "GICv3: %d Extended SPIs implemented"),
+    (printk.GIC_PPIS, (5, 3), (5, 4), None, "GICv3: %d PPIs implemented"),
+    # gic_update_rdist_properties(): 5.5-rc5 / 5.6.4 / 5.7.14; 5.18.12 / 5.19
+    (
+        printk.GIC_VLPI,
+        (5, 5),
+        (5, 6),
+        "GICv3: %sVLPI support, %sdirect LPI support",
+        None,
+    ),
+    (
+        printk.GIC_VLPI_RVPEID,
+        (5, 5),
+        (5, 6),
+        None,
+        "GICv3: %sVLPI support, %sdirect LPI support, %sRVPEID support",
+    ),
+    (
+        printk.GIC_VLPI_RVPEID,
+        (5, 6),
+        (5, 7),
+        "GICv3: %sVLPI support, %sdirect LPI support, %sRVPEID support",
+        None,
+    ),
+    (printk.GIC_PPIS, (5, 18), (5, 19), "GICv3: %d PPIs implemented", None),
+    (
+        printk.GIC_RSS,
+        (5, 18),
+        (5, 19),
+        "GICv3: Distributor has %sRange Selector support",
+        None,
+    ),
+    (printk.GIC_FEATURES, (5, 18), (5, 19), None, "GICv3: GICv3 features: %d PPIs%s%s"),
+    # gic_handle_irq() WARN_ONCE(): 5.17-rc5 / 5.18.12
+    (
+        printk.GIC_UNEXPECTED,
+        (5, 17),
+        (5, 18),
+        "Unexpected interrupt received!",
+        "Unexpected interrupt (irqnr %u)",
+    ),
+    # its_wait_for_range_completion(): 5.0.1 / 5.2.1
+    (
+        printk.ITS_QUEUE_TIMEOUT,
+        (5, 0),
+        (5, 2),
+        "ITS queue timeout (%llu %llu %llu)",
+        "ITS queue timeout (%llu %llu)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("msg", "before", "after", "old", "new"), _BOUNDARIES)
+def test_version_boundaries_as_read_in_the_release_trees(
+    msg: printk.Msg,
+    before: tuple[int, int],
+    after: tuple[int, int],
+    old: str | None,
+    new: str | None,
+) -> None:
+    assert msg.at(before) == old
+    assert msg.at(after) == new
+
+
+def _gic_init_lines(profile: str) -> list[str]:
+    w = World.build("qemu-virt", seed=1)
+    k = w.boot(profile)
+    return [line for line in k.log.lines if line.startswith(("GICv3: ", "Root IRQ"))][:8]
+
+
+def test_gic_init_bases_lines_of_v5_5_v5_17_and_v6_1() -> None:
+    """5.5: counts, the RSS line, then the PPI count and the VLPI line; 5.17: the root
+    handler after the RSS line, no VLPI line for a GIC without VLPIs; 6.1: the features
+    line instead of the PPI count and the RSS line (as the real 6.1 runs print)."""
+    assert _gic_init_lines("v5.5")[:5] == [
+        "GICv3: 224 SPIs implemented",
+        "GICv3: 0 Extended SPIs implemented",
+        "GICv3: Distributor has no Range Selector support",
+        "GICv3: 16 PPIs implemented",
+        "GICv3: no VLPI support, no direct LPI support",
+    ]
+    assert _gic_init_lines("v5.17")[:5] == [
+        "GICv3: 224 SPIs implemented",
+        "GICv3: 0 Extended SPIs implemented",
+        "GICv3: Distributor has no Range Selector support",
+        "Root IRQ handler: gic_handle_irq",
+        "GICv3: 16 PPIs implemented",
+    ]
+    assert _gic_init_lines("v6.1")[:4] == [
+        "GICv3: 224 SPIs implemented",
+        "GICv3: 0 Extended SPIs implemented",
+        "Root IRQ handler: gic_handle_irq",
+        "GICv3: GICv3 features: 16 PPIs",
+    ]
+
+
 def test_taint_letters() -> None:
     # TAINT_CRAP is 'C', WARN_ON adds 'W' (kernel/panic.c taint_flags[]).
     assert printk.TAINT_CRAP == "C"

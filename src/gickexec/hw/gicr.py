@@ -16,6 +16,7 @@ when LPIs are enabled and cross-checked against memory when an LPI is acknowledg
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 
 from gickexec.arch.gicv3 import (
@@ -109,6 +110,9 @@ class Redistributor(RegisterBlock):
         # Pending LPIs not yet written to the pending table (knob pending_cache_entries),
         # oldest first.
         self._unwritten: dict[int, None] = {}
+        #: With the hypervisor holding pending state (KVM): the LPIs some ITE maps with
+        #: this vCPU as target, KVM's vgic_copy_lpi_list(); set by the Machine.
+        self.mapped_lpis: Callable[[Redistributor], Iterable[int]] | None = None
 
     @property
     def name(self) -> str:
@@ -256,10 +260,17 @@ class Redistributor(RegisterBlock):
         self.lpi_limit = 1 << self.id_bits if self.id_bits > 13 else 0
         self._config.clear()
         self._pending.clear()
-        self._unwritten.clear()
+        # KVM keeps a pending latch taken while LPIs were off (lpi_sync_pending_status)
+        latched = self._unwritten if self.knobs.pending_state_in_hypervisor else {}
+        self._unwritten = {}
         self._check_common_property_table()
         if pend.PTZ:
             self.pendbaser &= ~_PTZ
+            # KVM's vgic_enable_lpis() reads nothing with PTZ set: the latches stand
+            self._unwritten = latched
+            self._pending = set(latched)
+        elif self.knobs.pending_state_in_hypervisor:
+            self._sync_lpi_pending_table()
         elif self.knobs.scan_pending_table_on_enable:
             self._pending = self._scan_pending_table()
 
@@ -293,6 +304,45 @@ class Redistributor(RegisterBlock):
         self.prop_addr = self.pend_addr = None
         self._config.clear()
         self._pending.clear()
+
+    def _sync_lpi_pending_table(self) -> None:
+        """KVM's its_sync_lpi_pending_table() (vgic_enable_lpis() on EnableLPIs 0 -> 1 with
+        PTZ=0; KVM arch/arm64/kvm/vgic/vgic-its.c, Linux 5.10.7 and 6.6.9, virt/kvm/arm/vgic
+        in 4.20): each LPI an ITE maps to this vCPU takes its pending state from its bit
+        in the table; bits of LPIs no ITE maps are not read, and the table is not
+        written."""
+        assert self.pend_addr is not None
+        lpis = self.mapped_lpis(self) if self.mapped_lpis is not None else ()
+        for intid in sorted(lpis):
+            if not self._in_range(intid):
+                continue
+            try:
+                byte = self.mem.read_u8(self.pend_addr + intid // 8)
+            except BusFault:
+                self.events.emit(GuestError(self.name, "pending table not in RAM", "not read"))
+                return
+            if byte & (1 << (intid % 8)):
+                self._unwritten[intid] = None
+                self._pending.add(intid)
+
+    def lpi_sync_pending_status(self, intid: int) -> None:
+        """KVM's vgic_v3_lpi_sync_pending_status() (arch/arm64/kvm/vgic/vgic-v3.c, Linux
+        5.10.7 and 6.6.9; virt/kvm/arm/vgic in 4.20), when MAPTI/MAPI creates an LPI that
+        targets this vCPU: its bit in the table GICR_PENDBASER names, whether or not LPIs
+        are enabled, becomes its pending state, and a set bit is cleared in guest memory
+        ("clear consumed data")."""
+        addr = GicrPendbaser.decode(self.pendbaser).address + intid // 8
+        bit = 1 << (intid % 8)
+        try:
+            byte = self.mem.read_u8(addr)
+        except BusFault:
+            return  # kvm_read_guest_lock() fails and KVM maps nothing pending
+        if not byte & bit:
+            return
+        self.mem.write_u8(addr, byte & ~bit, self.agent)
+        self._unwritten[intid] = None
+        if self.enable_lpis:
+            self._pending.add(intid)
 
     @property
     def pending_table_bytes(self) -> int:
@@ -419,6 +469,23 @@ class Redistributor(RegisterBlock):
         for intid in held:
             self._write_pending_bit(intid)
 
+    def save_pending_tables(self) -> None:
+        """KVM's vgic_v3_save_pending_tables() (KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES; KVM
+        arch/arm64/kvm/vgic/vgic-v3.c, Linux 5.10.7 and 6.6.9): for each LPI an ITE maps
+        to this vCPU, its bit in the table GICR_PENDBASER names is made its pending latch
+        (set or cleared); the latches themselves stay in the hypervisor."""
+        pend = GicrPendbaser.decode(self.pendbaser).address
+        lpis = self.mapped_lpis(self) if self.mapped_lpis is not None else ()
+        for intid in sorted(set(lpis) | set(self._unwritten)):
+            addr, bit = pend + intid // 8, 1 << (intid % 8)
+            try:
+                old = self.mem.read_u8(addr)
+            except BusFault:
+                continue  # kvm_read_guest_lock() fails: the save returns the error
+            new = old | bit if intid in self._unwritten else old & ~bit
+            if new != old:
+                self.mem.write_u8(addr, new, self.agent)
+
     def clear_pending(self, intid: int) -> bool:
         """Clear an LPI's pending bit; True if it was pending."""
         if not self.enable_lpis or not self._in_range(intid):
@@ -428,6 +495,8 @@ class Redistributor(RegisterBlock):
         if intid in self._unwritten:
             del self._unwritten[intid]
             return True
+        if self.knobs.pending_state_in_hypervisor:
+            return False  # KVM's pending latch is all there is; memory is not looked at
         addr = self.pend_addr + intid // 8
         bit = 1 << (intid % 8)
         try:
@@ -445,6 +514,8 @@ class Redistributor(RegisterBlock):
             return False
         if intid in self._unwritten:
             return True
+        if self.knobs.pending_state_in_hypervisor:
+            return False  # KVM reads the table only at enable and MAPTI
         assert self.pend_addr is not None
         try:
             return bool(self.mem.read_u8(self.pend_addr + intid // 8) & (1 << (intid % 8)))

@@ -155,6 +155,11 @@ class Its(RegisterBlock):
         self._baser_decoded = [GitsBaser.decode(v) for v in self.baser]
         self.commands_executed = 0
         self._translations: dict[tuple[int, int], tuple[Redistributor, int]] = {}
+        #: With the hypervisor holding pending state (KVM), its list of mapped events:
+        #: (DeviceID, EventID) -> [pINTID, ICID], and how many events map each pINTID
+        #: (a struct vgic_irq is shared by the events that map one LPI).
+        self._hyp_ites: dict[tuple[int, int], list[int]] = {}
+        self._hyp_lpi_refs: dict[int, int] = {}
         # Addresses of the table entries the current walk reads (None: not recording).
         self._walk_reads: list[int] | None = None
 
@@ -303,6 +308,10 @@ class Its(RegisterBlock):
             Valid=b.Valid,
         ).encode()
         self._baser_decoded[n] = GitsBaser.decode(self.baser[n])
+        if device and not b.Valid:
+            # KVM vgic_mmio_write_its_baser(): an invalid device table frees every device
+            for key in list(self._hyp_ites):
+                self._vgic_put_lpi(key)
 
     # -- table walks ----------------------------------------------------------------
 
@@ -541,6 +550,8 @@ class Its(RegisterBlock):
                 if rd is not None:
                     rd.clear_pending(ite.pINTID)
                 self._write_ite(addr, None)
+                if (cmd.DeviceID, cmd.EventID) in self._hyp_ites:
+                    self._vgic_put_lpi((cmd.DeviceID, cmd.EventID))
             case Movi():
                 self._movi(cmd)
             case Movall():
@@ -558,6 +569,11 @@ class Its(RegisterBlock):
             raise _err(cmd.OPCODE, _ITTSIZE_OOR, f"MAPD Size {cmd.Size} > ID_bits")
         dte = DTE(Valid=cmd.V, Size=cmd.Size if cmd.V else 0, ITT_addr=cmd.ITT_addr if cmd.V else 0)
         self.mem.write_u64(addr, dte.encode(), self.agent)
+        if self.knobs.pending_state_in_hypervisor:
+            # KVM vgic_its_cmd_handle_mapd(): a mapped device is freed (its events with
+            # it) before it is mapped again
+            for key in [k for k in self._hyp_ites if k[0] == cmd.DeviceID]:
+                self._vgic_put_lpi(key)
 
     def _mapc(self, cmd: Mapc) -> None:
         if cmd.V and self.rdist(cmd.RDbase) is None:
@@ -593,6 +609,34 @@ class Its(RegisterBlock):
             )
             return
         self._write_ite(addr, ITE(Valid=1, IntType=1, pINTID=pintid, ICID=cmd.ICID))
+        if self.knobs.pending_state_in_hypervisor:
+            self._vgic_add_lpi(cmd.DeviceID, cmd.EventID, pintid, cmd.ICID)
+
+    def _vgic_add_lpi(self, device_id: int, event_id: int, pintid: int, icid: int) -> None:
+        """KVM's vgic_its_cmd_handle_mapi() -> vgic_add_lpi() (arch/arm64/kvm/vgic/
+        vgic-its.c, Linux 5.10.7 and 6.6.9): an LPI no other event maps yet is created,
+        and reads its pending bit from the table of its target vCPU (none while the
+        collection is unmapped)."""
+        if (device_id, event_id) in self._hyp_ites:
+            self._vgic_put_lpi((device_id, event_id))  # a MAPTI over a mapping (knob)
+        self._hyp_ites[(device_id, event_id)] = [pintid, icid]
+        refs = self._hyp_lpi_refs.get(pintid, 0)
+        self._hyp_lpi_refs[pintid] = refs + 1
+        rd = self._target(icid)
+        if not refs and rd is not None:
+            rd.lpi_sync_pending_status(pintid)
+
+    def _vgic_put_lpi(self, key: tuple[int, int]) -> None:
+        """An event's mapping goes (DISCARD, or its device's MAPD); the LPI goes with its
+        last event (vgic_put_irq())."""
+        pintid, _ = self._hyp_ites.pop(key)
+        refs = self._hyp_lpi_refs.pop(pintid) - 1
+        if refs:
+            self._hyp_lpi_refs[pintid] = refs
+
+    def mapped_lpis(self, rd: Redistributor) -> list[int]:
+        """KVM's vgic_copy_lpi_list(): the LPIs some event maps with ``rd`` as target."""
+        return sorted({p for p, icid in self._hyp_ites.values() if self._target(icid) is rd})
 
     def _movi(self, cmd: Movi) -> None:
         _, ite, addr = self._lookup(cmd.OPCODE, cmd.DeviceID, cmd.EventID)
@@ -603,6 +647,9 @@ class Its(RegisterBlock):
         if old_rd is not None and old_rd is not new_rd:
             self._move_pending(old_rd, new_rd, ite.pINTID)
         self._write_ite(addr, ITE(Valid=1, IntType=1, pINTID=ite.pINTID, ICID=cmd.ICID))
+        hyp = self._hyp_ites.get((cmd.DeviceID, cmd.EventID))
+        if hyp is not None:
+            hyp[1] = cmd.ICID  # KVM's update_affinity_ite()
 
     def _move_pending(self, src: Redistributor, dst: Redistributor, intid: int) -> None:
         """Move one LPI's pending state; to a disabled target per knob (§7.15)."""

@@ -158,13 +158,17 @@ class GicKnobs:
         False,
         "a hypervisor's virtual redistributor (KVM): pending LPIs are held in the "
         "hypervisor and written to the guest's pending table only when the VMM saves "
-        "the GIC state (Machine.vmm_save_pending_tables); clearing EnableLPIs drops them "
+        "the GIC state (Machine.vmm_save_pending_tables); the table is read only when "
+        "MAPTI/MAPI creates an LPI (its bit taken and cleared) and at EnableLPIs 0 -> 1 "
+        "with PTZ=0 (the bits of mapped LPIs only); clearing EnableLPIs drops them "
         "unwritten, ProcessorSleep writes nothing",
         f"a hypervisor's choice within {IMPDEF}",
-        "KVM arch/arm64/kvm/vgic/vgic-v3.c vgic_v3_save_pending_tables() "
-        "(KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES) and vgic-its.c "
-        "its_sync_lpi_pending_table() at enable; vgic_flush_pending_lpis() on disable "
-        "(UNCONFIRMED: not read at a tag)",
+        "KVM arch/arm64/kvm/vgic/ (virt/kvm/arm/vgic/ in 4.20), read in Linux 4.20, "
+        "5.10.7 and 6.6.9: vgic-v3.c vgic_v3_save_pending_tables() "
+        "(KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES) and vgic_v3_lpi_sync_pending_status() "
+        "(from vgic-its.c vgic_add_lpi()); vgic-its.c its_sync_lpi_pending_table() "
+        "(vgic_enable_lpis()); vgic-mmio-v3.c vgic_mmio_write_v3r_ctlr() -> "
+        "vgic_flush_pending_lpis() on disable",
     )
     pending_first_kb: str = _knob(
         "ignored",

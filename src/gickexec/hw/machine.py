@@ -6,6 +6,7 @@ A kexec replaces the software and leaves all of this as it was; only a power-on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gickexec.arch.gicv3 import GicrOffset, GitsOffset
@@ -17,7 +18,15 @@ from gickexec.hw.its import Its, MsiResult
 from gickexec.hw.memory import Agent, AgentKind, MemRegion, PhysicalMemory
 from gickexec.hw.platform import Platform
 
-__all__ = ["Machine", "MsiDevice", "MsixVector"]
+__all__ = ["HELD_IN_PBA", "Machine", "MsiDevice", "MsixVector"]
+
+#: An event on a masked vector: the PCI Local Bus Specification 3.0's MSI-X per-vector
+#: masking (and the PCIe Base Specification's, which takes it over): while a vector is
+#: masked the function may not send its message and sets the vector's bit in the Pending
+#: Bit Array instead; when software unmasks a vector whose bit is set, the function sends
+#: the message and clears the bit.  QEMU hw/pci/msix.c does the same (msix_notify() ->
+#: msix_set_pending(), msix_handle_mask_update() -> msix_clr_pending() + msix_notify()).
+HELD_IN_PBA = "held by the device: vector masked (MSI-X Pending Bit Array)"
 
 
 @dataclass(slots=True)
@@ -27,6 +36,8 @@ class MsixVector:
     address: int = 0
     data: int = 0
     masked: bool = True
+    #: the vector's bit in the function's Pending Bit Array (see HELD_IN_PBA)
+    pending: bool = False
 
 
 @dataclass(slots=True)
@@ -54,6 +65,11 @@ class MsiDevice:
     def can_signal(self, vector: int) -> bool:
         return self.bus_master and self.msix_enabled and not self.vectors[vector].masked
 
+    def holds(self, vector: int) -> bool:
+        """Would an event on ``vector`` be held in the Pending Bit Array (MSI-X on, the
+        vector masked)?"""
+        return self.bus_master and self.msix_enabled and self.vectors[vector].masked
+
 
 class Machine:
     """A GICv3 system with one ITS, built from a :class:`Platform`."""
@@ -63,6 +79,8 @@ class Machine:
         self.events = EventLog()
         self.mem = PhysicalMemory(platform.ram)
         self.devices: dict[str, MsiDevice] = {}
+        #: told (device, vector, result) when an unmask sends a message the device held
+        self.on_pba_release: Callable[[MsiDevice, int, MsiResult], None] | None = None
         self._doorbell = self.translater_address  # looked up once per MSI
         self.power_on()
 
@@ -105,6 +123,9 @@ class Machine:
             knobs=p.knobs,
             events=self.events,
         )
+        if p.knobs.pending_state_in_hypervisor:
+            for rd in self.rdists:
+                rd.mapped_lpis = self.its.mapped_lpis
         self.cpuifs = [
             CpuInterface(cpu, rd, self.gicd, self.events) for cpu, rd in enumerate(self.rdists)
         ]
@@ -115,6 +136,8 @@ class Machine:
         self.mem.map_mmio(MemRegion(p.its_base, GitsOffset.SIZE, "ITS0"), self.its)
         for dev in self.devices.values():
             dev.bus_master = dev.msix_enabled = False
+            for entry in dev.vectors:  # a reset masks every vector, clears the PBA
+                entry.masked, entry.pending = True, False
 
     def gicr_base(self, cpu: int) -> int:
         return self.platform.gicr_base + cpu * GicrOffset.STRIDE
@@ -130,20 +153,38 @@ class Machine:
         dev = self.devices[name] = MsiDevice(name, device_id, nvec)
         return dev
 
+    def msix_unmask(self, dev: MsiDevice, vector: int) -> MsiResult | None:
+        """Software clears ``vector``'s mask bit: a message held in the Pending Bit Array
+        is sent now (to the address and data the vector holds now) and the bit cleared.
+        Returns where it went (also told to ``on_pba_release``), or None when nothing
+        was held or the device may not signal yet."""
+        entry = dev.vectors[vector]
+        entry.masked = False
+        if not (entry.pending and dev.can_signal(vector)):
+            return None
+        entry.pending = False
+        result = self.signal_msi(dev, vector)
+        if self.on_pba_release is not None:
+            self.on_pba_release(dev, vector, result)
+        return result
+
     def vmm_save_pending_tables(self) -> None:
         """The VMM saves the GIC (KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES, e.g. for
-        migration or a snapshot): every LPI the hypervisor holds pending is written to the
-        guest's pending table.  Nothing to do on hardware, whose tables are current."""
+        migration or a snapshot): each mapped LPI's pending state is written to its
+        vCPU's pending table.  Nothing to do on hardware, whose tables are current."""
         for rd in self.rdists:
             if rd.knobs.pending_state_in_hypervisor:
-                rd.write_back_pending()
+                rd.save_pending_tables()
 
     def signal_msi(self, dev: MsiDevice, vector: int, *, posted: bool = False) -> MsiResult:
         """Device ``dev`` raises ``vector``: the MSI write travels to whatever it targets.
         ``posted``: the write left the device before its vector was masked or MSI-X
         disabled, so only where it goes matters."""
         if not posted and not dev.can_signal(vector):
-            return MsiResult("device not allowed to signal (MSI-X off, masked or no bus master)")
+            if dev.holds(vector):
+                dev.vectors[vector].pending = True
+                return MsiResult(HELD_IN_PBA)
+            return MsiResult("device not allowed to signal (MSI-X off or no bus master)")
         entry = dev.vectors[vector]
         if entry.address != self._doorbell:
             return MsiResult(f"MSI address {entry.address:#x} is not an ITS doorbell")

@@ -53,7 +53,8 @@ PAGE_OFFSET = 0xFFFF_8000_0000_0000
 ARM64_MEMSTART_ALIGN = 1 << 30
 
 #: ``common_tables[]`` of drivers/firmware/efi/efi.c: GUID -> (name, first version that
-#: names it).  INITRD came with the stub's initrd config table (v6.1, UNCONFIRMED).
+#: names it).  INITRD came with the stub's initrd config table: absent from the 6.0-rc1
+#: tree, in 6.2.12's table_types[] and printed by the real v6.1 runs (tests/data/realcheck).
 _TABLE_NAMES: dict[bytes, tuple[str, tuple[int, int]]] = {
     ACPI_20_TABLE_GUID: ("ACPI 2.0", (0, 0)),
     ACPI_TABLE_GUID: ("ACPI", (0, 0)),
@@ -96,10 +97,11 @@ def efi_stub_install_tables(
     rng_seed: bool,
 ) -> None:
     """What the EFI stub installs before ExitBootServices(), in its order: the INITRD
-    table describing the initrd it loaded (``struct linux_efi_initrd {base, size}``, v6.1,
-    UNCONFIRMED first version), the RNG seed (``efi_random_get_seed()``: a
-    LINUX_EFI_RANDOM_SEED table in EFI_ACPI_RECLAIM_MEMORY, when the firmware has
-    EFI_RNG_PROTOCOL), then the memreserve root."""
+    table describing the initrd it loaded (``struct linux_efi_initrd {base, size}``:
+    drivers/firmware/efi/libstub/efi-stub-helper.c efi_load_initrd() installs it in
+    6.2.12, not in 6.0-rc1; the real v6.1 runs print INITRD=), the RNG seed
+    (``efi_random_get_seed()``: a LINUX_EFI_RANDOM_SEED table in EFI_ACPI_RECLAIM_MEMORY,
+    when the firmware has EFI_RNG_PROTOCOL), then the memreserve root."""
     if initrd is not None and profile.version >= (6, 1):
         tbl = fw.allocate_pool(EfiMemoryType.LOADER_DATA, 16)
         mem.write(tbl, initrd[0].to_bytes(8, "little") + initrd[1].to_bytes(8, "little"), agent)

@@ -203,8 +203,9 @@ class GicV3Its:
     # -- gic_init_bases -------------------------------------------------------------
 
     def gic_dist_init(self) -> None:
-        """``gic_init_bases()``'s report: SPIs, extended SPIs, the root handler, then the
-        features (or, before 6.x, the Range Selector line); and ``gic_dist_init()``'s
+        """``gic_init_bases()``'s report: SPIs, extended SPIs, the Range Selector line
+        (to 5.18), the root handler, then ``gic_update_rdist_properties()``'s PPI, VLPI or
+        features lines as the version prints them; and ``gic_dist_init()``'s
         GICD_CTLR: 0 while it configures, then ARE_NS | EnableGrp1A | EnableGrp1 (v4.19.1
         drivers/irqchip/irq-gic-v3.c)."""
         gicd = self.k.machine.gicd
@@ -219,12 +220,16 @@ class GicV3Its:
         )
         log.printk(printk.GIC_SPIS, gicd.spis)
         log.printk(printk.GIC_ESPIS, 0)
-        log.printk(printk.ROOT_IRQ, "gic_handle_irq")
         rss = bool(gicd.typer.RSS)
         log.printk(printk.GIC_RSS, "" if rss else "no ")
+        # set_handle_irq(gic_handle_irq), then gic_update_rdist_properties()
+        log.printk(printk.ROOT_IRQ, "gic_handle_irq")
         rd = GicrTyper.decode(self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.TYPER))
-        log.printk(printk.GIC_VLPI, "" if rd.VLPIS else "no ", "" if rd.DirectLPI else "no ")
         # GICR_TYPER.PPInum 0: 16 PPIs (GICv3.1 extended PPIs would add 32 or 64)
+        log.printk(printk.GIC_PPIS, 16)
+        vlpi, direct = ("" if rd.VLPIS else "no "), ("" if rd.DirectLPI else "no ")
+        log.printk(printk.GIC_VLPI, vlpi, direct)
+        log.printk(printk.GIC_VLPI_RVPEID, vlpi, direct, "" if rd.RVPEID else "no ")
         log.printk(
             printk.GIC_FEATURES,
             16,

@@ -132,7 +132,9 @@ class MsiDriver:
             entry = dev.vectors[vec]
             entry.address = self.k.machine.translater_address
             entry.data = vec
-            entry.masked = False
+            # pci_msix_unmask: an event the device held while masked (a kdump kernel
+            # probing a device the crashed kernel masked) is sent now
+            self.k.machine.msix_unmask(dev, vec)
             gic.lpi_update_config(self.its_dev, vec, enable=True)  # request_irq -> unmask
         dev.msix_enabled = True
         dev.bus_master = True
@@ -496,12 +498,14 @@ class Kernel:
             return
         addr, writer = hit
         img, size = self.image
+        oops = printk.OOPS_INTERNAL.at(self.profile.version)
+        assert oops is not None  # every version prints it
         raise KernelFault(
             f"{writer} set a pending bit at {addr:#x} inside this kernel's image "
             f"[{img:#x}, {img + size:#x}): a live LPI pending table lies under the image "
             "(the model treats any change to the running image as fatal)",
             [
-                printk.kformat(printk.OOPS_INTERNAL, "Oops - undefined instruction", 0, 1),
+                printk.kformat(oops, "Oops - undefined instruction", 0, 1),
                 printk.kformat(printk.PANIC, "Fatal exception"),
             ],
         )

@@ -69,17 +69,22 @@ FEATURE_SOURCES: dict[str, str] = {
     ),
     "memreserve_in_memblock": (
         'Linux commit 2bab693a608b ("firmware/efi: Tell memblock about EFI iomem '
-        'reservations") (v5.14; backported to the stable series in July 2021, which of them '
-        "UNCONFIRMED): kexec_file_load() keeps its segments off the tables"
+        'reservations") (v5.14: efi_mem_reserve_iomem() calls memblock_reserve() in the '
+        "5.14-rc5 tree, not in 5.12.9; the 5.4.214 tree has the backport, the 5.10.7 tree "
+        "predates it): kexec_file_load() keeps its segments off the tables"
     ),
     "defers_persistent_reservations": (
         'Linux commit eff896288872 ("efi/arm: Defer persistent reservations until after '
         'paging_init()") (v4.20), reverted in v5.0 ("efi/arm: Revert \'Defer persistent '
-        "reservations until after paging_init()'\"); merge versions UNCONFIRMED "
+        "reservations until after paging_init()'\"): the 4.20 tree's setup_arch() calls "
+        "efi_apply_persistent_mem_reservations(), the 5.0.1 tree walks the list in "
+        "efi_config_parse_tables() again"
     ),
     "memblock_reserved_regions_per_cpu": (
         'Linux commit (Ard Biesheuvel, 2019-02) ("arm64, mm, efi: Account for GICv3 LPI tables '
-        'in static memblock reserve table") (v5.0; hash UNCONFIRMED): '
+        'in static memblock reserve table") (v5.0; the parent of 582a32e70882 as '
+        "kernel.googlesource.com shows it, its own hash UNCONFIRMED; Link: "
+        "20190215123333.21209-2-ard.biesheuvel@linaro.org): "
         "INIT_MEMBLOCK_RESERVED_REGIONS = INIT_MEMBLOCK_REGIONS + NR_CPUS + 1 instead of 128, "
         "read in v5.0.1 arch/arm64/include/asm/memory.h (not in v4.20's)"
     ),
@@ -283,7 +288,26 @@ _V4_20 = dataclasses.replace(
 # Before Linux commit eff896288872: the memreserve walk in efi_init() fills the static
 # 128-entry reserved array, and a many-CPU machine overflows it (v4.20-rc1
 # drivers/firmware/efi/efi.c efi_config_parse_tables()).  Which v4.20 release candidates
-# shipped this state is UNCONFIRMED.
+# shipped this state is UNCONFIRMED (no rc tree read).
+#
+# Two more November 2018 fixes by Ard Biesheuvel are in the v4.20 tree and not in rc1
+# (upstream hashes UNCONFIRMED; both are in v4.20's drivers/firmware/efi/efi.c):
+# - "efi: Permit calling efi_mem_reserve_persistent() from atomic context" (posted
+#   2018-11-08, Message-Id 20181108180511.30239-1-ard.biesheuvel@linaro.org, whose diff
+#   shows rc1's function and the fix as first posted): rc1's
+#   efi_mem_reserve_persistent() did kmalloc(GFP_KERNEL) and memremap()ed the root on every
+#   call, both of which may sleep, yet its_cpu_init_lpis() calls it for each secondary CPU
+#   from the atomic CPU-starting path.  v4.20 allocates GFP_ATOMIC and maps the root once
+#   (efi_memreserve_root_init(), an early_initcall).
+# - "efi: Prevent GICv3 WARN() by mapping the memreserve table before first use": with
+#   the mapping moved to an early_initcall, the ITS's first reservations (property table,
+#   boot CPU's pending table: WARN_ON(gic_reserve_range()) in its_init()) come before it
+#   and got -ENODEV from the unmapped root; v4.20's efi_mem_reserve_persistent() maps
+#   the root itself when it is not mapped yet.  The WARN existed only between the two
+#   fixes, never in rc1.
+# What rc1 did differently is not modelled: with arm64 defconfig (no
+# CONFIG_DEBUG_ATOMIC_SLEEP, read in v4.20 arch/arm64/configs/defconfig) might_sleep()
+# prints nothing, and the allocations succeed at boot, so rc1's log and tables are v4.20's.
 _V4_20_RC = dataclasses.replace(
     _V4_20,
     name="v4.20-rc1",

@@ -267,7 +267,8 @@ def _verdict(result: dict[str, Any]) -> list[str]:
         if not x["ok"]
     ]
     m = result["msis"]
-    out.append(f"MSIs        sent {m['sent']}, delivered {m['delivered']}, lost {m['lost']}")
+    held = f", held at the device {m['held_at_device']}" if m.get("held_at_device") else ""
+    out.append(f"MSIs        sent {m['sent']}, delivered {m['delivered']}, lost {m['lost']}{held}")
     for reason, n in m["lost_reasons"].items():
         out.append(f"  lost {n:>6}: {reason}")
     if m["lost_per_cpu"]:

@@ -104,6 +104,7 @@ def _do(world: World, step: Step) -> None:
                 cmdline=step.cmdline,
                 panic_cpu=step.cpu,
                 inflight_msis=step.inflight_msis,
+                masked_msis=step.masked_msis,
                 initrd=step.initrd,
                 segments=step.segments,
             )
@@ -387,6 +388,7 @@ def describe(scenario: Scenario, world: World) -> dict[str, Any]:
             "sent": ledger.sent,
             "delivered": ledger.delivered,
             "lost": ledger.lost,
+            "held_at_device": ledger.held_at_device,
             "lost_reasons": dict(sorted(ledger.lost_reasons.items())),
             "delivered_per_cpu": {str(c): n for c, n in sorted(ledger.delivered_per_cpu.items())},
             "lost_per_cpu": {str(c): n for c, n in sorted(ledger.lost_per_cpu.items())},

@@ -101,6 +101,9 @@ class Step:
     #: it put them instead of where the model's loader would (set by ``gickexec
     #: preflight``, not by scenario files)
     segments: KexecSegments | None = None
+    #: kdump: events per device raised after the panic masked the vectors (held in the
+    #: device's Pending Bit Array until the capture kernel's driver unmasks them)
+    masked_msis: int = 0
 
 
 #: A numeric expectation: exact value, or inclusive (min, max) with None for open.
@@ -466,7 +469,7 @@ def _devices(ctx: _Ctx, raw: Any) -> tuple[Device, ...]:
 _STEP_FIELDS = {
     "boot": {"kernel", "cmdline", "initrd", "image"},
     "kexec": {"kernel", "cmdline", "handover_msis", "loader", "initrd", "mem_min", "mem_max"},
-    "kdump": {"kernel", "cmdline", "panic_cpu", "inflight_msis", "initrd"},
+    "kdump": {"kernel", "cmdline", "panic_cpu", "inflight_msis", "masked_msis", "initrd"},
     "cpu-down": {"cpu"},
     "cpu-up": {"cpu"},
     "traffic": {"device", "msis"},
@@ -543,6 +546,7 @@ def _step(
     if action in ("cpu-down", "cpu-up") and "cpu" not in t:
         raise ctx.fail(f"{path}.cpu", "missing: which CPU")
     inflight = ctx.int_(t.get("inflight_msis", 0), f"{path}.inflight_msis", 0, MAX_MSIS_PER_STEP)
+    masked = ctx.int_(t.get("masked_msis", 0), f"{path}.masked_msis", 0, MAX_MSIS_PER_STEP)
     loader = t.get("loader", "kexec-tools")
     if loader not in LOADERS:
         raise ctx.fail(
@@ -579,11 +583,12 @@ def _step(
         image,
         mem_min,
         mem_max,
+        masked_msis=masked,
     )
 
 
 def _msis(step: Step, devices: int) -> int:
-    return step.msis + step.handover_msis + step.inflight_msis * devices
+    return step.msis + step.handover_msis + (step.inflight_msis + step.masked_msis) * devices
 
 
 def _check_work(ctx: _Ctx, steps: tuple[Step, ...], devices: int) -> None:

@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 from gickexec.arch.efi import LINUX_EFI_MEMRESERVE_TABLE_GUID
 from gickexec.fw.memreserve import MemreserveChain, walk_memreserve
 from gickexec.fw.uefi import UefiFirmware, read_config_tables
-from gickexec.hw.machine import Machine, MsiDevice
+from gickexec.hw.its import MsiResult
+from gickexec.hw.machine import HELD_IN_PBA, Machine, MsiDevice
 from gickexec.hw.memory import Agent, AgentKind, GicWrite
 from gickexec.hw.platform import PLATFORMS, Platform
 from gickexec.kernel.cmdline import KernelCmdline, parse_cmdline
@@ -74,6 +75,8 @@ class MsiLedger:
     sent_per_generation: Counter[int] = field(default_factory=Counter)
     delivered_per_generation: Counter[int] = field(default_factory=Counter)
     _pending: dict[tuple[int, int], list[_Token]] = field(default_factory=lambda: defaultdict(list))
+    #: events a device holds in its Pending Bit Array, per (device, vector)
+    _held: dict[tuple[str, int], list[_Token]] = field(default_factory=lambda: defaultdict(list))
 
     @property
     def lost(self) -> int:
@@ -82,6 +85,21 @@ class MsiLedger:
     @property
     def in_flight(self) -> int:
         return sum(len(v) for v in self._pending.values())
+
+    @property
+    def held_at_device(self) -> int:
+        """Events raised on masked vectors whose message the device has not sent."""
+        return sum(len(v) for v in self._held.values())
+
+    def record_release(self, device: str, vector: int, result: MsiResult) -> None:
+        """A vector was unmasked and the device sent the message it held: the events it
+        stood for go where the message went (one message for all, as the PBA has one bit
+        per vector)."""
+        tokens = self._held.pop((device, vector), [])
+        if result.pended and result.cpu is not None and result.intid is not None:
+            self._pending[(result.cpu, result.intid)].extend(tokens)
+        elif tokens:
+            self.lost_reasons[f"dropped: {result.outcome}"] += len(tokens)
 
     def record_send(
         self,
@@ -95,7 +113,9 @@ class MsiLedger:
         """An MSI was sent; ``intended_cpu`` is where the kernel meant it to go."""
         self.sent += 1
         self.sent_per_generation[token.generation] += 1
-        if pended and cpu is not None and intid is not None:
+        if outcome == HELD_IN_PBA:
+            self._held[(token.device, token.vector)].append(token)
+        elif pended and cpu is not None and intid is not None:
             self._pending[(cpu, intid)].append(token)
         else:
             self.lost_reasons[f"dropped: {outcome}"] += 1
@@ -213,6 +233,9 @@ class World:
             else None
         )
         self.ledger = MsiLedger()
+        self.machine.on_pba_release = lambda dev, vec, res: self.ledger.record_release(
+            dev.name, vec, res
+        )
         self.corruption = CorruptionMonitor()
         self.machine.mem.observe_gic_writes(self.corruption.on_write)
         self.generations: list[Kernel] = []
@@ -377,6 +400,7 @@ class World:
         cmdline: str = "nr_cpus=1",
         panic_cpu: int = 0,
         inflight_msis: int = 0,
+        masked_msis: int = 0,
         reason: str = "sysrq triggered crash",
         initrd: int = INITRD_BYTES,
         segments: KexecSegments | None = None,
@@ -386,7 +410,9 @@ class World:
 
         Devices are not shut down on a panic, but their vectors are masked with the
         LPIs; ``inflight_msis`` MSIs per device, posted before that, arrive after it and
-        before the capture kernel runs.  ``segments`` (a real ``kexec -d -p``'s) are
+        before the capture kernel runs; ``masked_msis`` events per device raised after it
+        are held in the device's Pending Bit Array, one message per vector sent when the
+        capture kernel's driver unmasks the vector.  ``segments`` (a real ``kexec -d -p``'s) are
         loaded where they say instead of where the model's loader puts them.  Returns the
         capture kernel, or None when there is none to boot.
         """
@@ -412,6 +438,8 @@ class World:
         self.corruption.judge = window_judge
         if inflight_msis:
             self._traffic_all(inflight_msis, old.generation + 1, posted=True)
+        if masked_msis:
+            self._traffic_all(masked_msis, old.generation + 1)
         if crash is None:
             self.notes.append(
                 f"kernel gen {old.generation} panicked with no crash kernel loaded "
@@ -602,6 +630,7 @@ class World:
             len(self.corruption.events),
             len(self.notes),
             self.ledger.in_flight,
+            self.ledger.held_at_device,
             k.crashed,
             tuple(k.online_cpus),
             len(k.gic_hits),

@@ -257,8 +257,15 @@ panic_cpu = 1
 masked_msis = 5
 """
     )
-    m = run_scenario(scenario)["msis"]
+    result = run_scenario(scenario)
+    m = result["msis"]
     assert (m["sent"], m["delivered"], m["lost"], m["held_at_device"]) == (5, 0, 0, 5)
+    # never delivered: the health verdict says so instead of calling the run healthy
+    assert not result["health"]["healthy"]
+    summaries = [p["summary"] for p in result["health"]["problems"] if p["kind"] == "lost"]
+    assert "5 of 5 MSI events still held at the device (vector masked, never unmasked)" in (
+        summaries
+    )
 
 
 def test_unmask_sends_a_held_message_only_with_msix_on() -> None:

@@ -190,6 +190,16 @@ def health(result: dict[str, Any]) -> dict[str, Any]:
     m = result["msis"]
     if m["lost"]:
         problems.append(("lost", f"{m['lost']} of {m['sent']} MSIs lost"))
+    if m["held_at_device"]:
+        # a masked vector's events wait in the device's Pending Bit Array; still there at
+        # the end, they were never delivered, which a user must see as a loss of service
+        problems.append(
+            (
+                "lost",
+                f"{m['held_at_device']} of {m['sent']} MSI events still held at the device "
+                "(vector masked, never unmasked)",
+            )
+        )
     for g in result["generations"]:
         if g["taints"]:
             problems.append(("tainted", f"gen {g['index']} ({g['kernel']}): {g['taints']}"))

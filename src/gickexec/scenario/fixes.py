@@ -31,7 +31,7 @@ from gickexec.kernel.efi import install_memreserve_table
 from gickexec.kernel.kernel import Kernel
 from gickexec.kernel.kexec import Loader
 from gickexec.kernel.profiles import KernelProfile, get_profile
-from gickexec.scenario.matrix import key_line
+from gickexec.scenario.matrix import MSIS, PANIC_CPU, Boot, Mode, key_line
 from gickexec.scenario.world import World
 
 __all__ = [
@@ -49,14 +49,11 @@ __all__ = [
     "run_fix_cells",
 ]
 
-Mode = Literal["kexec", "kdump"]
-Boot = Literal["efi", "dt"]
 EnableLpis = Literal["one-way", "clearable"]
 Firmware = Literal["", "u-boot-lpi-tables", "vmm-memreserve"]
 
+# MSIS and PANIC_CPU are the matrix's (scenario/matrix.py): the two tables' cells compare
 PLATFORM = "qemu-virt"
-MSIS = 64
-PANIC_CPU = 1
 CRASHKERNEL = "crashkernel=512M"
 NOLPI = "irqchip.gicv3_nolpi=1"
 

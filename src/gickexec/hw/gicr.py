@@ -394,14 +394,11 @@ class Redistributor(RegisterBlock):
     def _write_pending_bit(self, intid: int) -> LpiOutcome:
         """Set ``intid``'s bit in the latched pending table."""
         assert self.pend_addr is not None
-        addr = self.pend_addr + intid // 8
-        bit = 1 << (intid % 8)
+        addr = self.pend_addr + (intid >> 3)
         try:
-            old = self.mem.read_u8(addr)
-            if old & bit:
+            if not self.mem.write_bit(addr, 1 << (intid & 7), True, self.agent):
                 self._pending.add(intid)
                 return LpiOutcome.ALREADY_PENDING
-            self.mem.write_u8(addr, old | bit, self.agent)
         except BusFault:
             self.events.emit(
                 GuestError(self.name, f"pending table {addr:#x} not in RAM", "LPI lost")
@@ -428,16 +425,12 @@ class Redistributor(RegisterBlock):
         if intid in self._unwritten:
             del self._unwritten[intid]
             return True
-        addr = self.pend_addr + intid // 8
-        bit = 1 << (intid % 8)
         try:
-            old = self.mem.read_u8(addr)
-            if not old & bit:
-                return False
-            self.mem.write_u8(addr, old & ~bit, self.agent)
+            return self.mem.write_bit(
+                self.pend_addr + (intid >> 3), 1 << (intid & 7), False, self.agent
+            )
         except BusFault:
             return False
-        return True
 
     def is_pending(self, intid: int) -> bool:
         """Whether ``intid`` is pending: held internally or set in the pending table."""

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 __all__ = [
+    "PAGE_SHIFT",
     "PAGE_SIZE",
     "Agent",
     "AgentKind",
@@ -164,6 +165,9 @@ class RegisterBlock:
 
 class PhysicalMemory:
     """Sparse physical memory with RAM ranges, MMIO windows and write attribution."""
+
+    #: False: ``write_bit`` is ``read_u8`` then ``write_u8`` (the reference path)
+    direct_bits = True
 
     def __init__(self, ram: Sequence[MemRegion]) -> None:
         regions = sorted(ram, key=lambda r: r.start)
@@ -401,6 +405,43 @@ class PhysicalMemory:
             self._notify(GicWrite(addr, old, new, agent))
         else:
             self._write_in_page(pfn, off, new, agent)
+
+    def write_bit(self, addr: int, mask: int, value: bool, agent: Agent) -> bool:
+        """Make the bits ``mask`` of the byte at ``addr`` all set (``value``) or all clear, as
+        ``agent``; False, writing nothing, if they already were.  A pending bit's
+        read-modify-write in one access: what ``read_u8`` then ``write_u8`` of the changed
+        byte do (watches, last writer, observers), without re-reading the byte for them.
+        ``direct_bits = False`` runs exactly those two calls (the reference)."""
+        if not self.direct_bits:
+            old = self.read_u8(addr)
+            if bool(old & mask) == value:
+                return False
+            self.write_u8(addr, old | mask if value else old & ~mask, agent)
+            return True
+        last = self._last_ram
+        if not (last.start <= addr < last.start + last.size):
+            self._check_ram(addr, 1, None)  # the read faults first, as in the reference
+        pfn = addr >> PAGE_SHIFT
+        page = self._pages.get(pfn)
+        off = addr & _PAGE_MASK
+        old = page[off] if page is not None else 0
+        if bool(old & mask) == value:
+            return False
+        if self._watches and pfn in self._watches:
+            self._fire_watches(pfn, pfn)  # watchers drop caches; none writes memory
+            page = self._pages.get(pfn)
+        if value:
+            new = old | mask
+            if page is None:
+                page = self._pages[pfn] = bytearray(PAGE_SIZE)
+        else:
+            new = old & ~mask  # the bits were set: the page exists
+        assert page is not None
+        page[off] = new
+        self.last_writer[pfn] = agent
+        if self._gic_observers and agent.is_gic:
+            self._notify(GicWrite(addr, bytes((old,)), bytes((new,)), agent))
+        return True
 
     def write_u32(self, addr: int, value: int, agent: Agent) -> None:
         self.write(addr, value.to_bytes(4, "little"), agent)

@@ -87,6 +87,8 @@ class OwnershipMap:
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._owners: list[Owner] = []
+        #: grows at every ``assign``: what a judgement cached from the map is checked against
+        self.version = 0
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -95,6 +97,7 @@ class OwnershipMap:
         """Label ``[start, start + size)`` (None frees it), splitting what it overlaps."""
         if size <= 0:
             return
+        self.version += 1
         end = start + size
         i = bisect.bisect_right(self._ends, start)
         j = i

@@ -26,7 +26,7 @@ from gickexec.arch.efi import LINUX_EFI_MEMRESERVE_TABLE_GUID
 from gickexec.fw.memreserve import MemreserveChain, walk_memreserve
 from gickexec.fw.uefi import UefiFirmware, read_config_tables
 from gickexec.hw.machine import Machine, MsiDevice
-from gickexec.hw.memory import Agent, AgentKind, GicWrite
+from gickexec.hw.memory import PAGE_SHIFT, PAGE_SIZE, Agent, AgentKind, GicWrite
 from gickexec.hw.platform import PLATFORMS, Platform
 from gickexec.kernel.cmdline import KernelCmdline, parse_cmdline
 from gickexec.kernel.freebsd_kboot import FreeBsdKboot
@@ -43,7 +43,7 @@ from gickexec.kernel.kexec import (
 from gickexec.kernel.mm import SEG_DTB, SEG_IMAGE, SEG_INITRD, Role, free_ranges
 from gickexec.kernel.profiles import get_profile
 
-__all__ = ["CorruptionEvent", "CorruptionMonitor", "MsiLedger", "World"]
+__all__ = ["CorruptionEvent", "CorruptionMonitor", "KernelJudge", "MsiLedger", "World"]
 
 #: Corruption events kept in full; beyond this only the count grows.
 MAX_CORRUPTION_EVENTS = 10_000
@@ -150,9 +150,16 @@ class CorruptionEvent:
 Judge = Callable[[int, Agent], tuple[bool, str]]
 
 
-@dataclass(slots=True)
+@dataclass  # not slots: ``page_cache`` is a class default a world may override
 class CorruptionMonitor:
-    """Observes GIC writes; ``judge(addr, agent)`` says (legitimate, owner label)."""
+    """Observes GIC writes; ``judge(addr, agent)`` says (legitimate, owner label).
+
+    A judge that is a :class:`KernelJudge` also knows whole pages an agent may write
+    anywhere in: a write inside such a page is legitimate bit by bit and is not
+    judged bit by bit (``page_cache = False``: every changed bit is, the reference)."""
+
+    #: False: every changed bit is judged, even inside a page known to be the writer's
+    page_cache = True
 
     judge: Judge = lambda addr, agent: (True, "")
     generation: int = 0
@@ -161,6 +168,14 @@ class CorruptionMonitor:
     events: list[CorruptionEvent] = field(default_factory=list)
 
     def on_write(self, w: GicWrite) -> None:
+        judge = self.judge
+        if (
+            self.page_cache
+            and isinstance(judge, KernelJudge)
+            and (w.addr + len(w.new) - 1) >> PAGE_SHIFT == w.addr >> PAGE_SHIFT
+            and judge.clean_page(w.addr >> PAGE_SHIFT, w.agent)
+        ):
+            return
         new = int.from_bytes(w.new, "little")
         changed = int.from_bytes(w.old, "little") ^ new
         while changed:
@@ -193,6 +208,59 @@ def _role_for(agent: Agent) -> Role | None:
     if agent.kind == AgentKind.ITS:
         return Role("its", agent.index)
     return None
+
+
+class KernelJudge:
+    """The judge while kernel ``k`` runs: GIC writes are fine in the tables ``k`` gave
+    that agent.  A capture kernel also lets the crashed kernel's redistributors keep
+    writing their own tables outside its memory (what ``/proc/vmcore`` will show)."""
+
+    def __init__(self, k: Kernel, crashed: Kernel | None = None) -> None:
+        self.k = k
+        self.crashed = crashed
+        #: page frame -> the agent that may write anywhere in it, valid while ``k``'s
+        #: ownership map is at ``_version`` (any assignment may change a page's owner)
+        self._clean: dict[int, Agent] = {}
+        self._version = -1
+
+    def __call__(self, addr: int, agent: Agent) -> tuple[bool, str]:
+        k, crashed = self.k, self.crashed
+        owner = k.owner(addr)
+        suffix = ""
+        if owner is None and crashed is not None and not k.in_linear_map(addr, 1):
+            owner = crashed.owner(addr)
+            suffix = " (crashed kernel, in /proc/vmcore)"
+        if owner is None:
+            return False, "free memory" + suffix
+        role = owner.role
+        if role is not None and role.kind in _SEG_KINDS and not suffix:
+            if len(k.gic_hits) < MAX_SEGMENT_HITS:
+                k.gic_hit(role.kind, addr, str(agent))
+            return False, owner.label
+        ok = role is not None and role == _role_for(agent)
+        return ok, owner.label + suffix
+
+    def clean_page(self, pfn: int, agent: Agent) -> bool:
+        """Whether ``self(addr, agent)`` is legitimate, with no side effect, for every
+        ``addr`` of page frame ``pfn``: one owner of ``k`` holds the whole page, with the
+        agent's role (then neither the crashed kernel nor the segments are asked)."""
+        owners = self.k.owners
+        if owners.version != self._version:
+            self._clean.clear()
+            self._version = owners.version
+        if self._clean.get(pfn) is agent:
+            return True
+        start = pfn << PAGE_SHIFT
+        held = owners.range_of(start)
+        if held is None or held[1] < start + PAGE_SIZE:
+            return False
+        owner = owners.owner_at(start)
+        assert owner is not None
+        role = owner.role
+        if role is None or role.kind in _SEG_KINDS or role != _role_for(agent):
+            return False
+        self._clean[pfn] = agent
+        return True
 
 
 class World:
@@ -402,7 +470,7 @@ class World:
         crash = old.crashkernel
         self.corruption.generation = old.generation + 1
         self.corruption.between_kernels = True
-        old_judge = self._kernel_judge(old)
+        old_judge = KernelJudge(old)
 
         def window_judge(addr: int, agent: Agent) -> tuple[bool, str]:
             if crash is not None and crash[0] <= addr < crash[0] + crash[1]:
@@ -508,34 +576,10 @@ class World:
         self.generations.append(k)
         self.corruption.generation = gen
         self.corruption.between_kernels = False
-        self.corruption.judge = self._kernel_judge(k, crashed)
+        self.corruption.judge = KernelJudge(k, crashed)
         devices = [(d, self._shutdown_hooks[d.name]) for d in self.machine.devices.values()]
         k.boot(devices)
         return k
-
-    @staticmethod
-    def _kernel_judge(k: Kernel, crashed: Kernel | None = None) -> Judge:
-        """GIC writes are fine in the tables ``k`` gave that agent.  A capture kernel also
-        lets the crashed kernel's redistributors keep writing their own tables outside
-        its memory (what ``/proc/vmcore`` will show)."""
-
-        def judge(addr: int, agent: Agent) -> tuple[bool, str]:
-            owner = k.owner(addr)
-            suffix = ""
-            if owner is None and crashed is not None and not k.in_linear_map(addr, 1):
-                owner = crashed.owner(addr)
-                suffix = " (crashed kernel, in /proc/vmcore)"
-            if owner is None:
-                return False, "free memory" + suffix
-            role = owner.role
-            if role is not None and role.kind in _SEG_KINDS and not suffix:
-                if len(k.gic_hits) < MAX_SEGMENT_HITS:
-                    k.gic_hit(role.kind, addr, str(agent))
-                return False, owner.label
-            ok = role is not None and role == _role_for(agent)
-            return ok, owner.label + suffix
-
-        return judge
 
     def traffic(self, device: str, msis: int) -> None:
         """``device`` raises ``msis`` MSIs, round-robin over its vectors; CPUs take them.

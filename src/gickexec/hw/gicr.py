@@ -366,7 +366,7 @@ class Redistributor(RegisterBlock):
         """An LPI arrives (from an ITS or SETLPIR): set its bit in the pending table."""
         if not self.enable_lpis:
             return LpiOutcome.LPIS_DISABLED
-        if not self._in_range(intid):
+        if not LPI_INTID_BASE <= intid < self.lpi_limit:  # _in_range, once per MSI
             return LpiOutcome.OUT_OF_RANGE
         if intid in self._unwritten:
             return LpiOutcome.ALREADY_PENDING

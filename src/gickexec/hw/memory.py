@@ -282,6 +282,9 @@ class PhysicalMemory:
     # -- RAM access -----------------------------------------------------------------
 
     def _check_ram(self, addr: int, size: int, agent: Agent | None) -> None:
+        last = self._last_ram
+        if size >= 0 and last.start <= addr and addr + max(size, 1) <= last.start + last.size:
+            return  # in the region of the last access, as nearly every access is
         if size < 0 or not self.is_ram(addr, max(size, 1)):
             raise BusFault(addr, size, agent)
 
@@ -440,7 +443,9 @@ class PhysicalMemory:
         page[off] = new
         self.last_writer[pfn] = agent
         if self._gic_observers and agent.is_gic:
-            self._notify(GicWrite(addr, bytes((old,)), bytes((new,)), agent))
+            event = GicWrite(addr, bytes((old,)), bytes((new,)), agent)
+            for cb in self._gic_observers:
+                cb(event)
         return True
 
     def write_u32(self, addr: int, value: int, agent: Agent) -> None:

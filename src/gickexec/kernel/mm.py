@@ -100,6 +100,13 @@ class OwnershipMap:
         self.version += 1
         end = start + size
         i = bisect.bisect_right(self._ends, start)
+        if i == len(self._starts) or self._starts[i] >= end:
+            # Nothing overlaps (a fresh allocation, every claim at boot): an insertion.
+            if owner is not None:
+                self._starts.insert(i, start)
+                self._ends.insert(i, end)
+                self._owners.insert(i, owner)
+            return
         j = i
         keep_left: tuple[int, int, Owner] | None = None
         keep_right: tuple[int, int, Owner] | None = None

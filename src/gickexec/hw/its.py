@@ -65,6 +65,7 @@ _PAGE_64K = 0b10
 _SHAREABILITY = GITS_BASER.field("Shareability").mask
 # The model's fixed GITS_BASER<n>.Type assignment (RO fields).
 _BASER_TYPES = (BaserType.DEVICE, BaserType.COLLECTION) + (BaserType.NONE,) * 6
+_TABLE_OF_TYPE = {BaserType.DEVICE: 0, BaserType.COLLECTION: 1}  # _BASER_TYPES.index
 _L1_VALID = 1 << 63
 _L1_ADDR_MASK = ((1 << 52) - 1) & ~0xFFF
 
@@ -81,6 +82,23 @@ class MsiResult(NamedTuple):
     @property
     def pended(self) -> bool:
         return self.outcome in (LpiOutcome.PENDED, LpiOutcome.ALREADY_PENDING)
+
+
+class _Table(NamedTuple):
+    """What a table walk needs of one GITS_BASER<n>, computed once per register write."""
+
+    valid: bool
+    indirect: bool
+    entry_bytes: int
+    table_bytes: int
+    address: int
+    page_bytes: int
+
+    @classmethod
+    def of(cls, b: GitsBaser) -> _Table:
+        return cls(
+            bool(b.Valid), bool(b.Indirect), b.entry_bytes, b.table_bytes, b.address, b.page_bytes
+        )
 
 
 class _CommandError(Exception):
@@ -152,7 +170,7 @@ class Its(RegisterBlock):
         self._queue_invalid = False
         self.baser = [self._baser_ro_bits(n) for n in range(8)]
         # GITS_BASER<n> decoded once per write, not once per table access.
-        self._baser_decoded = [GitsBaser.decode(v) for v in self.baser]
+        self._tables = [_Table.of(GitsBaser.decode(v)) for v in self.baser]
         self.commands_executed = 0
         self._translations: dict[tuple[int, int], tuple[Redistributor, int]] = {}
         # Addresses of the table entries the current walk reads (None: not recording).
@@ -302,12 +320,12 @@ class Its(RegisterBlock):
             Indirect=indirect,
             Valid=b.Valid,
         ).encode()
-        self._baser_decoded[n] = GitsBaser.decode(self.baser[n])
+        self._tables[n] = _Table.of(GitsBaser.decode(self.baser[n]))
 
     # -- table walks ----------------------------------------------------------------
 
-    def _table(self, kind: int) -> GitsBaser:
-        return self._baser_decoded[_BASER_TYPES.index(kind)]
+    def _table(self, kind: int) -> _Table:
+        return self._tables[_TABLE_OF_TYPE[kind]]
 
     def _read_u64(self, addr: int) -> int:
         """A table read of the walk (recorded while a translation is being cached)."""
@@ -322,10 +340,10 @@ class Its(RegisterBlock):
     def _entry_addr(self, kind: int, index: int) -> int | None:
         """Address of entry ``index`` in the table of ``kind``, or None if it has none."""
         b = self._table(kind)
-        if not b.Valid:
+        if not b.valid:
             return None
         esz = b.entry_bytes
-        if not b.Indirect:
+        if not b.indirect:
             if (index + 1) * esz > b.table_bytes:
                 return None
             return b.address + index * esz
@@ -457,12 +475,13 @@ class Its(RegisterBlock):
         if not (self.enabled and cbaser.Valid) or self.stalled or self._queue_invalid:
             return
         qsize = cbaser.queue_bytes
+        base = cbaser.address  # no command writes GITS_CBASER
         # Each step advances CREADR, so at most qsize/32 steps reach CWRITER.
         for _ in range(qsize // CMD_BYTES):
             if self.creadr == self.cwriter:
                 return
             try:
-                raw = self.mem.read(cbaser.address + self.creadr, CMD_BYTES)
+                raw = self.mem.read(base + self.creadr, CMD_BYTES)
                 self._execute(decode_command(raw))
             except _CommandError as e:
                 self.events.emit(

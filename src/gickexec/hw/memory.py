@@ -355,20 +355,42 @@ class PhysicalMemory:
             return
         if self._watches:
             self._fire_watches(addr >> PAGE_SHIFT, (addr + max(size, 1) - 1) >> PAGE_SHIFT)
+        end = addr + size
+        first, last = -(-addr >> PAGE_SHIFT), end >> PAGE_SHIFT  # the whole pages
+        if value == 0 and last > first:
+            # Zeroing whole pages (every table the kernel allocates) releases them: the
+            # ragged ends chunk by chunk, the pages between in bulk, in address order.
+            for pfn, off, n in self._chunks(addr, (first << PAGE_SHIFT) - addr):
+                self._zero_in_page(pfn, off, n, agent)
+            self.last_writer.update(dict.fromkeys(range(first, last), agent))
+            pages = self._pages
+            if last - first <= len(pages):
+                for pfn in range(first, last):
+                    pages.pop(pfn, None)
+            else:
+                for pfn in [p for p in pages if first <= p < last]:
+                    del pages[pfn]
+            for pfn, off, n in self._chunks(last << PAGE_SHIFT, end - (last << PAGE_SHIFT)):
+                self._zero_in_page(pfn, off, n, agent)
+            return
         for pfn, off, n in self._chunks(addr, size):
-            self.last_writer[pfn] = agent
             if value == 0:
-                if n == PAGE_SIZE:
-                    self._pages.pop(pfn, None)
-                    continue
-                page = self._pages.get(pfn)
-                if page is not None:
-                    page[off : off + n] = _ZERO_PAGE[:n]
+                self._zero_in_page(pfn, off, n, agent)
                 continue
+            self.last_writer[pfn] = agent
             page = self._pages.get(pfn)
             if page is None:
                 page = self._pages[pfn] = bytearray(PAGE_SIZE)
             page[off : off + n] = bytes([value]) * n
+
+    def _zero_in_page(self, pfn: int, off: int, n: int, agent: Agent) -> None:
+        self.last_writer[pfn] = agent
+        if n == PAGE_SIZE:
+            self._pages.pop(pfn, None)
+            return
+        page = self._pages.get(pfn)
+        if page is not None:
+            page[off : off + n] = _ZERO_PAGE[:n]
 
     def nonzero_pages(self, addr: int, size: int) -> list[int]:
         """Page frame numbers inside ``[addr, addr + size)`` that hold data."""

@@ -386,9 +386,8 @@ class Redistributor(RegisterBlock):
             outcome = self._write_pending_bit(intid)
             if outcome is not LpiOutcome.PENDED:
                 return outcome
-        if not self.knobs.config_cache:
-            return LpiOutcome.PENDED
-        self.config(intid)  # an arrival fills the configuration cache
+        if self.knobs.config_cache and intid not in self._config:
+            self.config(intid)  # an arrival fills the configuration cache
         return LpiOutcome.PENDED
 
     def _write_pending_bit(self, intid: int) -> LpiOutcome:

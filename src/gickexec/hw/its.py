@@ -423,20 +423,22 @@ class Its(RegisterBlock):
                 return MsiResult("EventID beyond GITS_TYPER.ID_bits")
             event_id &= (1 << (self.typer.ID_bits + 1)) - 1
         try:
-            return self._translate(device_id, event_id)
+            if not self.enabled:
+                return MsiResult("ITS disabled")
+            if not self.translation_cache:
+                return self._walk(device_id, event_id)
+            hit = self._translations.get((device_id, event_id))
+            if hit is not None:
+                rd, intid = hit
+                # tuple.__new__: the named tuple without its Python-level __new__
+                return tuple.__new__(MsiResult, (rd.set_pending(intid), rd.cpu, intid))
+            return self._walk_and_cache(device_id, event_id)
         except BusFault as fault:
             self.events.emit(GuestError(self.name, f"table read fault: {fault}", "MSI dropped"))
             return MsiResult("ITS table not in RAM")
 
-    def _translate(self, device_id: int, event_id: int) -> MsiResult:
-        if not self.enabled:
-            return MsiResult("ITS disabled")
-        if not self.translation_cache:
-            return self._walk(device_id, event_id)
-        hit = self._translations.get((device_id, event_id))
-        if hit is not None:
-            rd, intid = hit
-            return MsiResult(rd.set_pending(intid), rd.cpu, intid)
+    def _walk_and_cache(self, device_id: int, event_id: int) -> MsiResult:
+        """A cache miss: walk, recording the reads the translation depends on."""
         self._walk_reads = []
         try:
             return self._walk(device_id, event_id)

@@ -70,9 +70,10 @@ class Agent:
 
     @property
     def is_gic(self) -> bool:
-        return self.kind in (AgentKind.GICR, AgentKind.ITS)
+        return self.kind in _GIC_KINDS
 
 
+_GIC_KINDS = frozenset((AgentKind.GICR, AgentKind.ITS))
 FIRMWARE = Agent(AgentKind.FIRMWARE)
 
 
@@ -111,6 +112,11 @@ class GicWrite(NamedTuple):
     old: bytes
     new: bytes
     agent: Agent
+
+
+#: ``tuple.__new__``: builds the named tuples made per MSI in C (their own ``__new__``
+#: is a Python function)
+_new_tuple = tuple.__new__
 
 
 class MmioDevice(Protocol):
@@ -464,8 +470,9 @@ class PhysicalMemory:
         assert page is not None
         page[off] = new
         self.last_writer[pfn] = agent
-        if self._gic_observers and agent.is_gic:
-            event = GicWrite(addr, bytes((old,)), bytes((new,)), agent)
+        if self._gic_observers and agent.kind in _GIC_KINDS:
+            # tuple.__new__: a GicWrite without the named tuple's Python-level __new__
+            event = _new_tuple(GicWrite, (addr, bytes((old,)), bytes((new,)), agent))
             for cb in self._gic_observers:
                 cb(event)
         return True

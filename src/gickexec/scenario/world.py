@@ -169,13 +169,10 @@ class CorruptionMonitor:
 
     def on_write(self, w: GicWrite) -> None:
         judge = self.judge
-        if (
-            self.page_cache
-            and isinstance(judge, KernelJudge)
-            and (w.addr + len(w.new) - 1) >> PAGE_SHIFT == w.addr >> PAGE_SHIFT
-            and judge.clean_page(w.addr >> PAGE_SHIFT, w.agent)
-        ):
-            return
+        if self.page_cache and isinstance(judge, KernelJudge):
+            pfn = w.addr >> PAGE_SHIFT
+            if (w.addr + len(w.new) - 1) >> PAGE_SHIFT == pfn and judge.clean_page(pfn, w.agent):
+                return
         new = int.from_bytes(w.new, "little")
         changed = int.from_bytes(w.old, "little") ^ new
         while changed:
@@ -572,7 +569,7 @@ class World:
             pinned_image=pinned_image,
         )
         k.gic_hits.extend(hits or [])
-        k.on_irq = lambda cpu, intid, desc: self.ledger.record_irq(cpu, intid, desc, gen)
+        k.on_irq = functools.partial(self.ledger.record_irq, generation=gen)
         self.generations.append(k)
         self.corruption.generation = gen
         self.corruption.between_kernels = False
@@ -706,7 +703,7 @@ class World:
             result = signal(dev, vec)
             desc = k.irq_of_vector.get((device, vec))
             record_send(
-                _Token(k.generation, device, vec),
+                tuple.__new__(_Token, (k.generation, device, vec)),  # in C, once per MSI
                 result.outcome,
                 result.cpu,
                 result.intid,

@@ -335,9 +335,6 @@ class Redistributor(RegisterBlock):
 
     # -- LPI state ------------------------------------------------------------------
 
-    def _in_range(self, intid: int) -> bool:
-        return LPI_INTID_BASE <= intid < self.lpi_limit
-
     def config(self, intid: int) -> LpiConfig:
         """The configuration the redistributor applies to ``intid`` (possibly cached)."""
         cached = self._config.get(intid)
@@ -366,7 +363,7 @@ class Redistributor(RegisterBlock):
         """An LPI arrives (from an ITS or SETLPIR): set its bit in the pending table."""
         if not self.enable_lpis:
             return LpiOutcome.LPIS_DISABLED
-        if not LPI_INTID_BASE <= intid < self.lpi_limit:  # _in_range, once per MSI
+        if not LPI_INTID_BASE <= intid < self.lpi_limit:
             return LpiOutcome.OUT_OF_RANGE
         if intid in self._unwritten:
             return LpiOutcome.ALREADY_PENDING
@@ -417,7 +414,7 @@ class Redistributor(RegisterBlock):
 
     def clear_pending(self, intid: int) -> bool:
         """Clear an LPI's pending bit; True if it was pending."""
-        if not self.enable_lpis or not self._in_range(intid):
+        if not self.enable_lpis or not LPI_INTID_BASE <= intid < self.lpi_limit:
             return False
         assert self.pend_addr is not None
         self._pending.discard(intid)
@@ -433,7 +430,7 @@ class Redistributor(RegisterBlock):
 
     def is_pending(self, intid: int) -> bool:
         """Whether ``intid`` is pending: held internally or set in the pending table."""
-        if not self.enable_lpis or not self._in_range(intid):
+        if not self.enable_lpis or not LPI_INTID_BASE <= intid < self.lpi_limit:
             return False
         if intid in self._unwritten:
             return True

@@ -66,6 +66,9 @@ _SHAREABILITY = GITS_BASER.field("Shareability").mask
 # The model's fixed GITS_BASER<n>.Type assignment (RO fields).
 _BASER_TYPES = (BaserType.DEVICE, BaserType.COLLECTION) + (BaserType.NONE,) * 6
 _TABLE_OF_TYPE = {BaserType.DEVICE: 0, BaserType.COLLECTION: 1}  # _BASER_TYPES.index
+# GITS_CWRITER fields, written once or twice per command the kernel posts
+_CWRITER_OFFSET = GITS_CWRITER.field("Offset").mask
+_CWRITER_RETRY = GITS_CWRITER.field("Retry").mask
 _L1_VALID = 1 << 63
 _L1_ADDR_MASK = ((1 << 52) - 1) & ~0xFFF
 
@@ -275,8 +278,8 @@ class Its(RegisterBlock):
         self._queue_invalid = False
 
     def _write_cwriter(self, value: int) -> None:
-        offset = GITS_CWRITER.extract(value, "Offset") << 5
-        retry = GITS_CWRITER.extract(value, "Retry")
+        offset = value & _CWRITER_OFFSET  # Offset [19:5], in bytes
+        retry = value & _CWRITER_RETRY
         if offset >= GitsCbaser.decode(self.cbaser).queue_bytes:
             # CONSTRAINED UNPREDICTABLE (§3.4): "queue invalid until a valid value is
             # written", or (KVM) the write is ignored.

@@ -289,7 +289,7 @@ def test_builtin_scenario_results_equal_the_reference_path(
     monkeypatch.setattr(Its, "translation_cache", False)
     monkeypatch.setattr(World, "batch_traffic", False)
     monkeypatch.setattr(PhysicalMemory, "direct_bits", False)
-    monkeypatch.setattr(CorruptionMonitor, "page_cache", False)
+    monkeypatch.setattr(CorruptionMonitor, "default_page_cache", False)
     assert run_scenario(load_builtin(name)) == fast
 
 
@@ -377,7 +377,8 @@ def test_page_judgements_equal_bit_judgements(ops: list[tuple[int, int, int, str
     ownership changes under them: the same corruption, bit for bit."""
     w = _world("efi-server-8", fast=True)
     k = w.kernel
-    monitors = [w.corruption, CorruptionMonitor(judge=KernelJudge(k))]
+    monitors = [w.corruption, CorruptionMonitor()]
+    monitors[1].judge = KernelJudge(k)
     monitors[1].page_cache = False
     w.machine.mem.observe_gic_writes(monitors[1].on_write)
     rds = w.machine.rdists

@@ -189,6 +189,9 @@ class PhysicalMemory:
         self._mmio_starts: list[int] = []
         self._last_mmio: tuple[MemRegion, MmioDevice] | None = None
         self._gic_observers: list[Callable[[GicWrite], None]] = []
+        self._quiet_of: dict[Callable[[GicWrite], None], dict[int, Agent] | None] = {}
+        #: the only observer's quiet pages (see observe_gic_writes), else None
+        self._quiet: dict[int, Agent] | None = None
         #: page frame -> callbacks to run once at the next write or fill touching it
         #: (how the ITS learns that a table it cached a translation from changed)
         self._watches: dict[int, set[Callable[[], None]]] = {}
@@ -246,11 +249,23 @@ class PhysicalMemory:
 
     # -- observers ------------------------------------------------------------------
 
-    def observe_gic_writes(self, callback: Callable[[GicWrite], None]) -> None:
+    def observe_gic_writes(
+        self, callback: Callable[[GicWrite], None], quiet: dict[int, Agent] | None = None
+    ) -> None:
+        """Pass every GIC write to ``callback``.  ``quiet`` (page frame -> a GIC agent),
+        which the observer keeps current, lists pages where that agent's ``write_bit``
+        changes need not be passed; it is honoured only while the observer is the only
+        one (any other wants every write)."""
         self._gic_observers.append(callback)
+        self._quiet_of[callback] = quiet
+        self._quiet = quiet if len(self._gic_observers) == 1 else None
 
     def unobserve_gic_writes(self, callback: Callable[[GicWrite], None]) -> None:
         self._gic_observers.remove(callback)
+        if callback not in self._gic_observers:
+            del self._quiet_of[callback]
+        only = self._gic_observers[0] if len(self._gic_observers) == 1 else None
+        self._quiet = self._quiet_of[only] if only is not None else None
 
     @property
     def gic_observers(self) -> tuple[Callable[[GicWrite], None], ...]:
@@ -441,8 +456,10 @@ class PhysicalMemory:
         """Make the bits ``mask`` of the byte at ``addr`` all set (``value``) or all clear, as
         ``agent``; False, writing nothing, if they already were.  A pending bit's
         read-modify-write in one access: what ``read_u8`` then ``write_u8`` of the changed
-        byte do (watches, last writer, observers), without re-reading the byte for them.
-        ``direct_bits = False`` runs exactly those two calls (the reference)."""
+        byte do (watches, last writer, observers), without re-reading the byte for them,
+        and without building the change for an only observer that said it need not see
+        it (``quiet``).  ``direct_bits = False`` runs exactly those two calls (the
+        reference)."""
         if not self.direct_bits:
             old = self.read_u8(addr)
             if bool(old & mask) == value:
@@ -470,7 +487,12 @@ class PhysicalMemory:
         assert page is not None
         page[off] = new
         self.last_writer[pfn] = agent
-        if self._gic_observers and agent.kind in _GIC_KINDS:
+        quiet = self._quiet
+        if (
+            self._gic_observers
+            and agent.kind in _GIC_KINDS
+            and (quiet is None or quiet.get(pfn) is not agent)
+        ):
             # tuple.__new__: a GicWrite without the named tuple's Python-level __new__
             event = _new_tuple(GicWrite, (addr, bytes((old,)), bytes((new,)), agent))
             for cb in self._gic_observers:

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -87,8 +87,8 @@ class OwnershipMap:
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._owners: list[Owner] = []
-        #: grows at every ``assign``: what a judgement cached from the map is checked against
-        self.version = 0
+        #: called at every ``assign``: who caches judgements made from the map forgets them
+        self.on_change: list[Callable[[], None]] = []
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -97,7 +97,8 @@ class OwnershipMap:
         """Label ``[start, start + size)`` (None frees it), splitting what it overlaps."""
         if size <= 0:
             return
-        self.version += 1
+        for forget in self.on_change:
+            forget()
         end = start + size
         i = bisect.bisect_right(self._ends, start)
         if i == len(self._starts) or self._starts[i] >= end:

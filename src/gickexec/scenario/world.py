@@ -150,29 +150,63 @@ class CorruptionEvent:
 Judge = Callable[[int, Agent], tuple[bool, str]]
 
 
-@dataclass  # not slots: ``page_cache`` is a class default a world may override
 class CorruptionMonitor:
     """Observes GIC writes; ``judge(addr, agent)`` says (legitimate, owner label).
 
     A judge that is a :class:`KernelJudge` also knows whole pages an agent may write
-    anywhere in: a write inside such a page is legitimate bit by bit and is not
-    judged bit by bit (``page_cache = False``: every changed bit is, the reference)."""
+    anywhere in: a write inside such a page is legitimate bit by bit and is not judged
+    bit by bit, and the page goes into ``quiet``, which memory is given
+    (``PhysicalMemory.observe_gic_writes``) and which is emptied whenever the judge or
+    the kernel's ownership map changes.  ``page_cache = False``: every changed bit is
+    judged (the reference)."""
 
-    #: False: every changed bit is judged, even inside a page known to be the writer's
-    page_cache = True
+    #: ``page_cache`` of the monitors made from then on
+    default_page_cache = True
 
-    judge: Judge = lambda addr, agent: (True, "")
-    generation: int = 0
-    between_kernels: bool = False
-    bits: int = 0
-    events: list[CorruptionEvent] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.generation = 0
+        self.between_kernels = False
+        self.bits = 0
+        self.events: list[CorruptionEvent] = []
+        #: page frame -> the GIC agent the current judge lets write anywhere in it
+        self.quiet: dict[int, Agent] = {}
+        self._page_cache = self.default_page_cache
+        self._judge: Judge = lambda addr, agent: (True, "")
+
+    @property
+    def page_cache(self) -> bool:
+        """False: every changed bit is judged, even inside a page known to be the writer's."""
+        return self._page_cache
+
+    @page_cache.setter
+    def page_cache(self, on: bool) -> None:
+        self._page_cache = on
+        self.quiet.clear()
+
+    @property
+    def judge(self) -> Judge:
+        return self._judge
+
+    @judge.setter
+    def judge(self, judge: Judge) -> None:
+        old = self._judge
+        if isinstance(old, KernelJudge):
+            old.k.owners.on_change.remove(self.quiet.clear)
+        self._judge = judge
+        self.quiet.clear()
+        if isinstance(judge, KernelJudge):
+            judge.k.owners.on_change.append(self.quiet.clear)
 
     def on_write(self, w: GicWrite) -> None:
-        judge = self.judge
-        if self.page_cache and isinstance(judge, KernelJudge):
+        judge = self._judge
+        if self._page_cache and isinstance(judge, KernelJudge):
             pfn = w.addr >> PAGE_SHIFT
-            if (w.addr + len(w.new) - 1) >> PAGE_SHIFT == pfn and judge.clean_page(pfn, w.agent):
-                return
+            if (w.addr + len(w.new) - 1) >> PAGE_SHIFT == pfn:
+                if self.quiet.get(pfn) is w.agent:
+                    return
+                if judge.clean_page(pfn, w.agent):
+                    self.quiet[pfn] = w.agent
+                    return
         new = int.from_bytes(w.new, "little")
         changed = int.from_bytes(w.old, "little") ^ new
         while changed:
@@ -180,7 +214,7 @@ class CorruptionMonitor:
             pos = low.bit_length() - 1
             changed ^= low
             addr = w.addr + pos // 8
-            ok, owner = self.judge(addr, w.agent)
+            ok, owner = judge(addr, w.agent)
             if ok:
                 continue
             self.bits += 1
@@ -215,10 +249,6 @@ class KernelJudge:
     def __init__(self, k: Kernel, crashed: Kernel | None = None) -> None:
         self.k = k
         self.crashed = crashed
-        #: page frame -> the agent that may write anywhere in it, valid while ``k``'s
-        #: ownership map is at ``_version`` (any assignment may change a page's owner)
-        self._clean: dict[int, Agent] = {}
-        self._version = -1
 
     def __call__(self, addr: int, agent: Agent) -> tuple[bool, str]:
         k, crashed = self.k, self.crashed
@@ -242,11 +272,6 @@ class KernelJudge:
         ``addr`` of page frame ``pfn``: one owner of ``k`` holds the whole page, with the
         agent's role (then neither the crashed kernel nor the segments are asked)."""
         owners = self.k.owners
-        if owners.version != self._version:
-            self._clean.clear()
-            self._version = owners.version
-        if self._clean.get(pfn) is agent:
-            return True
         start = pfn << PAGE_SHIFT
         held = owners.range_of(start)
         if held is None or held[1] < start + PAGE_SIZE:
@@ -254,10 +279,7 @@ class KernelJudge:
         owner = owners.owner_at(start)
         assert owner is not None
         role = owner.role
-        if role is None or role.kind in _SEG_KINDS or role != _role_for(agent):
-            return False
-        self._clean[pfn] = agent
-        return True
+        return role is not None and role.kind not in _SEG_KINDS and role == _role_for(agent)
 
 
 class World:
@@ -279,7 +301,7 @@ class World:
         )
         self.ledger = MsiLedger()
         self.corruption = CorruptionMonitor()
-        self.machine.mem.observe_gic_writes(self.corruption.on_write)
+        self.machine.mem.observe_gic_writes(self.corruption.on_write, self.corruption.quiet)
         self.generations: list[Kernel] = []
         self.memreserve_after: list[tuple[int, int] | None] = []
         #: steps that could not happen as asked (e.g. kexec from a crashed kernel)

@@ -191,11 +191,15 @@ class CorruptionMonitor:
     def judge(self, judge: Judge) -> None:
         old = self._judge
         if isinstance(old, KernelJudge):
-            old.k.owners.on_change.remove(self.quiet.clear)
+            old.k.owners.on_change.remove(self._forget_quiet)
         self._judge = judge
         self.quiet.clear()
         if isinstance(judge, KernelJudge):
-            judge.k.owners.on_change.append(self.quiet.clear)
+            judge.k.owners.on_change.append(self._forget_quiet)
+
+    def _forget_quiet(self) -> None:
+        # A method, not ``quiet.clear``: a copied world's map must call its own monitor.
+        self.quiet.clear()
 
     def on_write(self, w: GicWrite) -> None:
         judge = self._judge

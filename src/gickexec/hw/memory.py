@@ -230,11 +230,11 @@ class PhysicalMemory:
 
     def _mmio_at(self, addr: int, size: int) -> tuple[MemRegion, MmioDevice] | None:
         last = self._last_mmio
-        if last is not None and last[0].start <= addr and addr + size <= last[0].end:
+        if last is not None and 0 <= addr - last[0].start <= last[0].size - size:
             return last  # drivers poll the same frame (GITS_CREADR after GITS_CWRITER)
         i = bisect.bisect_right(self._mmio_starts, addr) - 1
-        if i >= 0 and self._mmio[i][0].contains(addr, size):
-            self._last_mmio = self._mmio[i]
+        if i >= 0 and addr - self._mmio[i][0].start <= self._mmio[i][0].size - size:
+            self._last_mmio = self._mmio[i]  # (bisect_right: addr is at or past the start)
             return self._mmio[i]
         return None
 

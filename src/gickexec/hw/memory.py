@@ -229,9 +229,8 @@ class PhysicalMemory:
         return self.ram_region(addr, size) is not None
 
     def _mmio_at(self, addr: int, size: int) -> tuple[MemRegion, MmioDevice] | None:
-        last = self._last_mmio
-        if last is not None and 0 <= addr - last[0].start <= last[0].size - size:
-            return last  # drivers poll the same frame (GITS_CREADR after GITS_CWRITER)
+        """The window holding the access, when it is not the last one's (the callers look
+        there first: drivers poll the same frame, GITS_CREADR after GITS_CWRITER)."""
         i = bisect.bisect_right(self._mmio_starts, addr) - 1
         if i >= 0 and addr - self._mmio[i][0].start <= self._mmio[i][0].size - size:
             self._last_mmio = self._mmio[i]  # (bisect_right: addr is at or past the start)
@@ -508,14 +507,18 @@ class PhysicalMemory:
     # -- MMIO -----------------------------------------------------------------------
 
     def mmio_read(self, addr: int, size: int) -> int:
-        hit = self._mmio_at(addr, size)
+        hit = self._last_mmio
+        if hit is None or not 0 <= addr - hit[0].start <= hit[0].size - size:
+            hit = self._mmio_at(addr, size)
         if hit is None:
             raise BusFault(addr, size, None)
         region, dev = hit
         return dev.mmio_read(addr - region.start, size)
 
     def mmio_write(self, addr: int, size: int, value: int, agent: Agent) -> None:
-        hit = self._mmio_at(addr, size)
+        hit = self._last_mmio
+        if hit is None or not 0 <= addr - hit[0].start <= hit[0].size - size:
+            hit = self._mmio_at(addr, size)
         if hit is None:
             raise BusFault(addr, size, agent)
         region, dev = hit

@@ -1,10 +1,12 @@
-"""The fast paths (ITS translation cache, batched traffic) against the reference path.
+"""The fast paths against the reference path.
 
-Two worlds run the same steps: one with ``Its.translation_cache`` and
-``World.batch_traffic`` off (every MSI walks the tables and goes through the full path one
-at a time), one with both on.  After every step their memory bytes, the last writer of
-every page, the redistributors' and CPU interfaces' state, the ITS, the MSI ledger, the
-corruption report, guest errors, kernel logs and per-IRQ counts must be equal.
+Two worlds run the same steps: one with every fast path off (``Its.translation_cache``,
+``World.batch_traffic``, ``PhysicalMemory.direct_bits``, ``CorruptionMonitor.page_cache``:
+every MSI walks the tables and goes through the full path one at a time, pending bits are
+read then written, every changed bit is judged), one with all of them on.  After every
+step their memory bytes, the last writer of every page, the redistributors' and CPU
+interfaces' state, the ITS, the MSI ledger, the corruption report, guest errors, kernel
+logs and per-IRQ counts must be equal.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from gickexec import World
 from gickexec.arch.gicv3 import GitsOffset
 from gickexec.hw.its import Its
-from gickexec.hw.memory import Agent, AgentKind
+from gickexec.hw.memory import Agent, AgentKind, BusFault, MemRegion, PhysicalMemory
+from gickexec.kernel.mm import Owner, Role
 from gickexec.scenario.builtin import builtin_names, load_builtin
 from gickexec.scenario.runner import run_scenario
+from gickexec.scenario.world import CorruptionMonitor, KernelJudge
 
 NVEC = 4
 DEVICE_ID = 0x100
@@ -30,6 +34,8 @@ DEVICE_ID = 0x100
 def _world(platform: str, *, fast: bool, profile: str = "v6.6") -> World:
     w = World.build(platform, seed=3)
     w.batch_traffic = fast
+    w.machine.mem.direct_bits = fast
+    w.corruption.page_cache = fast
     w.add_device("eth0", device_id=DEVICE_ID, nvec=NVEC)
     w.boot(profile)
     _set_cache(w, fast)
@@ -146,6 +152,22 @@ class FastEqualsReference(RuleBasedStateMachine):
             if rd.pend_addr is not None:
                 hwirq = self._its_dev(w).lpi_base + vec
                 w.machine.mem.write_u8(rd.pend_addr + hwirq // 8, value, w.kernel.agent())
+
+    @precondition(_alive)
+    @rule(
+        cpu=st.integers(0, 7),
+        size=st.sampled_from([0x800, 0x1000, 0x2000]),
+        owner=st.sampled_from(
+            [None, Owner("page cache"), Owner("LPI pending table", Role("pend", 1))]
+        ),
+    )
+    def reown_pending_table(self, cpu: int, size: int, owner: Owner | None) -> None:
+        """The kernel frees or gives away (part of) a pending table the redistributor
+        still uses: its pages change owner under the cached judgements."""
+        for w in self.both():
+            rd = w.machine.rdists[cpu % len(w.machine.rdists)]
+            if rd.pend_addr is not None:
+                w.kernel.owners.assign(rd.pend_addr, size, owner)
 
     @rule(enable=st.booleans())
     def gits_ctlr(self, enable: bool) -> None:
@@ -266,6 +288,8 @@ def test_builtin_scenario_results_equal_the_reference_path(
     fast = run_scenario(load_builtin(name))
     monkeypatch.setattr(Its, "translation_cache", False)
     monkeypatch.setattr(World, "batch_traffic", False)
+    monkeypatch.setattr(PhysicalMemory, "direct_bits", False)
+    monkeypatch.setattr(CorruptionMonitor, "default_page_cache", False)
     assert run_scenario(load_builtin(name)) == fast
 
 
@@ -276,9 +300,7 @@ def test_power_on_drops_the_old_its_watches() -> None:
     old = w.machine.its
     assert old._translations
     w.boot("v6.6")
-    assert not any(
-        old.invalidate_translations in cbs for cbs in w.machine.mem._watches.values()
-    )
+    assert not any(old.invalidate_translations in cbs for cbs in w.machine.mem._watches.values())
 
 
 def test_turning_the_cache_off_bypasses_cached_translations() -> None:
@@ -291,3 +313,84 @@ def test_turning_the_cache_off_bypasses_cached_translations() -> None:
     its._translations[(DEVICE_ID, 1)] = (rd, intid + 1)  # a poisoned entry
     its.translation_cache = False
     assert its.translate_msi(DEVICE_ID, 1) == first
+
+
+_RAM = (MemRegion(0x10000, 0x3000), MemRegion(0x20000, 0x1000))
+_BIT_ADDRS = st.integers(0xF000, 0x22000)  # in, between and beyond the RAM regions
+_GICR = Agent(AgentKind.GICR, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["bit", "u8", "fill", "watch"]),
+            _BIT_ADDRS,
+            st.integers(0, 255),
+            st.booleans(),
+        ),
+        max_size=40,
+    )
+)
+def test_write_bit_equals_read_then_write(ops: list[tuple[str, int, int, bool]]) -> None:
+    """``write_bit`` against ``read_u8`` + ``write_u8``: same bytes, last writers, answers,
+    faults, observed writes and watch firings, on present, absent and released pages."""
+    runs = []
+    for direct in (False, True):
+        mem = PhysicalMemory(_RAM)
+        mem.direct_bits = direct
+        seen: list[object] = []
+        mem.observe_gic_writes(seen.append)
+        for op, addr, value, flag in ops:
+            try:
+                if op == "bit":
+                    mask = 1 << (value & 7)
+                    seen.append(mem.write_bit(addr, mask, flag, _GICR))
+                elif op == "u8":
+                    mem.write_u8(addr, value, _GICR if flag else Agent(AgentKind.KERNEL))
+                elif op == "fill":
+                    mem.fill(addr & ~0xFFF, 0x1000, 0, Agent(AgentKind.KERNEL))
+                else:
+                    mem.watch_pages([addr >> 12], lambda a=addr, s=seen: s.append(("watch", a)))
+            except BusFault as fault:
+                seen.append(("fault", str(fault)))
+        pages = {r.start: mem.read(r.start, r.size) for r in _RAM}
+        runs.append((pages, dict(mem.last_writer), seen))
+    assert runs[0] == runs[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 1),
+            st.integers(0, 0x2FFF),
+            st.integers(0, 511),
+            st.sampled_from(["keep", "free", "page cache", "pend", "its"]),
+        ),
+        max_size=30,
+    )
+)
+def test_page_judgements_equal_bit_judgements(ops: list[tuple[int, int, int, str]]) -> None:
+    """A monitor judging per page and one judging every bit see the same GIC writes (the
+    redistributors' and the ITS's, in their tables and around them) while the kernel's
+    ownership changes under them: the same corruption, bit for bit."""
+    w = _world("efi-server-8", fast=True)
+    k = w.kernel
+    monitors = [w.corruption, CorruptionMonitor()]
+    monitors[1].judge = KernelJudge(k)
+    monitors[1].page_cache = False
+    w.machine.mem.observe_gic_writes(monitors[1].on_write)
+    rds = w.machine.rdists
+    for cpu, offset, value, owner in ops:
+        rd = rds[cpu]
+        assert rd.pend_addr is not None
+        addr = rd.pend_addr - 0x1000 + offset  # the page below the table, and into it
+        if owner != "keep":
+            role = {"pend": Role("pend", cpu), "its": Role("its", 0)}.get(owner)
+            label = None if owner == "free" else Owner(owner, role)
+            k.owners.assign(addr & ~0x7FF, 0x800, label)
+        agent = rd.agent if value & 256 else w.machine.its.agent
+        w.machine.mem.write(addr, bytes([value & 255, ~value & 255]), agent)
+    fast, ref = monitors
+    assert (fast.bits, fast.events) == (ref.bits, ref.events)

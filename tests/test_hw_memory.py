@@ -368,3 +368,32 @@ def test_mem_region_contains() -> None:
     assert r.end == 0x1100
     assert r.contains(0x1000) and r.contains(0x10FF) and r.contains(0x1000, 0x100)
     assert not r.contains(0x10FF, 2) and not r.contains(0xFFF)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 6 * PAGE_SIZE), st.integers(1, 255)), max_size=6),
+    st.integers(0, 6 * PAGE_SIZE),
+    st.integers(0, 6 * PAGE_SIZE),
+)
+def test_zero_fill_equals_writing_zeros_then_releasing_whole_pages(
+    scribbles: list[tuple[int, int]], offset: int, size: int
+) -> None:
+    """``fill(0)`` (the bulk path over whole pages) leaves the bytes and last writers a
+    write of zeros leaves, and stores exactly the pages the write would keep except the
+    whole pages inside the range."""
+    size = min(size, 8 * PAGE_SIZE - offset)
+    mems = [_mem(), _mem()]
+    for m in mems:
+        for at, value in scribbles:
+            m.write_u8(BANK0.start + at, value, KERNEL)
+    fill, ref = mems
+    addr = BANK0.start + offset
+    fill.fill(addr, size, 0, FIRMWARE)
+    ref.write(addr, bytes(size), FIRMWARE)
+    assert fill.read(BANK0.start, 8 * PAGE_SIZE) == ref.read(BANK0.start, 8 * PAGE_SIZE)
+    assert fill.last_writer == ref.last_writer
+    assert list(fill.last_writer) == list(ref.last_writer)  # the same order too
+    whole = range(-(-addr >> 12), (addr + size) >> 12)
+    kept = {p for p in ref.nonzero_pages(BANK0.start, 8 * PAGE_SIZE) if p not in whole}
+    assert set(fill.nonzero_pages(BANK0.start, 8 * PAGE_SIZE)) == kept

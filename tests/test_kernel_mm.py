@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,10 +16,12 @@ from hypothesis.stateful import (
     rule,
 )
 
+from gickexec.kernel import mm
 from gickexec.kernel.mm import (
     MIGRATE_MOVABLE,
     MIGRATE_UNMOVABLE,
     BuddyAllocator,
+    FreeList,
     Memblock,
     OutOfMemory,
     Owner,
@@ -361,3 +365,48 @@ def test_chunks_are_the_largest_aligned_blocks(pfn: int, length: int) -> None:
         naive.append((p, order))
         p += 1 << order
     assert BuddyAllocator._chunks(pfn, pfn + length) == naive
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["head", "tail", "bulk", "del", "first"]), st.integers(0, 600)),
+        max_size=400,
+    )
+)
+def test_free_list_keeps_the_order_of_an_ordered_dict(ops: list[tuple[str, int]]) -> None:
+    """FreeList against the OrderedDict it replaces (push at either end, bulk tail
+    insertion, removal anywhere, the head), past the rebuilds of either side."""
+    rebuild = mm._REBUILD
+    mm._REBUILD = 2  # rebuild often
+    try:
+        _free_list_against_ordered_dict(ops)
+    finally:
+        mm._REBUILD = rebuild
+    _free_list_against_ordered_dict(ops)
+
+
+def _free_list_against_ordered_dict(ops: list[tuple[str, int]]) -> None:
+    fl, ref = FreeList(), OrderedDict[int, None]()
+    fresh = iter(range(10**6))
+    for op, n in ops:
+        if op in ("head", "tail"):
+            pfn = next(fresh)
+            fl.push(pfn, tail=op == "tail")
+            ref[pfn] = None
+            if op == "head":
+                ref.move_to_end(pfn, last=False)
+        elif op == "bulk":
+            pfns = dict.fromkeys(next(fresh) for _ in range(n % 50))
+            fl.extend(pfns)
+            ref.update(pfns)
+        elif ref and op == "del":
+            pfn = list(ref)[n % len(ref)]
+            fl.remove(pfn)
+            del ref[pfn]
+        elif ref:
+            assert fl.first() == next(iter(ref))
+            fl.remove(fl.first())
+            ref.popitem(last=False)
+        assert len(fl) == len(ref)
+    assert list(fl) == list(ref)

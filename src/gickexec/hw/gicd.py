@@ -8,6 +8,8 @@ from gickexec.hw.memory import Agent
 
 __all__ = ["Distributor"]
 
+_ENABLE_GRP1NS = GICD_CTLR.field("EnableGrp1A").mask  # asked at every acknowledge
+
 
 class Distributor:
     """GICD: reports LPI support and the INTID width; holds the group enables."""
@@ -49,7 +51,7 @@ class Distributor:
         0069, GICD_CTLR).  With it clear no LPI is forwarded to a CPU interface (QEMU
         commit 703090770c19, "hw/intc/arm_gicv3: Honour GICD_CTLR.EnableGrp1NS for
         LPIs", v7.0)."""
-        return bool(self.ctlr & GICD_CTLR.field("EnableGrp1A").mask)
+        return bool(self.ctlr & _ENABLE_GRP1NS)
 
     @property
     def lpis_supported(self) -> bool:

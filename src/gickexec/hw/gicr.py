@@ -314,7 +314,7 @@ class Redistributor(RegisterBlock):
         assert self.pend_addr is not None
         lpis = self.mapped_lpis(self) if self.mapped_lpis is not None else ()
         for intid in sorted(lpis):
-            if not self._in_range(intid):
+            if not LPI_INTID_BASE <= intid < self.lpi_limit:
                 continue
             try:
                 byte = self.mem.read_u8(self.pend_addr + intid // 8)
@@ -385,9 +385,6 @@ class Redistributor(RegisterBlock):
 
     # -- LPI state ------------------------------------------------------------------
 
-    def _in_range(self, intid: int) -> bool:
-        return LPI_INTID_BASE <= intid < self.lpi_limit
-
     def config(self, intid: int) -> LpiConfig:
         """The configuration the redistributor applies to ``intid`` (possibly cached)."""
         cached = self._config.get(intid)
@@ -416,7 +413,7 @@ class Redistributor(RegisterBlock):
         """An LPI arrives (from an ITS or SETLPIR): set its bit in the pending table."""
         if not self.enable_lpis:
             return LpiOutcome.LPIS_DISABLED
-        if not self._in_range(intid):
+        if not LPI_INTID_BASE <= intid < self.lpi_limit:
             return LpiOutcome.OUT_OF_RANGE
         if intid in self._unwritten:
             return LpiOutcome.ALREADY_PENDING
@@ -436,22 +433,18 @@ class Redistributor(RegisterBlock):
             outcome = self._write_pending_bit(intid)
             if outcome is not LpiOutcome.PENDED:
                 return outcome
-        if not self.knobs.config_cache:
-            return LpiOutcome.PENDED
-        self.config(intid)  # an arrival fills the configuration cache
+        if self.knobs.config_cache and intid not in self._config:
+            self.config(intid)  # an arrival fills the configuration cache
         return LpiOutcome.PENDED
 
     def _write_pending_bit(self, intid: int) -> LpiOutcome:
         """Set ``intid``'s bit in the latched pending table."""
         assert self.pend_addr is not None
-        addr = self.pend_addr + intid // 8
-        bit = 1 << (intid % 8)
+        addr = self.pend_addr + (intid >> 3)
         try:
-            old = self.mem.read_u8(addr)
-            if old & bit:
+            if not self.mem.write_bit(addr, 1 << (intid & 7), True, self.agent):
                 self._pending.add(intid)
                 return LpiOutcome.ALREADY_PENDING
-            self.mem.write_u8(addr, old | bit, self.agent)
         except BusFault:
             self.events.emit(
                 GuestError(self.name, f"pending table {addr:#x} not in RAM", "LPI lost")
@@ -488,7 +481,7 @@ class Redistributor(RegisterBlock):
 
     def clear_pending(self, intid: int) -> bool:
         """Clear an LPI's pending bit; True if it was pending."""
-        if not self.enable_lpis or not self._in_range(intid):
+        if not self.enable_lpis or not LPI_INTID_BASE <= intid < self.lpi_limit:
             return False
         assert self.pend_addr is not None
         self._pending.discard(intid)
@@ -497,20 +490,16 @@ class Redistributor(RegisterBlock):
             return True
         if self.knobs.pending_state_in_hypervisor:
             return False  # KVM's pending latch is all there is; memory is not looked at
-        addr = self.pend_addr + intid // 8
-        bit = 1 << (intid % 8)
         try:
-            old = self.mem.read_u8(addr)
-            if not old & bit:
-                return False
-            self.mem.write_u8(addr, old & ~bit, self.agent)
+            return self.mem.write_bit(
+                self.pend_addr + (intid >> 3), 1 << (intid & 7), False, self.agent
+            )
         except BusFault:
             return False
-        return True
 
     def is_pending(self, intid: int) -> bool:
         """Whether ``intid`` is pending: held internally or set in the pending table."""
-        if not self.enable_lpis or not self._in_range(intid):
+        if not self.enable_lpis or not LPI_INTID_BASE <= intid < self.lpi_limit:
             return False
         if intid in self._unwritten:
             return True

@@ -65,6 +65,10 @@ _PAGE_64K = 0b10
 _SHAREABILITY = GITS_BASER.field("Shareability").mask
 # The model's fixed GITS_BASER<n>.Type assignment (RO fields).
 _BASER_TYPES = (BaserType.DEVICE, BaserType.COLLECTION) + (BaserType.NONE,) * 6
+_TABLE_OF_TYPE = {BaserType.DEVICE: 0, BaserType.COLLECTION: 1}  # _BASER_TYPES.index
+# GITS_CWRITER fields, written once or twice per command the kernel posts
+_CWRITER_OFFSET = GITS_CWRITER.field("Offset").mask
+_CWRITER_RETRY = GITS_CWRITER.field("Retry").mask
 _L1_VALID = 1 << 63
 _L1_ADDR_MASK = ((1 << 52) - 1) & ~0xFFF
 
@@ -81,6 +85,23 @@ class MsiResult(NamedTuple):
     @property
     def pended(self) -> bool:
         return self.outcome in (LpiOutcome.PENDED, LpiOutcome.ALREADY_PENDING)
+
+
+class _Table(NamedTuple):
+    """What a table walk needs of one GITS_BASER<n>, computed once per register write."""
+
+    valid: bool
+    indirect: bool
+    entry_bytes: int
+    table_bytes: int
+    address: int
+    page_bytes: int
+
+    @classmethod
+    def of(cls, b: GitsBaser) -> _Table:
+        return cls(
+            bool(b.Valid), bool(b.Indirect), b.entry_bytes, b.table_bytes, b.address, b.page_bytes
+        )
 
 
 class _CommandError(Exception):
@@ -152,7 +173,7 @@ class Its(RegisterBlock):
         self._queue_invalid = False
         self.baser = [self._baser_ro_bits(n) for n in range(8)]
         # GITS_BASER<n> decoded once per write, not once per table access.
-        self._baser_decoded = [GitsBaser.decode(v) for v in self.baser]
+        self._tables = [_Table.of(GitsBaser.decode(v)) for v in self.baser]
         self.commands_executed = 0
         self._translations: dict[tuple[int, int], tuple[Redistributor, int]] = {}
         #: With the hypervisor holding pending state (KVM), its list of mapped events:
@@ -262,8 +283,8 @@ class Its(RegisterBlock):
         self._queue_invalid = False
 
     def _write_cwriter(self, value: int) -> None:
-        offset = GITS_CWRITER.extract(value, "Offset") << 5
-        retry = GITS_CWRITER.extract(value, "Retry")
+        offset = value & _CWRITER_OFFSET  # Offset [19:5], in bytes
+        retry = value & _CWRITER_RETRY
         if offset >= GitsCbaser.decode(self.cbaser).queue_bytes:
             # CONSTRAINED UNPREDICTABLE (§3.4): "queue invalid until a valid value is
             # written", or (KVM) the write is ignored.
@@ -307,7 +328,7 @@ class Its(RegisterBlock):
             Indirect=indirect,
             Valid=b.Valid,
         ).encode()
-        self._baser_decoded[n] = GitsBaser.decode(self.baser[n])
+        self._tables[n] = _Table.of(GitsBaser.decode(self.baser[n]))
         if device and not b.Valid:
             # KVM vgic_mmio_write_its_baser(): an invalid device table frees every device
             for key in list(self._hyp_ites):
@@ -315,8 +336,8 @@ class Its(RegisterBlock):
 
     # -- table walks ----------------------------------------------------------------
 
-    def _table(self, kind: int) -> GitsBaser:
-        return self._baser_decoded[_BASER_TYPES.index(kind)]
+    def _table(self, kind: int) -> _Table:
+        return self._tables[_TABLE_OF_TYPE[kind]]
 
     def _read_u64(self, addr: int) -> int:
         """A table read of the walk (recorded while a translation is being cached)."""
@@ -331,10 +352,10 @@ class Its(RegisterBlock):
     def _entry_addr(self, kind: int, index: int) -> int | None:
         """Address of entry ``index`` in the table of ``kind``, or None if it has none."""
         b = self._table(kind)
-        if not b.Valid:
+        if not b.valid:
             return None
         esz = b.entry_bytes
-        if not b.Indirect:
+        if not b.indirect:
             if (index + 1) * esz > b.table_bytes:
                 return None
             return b.address + index * esz
@@ -414,20 +435,22 @@ class Its(RegisterBlock):
                 return MsiResult("EventID beyond GITS_TYPER.ID_bits")
             event_id &= (1 << (self.typer.ID_bits + 1)) - 1
         try:
-            return self._translate(device_id, event_id)
+            if not self.enabled:
+                return MsiResult("ITS disabled")
+            if not self.translation_cache:
+                return self._walk(device_id, event_id)
+            hit = self._translations.get((device_id, event_id))
+            if hit is not None:
+                rd, intid = hit
+                # tuple.__new__: the named tuple without its Python-level __new__
+                return tuple.__new__(MsiResult, (rd.set_pending(intid), rd.cpu, intid))
+            return self._walk_and_cache(device_id, event_id)
         except BusFault as fault:
             self.events.emit(GuestError(self.name, f"table read fault: {fault}", "MSI dropped"))
             return MsiResult("ITS table not in RAM")
 
-    def _translate(self, device_id: int, event_id: int) -> MsiResult:
-        if not self.enabled:
-            return MsiResult("ITS disabled")
-        if not self.translation_cache:
-            return self._walk(device_id, event_id)
-        hit = self._translations.get((device_id, event_id))
-        if hit is not None:
-            rd, intid = hit
-            return MsiResult(rd.set_pending(intid), rd.cpu, intid)
+    def _walk_and_cache(self, device_id: int, event_id: int) -> MsiResult:
+        """A cache miss: walk, recording the reads the translation depends on."""
         self._walk_reads = []
         try:
             return self._walk(device_id, event_id)
@@ -466,12 +489,13 @@ class Its(RegisterBlock):
         if not (self.enabled and cbaser.Valid) or self.stalled or self._queue_invalid:
             return
         qsize = cbaser.queue_bytes
+        base = cbaser.address  # no command writes GITS_CBASER
         # Each step advances CREADR, so at most qsize/32 steps reach CWRITER.
         for _ in range(qsize // CMD_BYTES):
             if self.creadr == self.cwriter:
                 return
             try:
-                raw = self.mem.read(cbaser.address + self.creadr, CMD_BYTES)
+                raw = self.mem.read(base + self.creadr, CMD_BYTES)
                 self._execute(decode_command(raw))
             except _CommandError as e:
                 self.events.emit(

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 __all__ = [
+    "PAGE_SHIFT",
     "PAGE_SIZE",
     "Agent",
     "AgentKind",
@@ -69,9 +70,10 @@ class Agent:
 
     @property
     def is_gic(self) -> bool:
-        return self.kind in (AgentKind.GICR, AgentKind.ITS)
+        return self.kind in _GIC_KINDS
 
 
+_GIC_KINDS = frozenset((AgentKind.GICR, AgentKind.ITS))
 FIRMWARE = Agent(AgentKind.FIRMWARE)
 
 
@@ -110,6 +112,11 @@ class GicWrite(NamedTuple):
     old: bytes
     new: bytes
     agent: Agent
+
+
+#: ``tuple.__new__``: builds the named tuples made per MSI in C (their own ``__new__``
+#: is a Python function)
+_new_tuple = tuple.__new__
 
 
 class MmioDevice(Protocol):
@@ -165,6 +172,9 @@ class RegisterBlock:
 class PhysicalMemory:
     """Sparse physical memory with RAM ranges, MMIO windows and write attribution."""
 
+    #: False: ``write_bit`` is ``read_u8`` then ``write_u8`` (the reference path)
+    direct_bits = True
+
     def __init__(self, ram: Sequence[MemRegion]) -> None:
         regions = sorted(ram, key=lambda r: r.start)
         for a, b in itertools.pairwise(regions):
@@ -179,6 +189,9 @@ class PhysicalMemory:
         self._mmio_starts: list[int] = []
         self._last_mmio: tuple[MemRegion, MmioDevice] | None = None
         self._gic_observers: list[Callable[[GicWrite], None]] = []
+        self._quiet_of: dict[Callable[[GicWrite], None], dict[int, Agent] | None] = {}
+        #: the only observer's quiet pages (see observe_gic_writes), else None
+        self._quiet: dict[int, Agent] | None = None
         #: page frame -> callbacks to run once at the next write or fill touching it
         #: (how the ITS learns that a table it cached a translation from changed)
         self._watches: dict[int, set[Callable[[], None]]] = {}
@@ -216,12 +229,11 @@ class PhysicalMemory:
         return self.ram_region(addr, size) is not None
 
     def _mmio_at(self, addr: int, size: int) -> tuple[MemRegion, MmioDevice] | None:
-        last = self._last_mmio
-        if last is not None and last[0].start <= addr and addr + size <= last[0].end:
-            return last  # drivers poll the same frame (GITS_CREADR after GITS_CWRITER)
+        """The window holding the access, when it is not the last one's (the callers look
+        there first: drivers poll the same frame, GITS_CREADR after GITS_CWRITER)."""
         i = bisect.bisect_right(self._mmio_starts, addr) - 1
-        if i >= 0 and self._mmio[i][0].contains(addr, size):
-            self._last_mmio = self._mmio[i]
+        if i >= 0 and addr - self._mmio[i][0].start <= self._mmio[i][0].size - size:
+            self._last_mmio = self._mmio[i]  # (bisect_right: addr is at or past the start)
             return self._mmio[i]
         return None
 
@@ -236,11 +248,23 @@ class PhysicalMemory:
 
     # -- observers ------------------------------------------------------------------
 
-    def observe_gic_writes(self, callback: Callable[[GicWrite], None]) -> None:
+    def observe_gic_writes(
+        self, callback: Callable[[GicWrite], None], quiet: dict[int, Agent] | None = None
+    ) -> None:
+        """Pass every GIC write to ``callback``.  ``quiet`` (page frame -> a GIC agent),
+        which the observer keeps current, lists pages where that agent's ``write_bit``
+        changes need not be passed; it is honoured only while the observer is the only
+        one (any other wants every write)."""
         self._gic_observers.append(callback)
+        self._quiet_of[callback] = quiet
+        self._quiet = quiet if len(self._gic_observers) == 1 else None
 
     def unobserve_gic_writes(self, callback: Callable[[GicWrite], None]) -> None:
         self._gic_observers.remove(callback)
+        if callback not in self._gic_observers:
+            del self._quiet_of[callback]
+        only = self._gic_observers[0] if len(self._gic_observers) == 1 else None
+        self._quiet = self._quiet_of[only] if only is not None else None
 
     @property
     def gic_observers(self) -> tuple[Callable[[GicWrite], None], ...]:
@@ -278,6 +302,9 @@ class PhysicalMemory:
     # -- RAM access -----------------------------------------------------------------
 
     def _check_ram(self, addr: int, size: int, agent: Agent | None) -> None:
+        last = self._last_ram
+        if size >= 0 and last.start <= addr and addr + max(size, 1) <= last.start + last.size:
+            return  # in the region of the last access, as nearly every access is
         if size < 0 or not self.is_ram(addr, max(size, 1)):
             raise BusFault(addr, size, agent)
 
@@ -348,20 +375,42 @@ class PhysicalMemory:
             return
         if self._watches:
             self._fire_watches(addr >> PAGE_SHIFT, (addr + max(size, 1) - 1) >> PAGE_SHIFT)
+        end = addr + size
+        first, last = -(-addr >> PAGE_SHIFT), end >> PAGE_SHIFT  # the whole pages
+        if value == 0 and last > first:
+            # Zeroing whole pages (every table the kernel allocates) releases them: the
+            # ragged ends chunk by chunk, the pages between in bulk, in address order.
+            for pfn, off, n in self._chunks(addr, (first << PAGE_SHIFT) - addr):
+                self._zero_in_page(pfn, off, n, agent)
+            self.last_writer.update(dict.fromkeys(range(first, last), agent))
+            pages = self._pages
+            if last - first <= len(pages):
+                for pfn in range(first, last):
+                    pages.pop(pfn, None)
+            else:
+                for pfn in [p for p in pages if first <= p < last]:
+                    del pages[pfn]
+            for pfn, off, n in self._chunks(last << PAGE_SHIFT, end - (last << PAGE_SHIFT)):
+                self._zero_in_page(pfn, off, n, agent)
+            return
         for pfn, off, n in self._chunks(addr, size):
-            self.last_writer[pfn] = agent
             if value == 0:
-                if n == PAGE_SIZE:
-                    self._pages.pop(pfn, None)
-                    continue
-                page = self._pages.get(pfn)
-                if page is not None:
-                    page[off : off + n] = _ZERO_PAGE[:n]
+                self._zero_in_page(pfn, off, n, agent)
                 continue
+            self.last_writer[pfn] = agent
             page = self._pages.get(pfn)
             if page is None:
                 page = self._pages[pfn] = bytearray(PAGE_SIZE)
             page[off : off + n] = bytes([value]) * n
+
+    def _zero_in_page(self, pfn: int, off: int, n: int, agent: Agent) -> None:
+        self.last_writer[pfn] = agent
+        if n == PAGE_SIZE:
+            self._pages.pop(pfn, None)
+            return
+        page = self._pages.get(pfn)
+        if page is not None:
+            page[off : off + n] = _ZERO_PAGE[:n]
 
     def nonzero_pages(self, addr: int, size: int) -> list[int]:
         """Page frame numbers inside ``[addr, addr + size)`` that hold data."""
@@ -402,6 +451,53 @@ class PhysicalMemory:
         else:
             self._write_in_page(pfn, off, new, agent)
 
+    def write_bit(self, addr: int, mask: int, value: bool, agent: Agent) -> bool:
+        """Make the bits ``mask`` of the byte at ``addr`` all set (``value``) or all clear, as
+        ``agent``; False, writing nothing, if they already were.  A pending bit's
+        read-modify-write in one access: what ``read_u8`` then ``write_u8`` of the changed
+        byte do (watches, last writer, observers), without re-reading the byte for them,
+        and without building the change for an only observer that said it need not see
+        it (``quiet``).  ``direct_bits = False`` runs exactly those two calls (the
+        reference)."""
+        if not self.direct_bits:
+            old = self.read_u8(addr)
+            if bool(old & mask) == value:
+                return False
+            self.write_u8(addr, old | mask if value else old & ~mask, agent)
+            return True
+        last = self._last_ram
+        if not (last.start <= addr < last.start + last.size):
+            self._check_ram(addr, 1, None)  # the read faults first, as in the reference
+        pfn = addr >> PAGE_SHIFT
+        page = self._pages.get(pfn)
+        off = addr & _PAGE_MASK
+        old = page[off] if page is not None else 0
+        if bool(old & mask) == value:
+            return False
+        if self._watches and pfn in self._watches:
+            self._fire_watches(pfn, pfn)  # watchers drop caches; none writes memory
+            page = self._pages.get(pfn)
+        if value:
+            new = old | mask
+            if page is None:
+                page = self._pages[pfn] = bytearray(PAGE_SIZE)
+        else:
+            new = old & ~mask  # the bits were set: the page exists
+        assert page is not None
+        page[off] = new
+        self.last_writer[pfn] = agent
+        quiet = self._quiet
+        if (
+            self._gic_observers
+            and agent.kind in _GIC_KINDS
+            and (quiet is None or quiet.get(pfn) is not agent)
+        ):
+            # tuple.__new__: a GicWrite without the named tuple's Python-level __new__
+            event = _new_tuple(GicWrite, (addr, bytes((old,)), bytes((new,)), agent))
+            for cb in self._gic_observers:
+                cb(event)
+        return True
+
     def write_u32(self, addr: int, value: int, agent: Agent) -> None:
         self.write(addr, value.to_bytes(4, "little"), agent)
 
@@ -411,14 +507,18 @@ class PhysicalMemory:
     # -- MMIO -----------------------------------------------------------------------
 
     def mmio_read(self, addr: int, size: int) -> int:
-        hit = self._mmio_at(addr, size)
+        hit = self._last_mmio
+        if hit is None or not 0 <= addr - hit[0].start <= hit[0].size - size:
+            hit = self._mmio_at(addr, size)
         if hit is None:
             raise BusFault(addr, size, None)
         region, dev = hit
         return dev.mmio_read(addr - region.start, size)
 
     def mmio_write(self, addr: int, size: int, value: int, agent: Agent) -> None:
-        hit = self._mmio_at(addr, size)
+        hit = self._last_mmio
+        if hit is None or not 0 <= addr - hit[0].start <= hit[0].size - size:
+            hit = self._mmio_at(addr, size)
         if hit is None:
             raise BusFault(addr, size, agent)
         region, dev = hit

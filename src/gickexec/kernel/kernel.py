@@ -512,7 +512,7 @@ class Kernel:
 
     def reap(self) -> None:
         """Between steps: die now if the GIC has written into this kernel's image."""
-        if self.crashed is None:
+        if self.crashed is None and self.gic_hits:  # once per MSI: usually nothing to do
             try:
                 self._raise_image_fault()
             except KernelFault as fault:

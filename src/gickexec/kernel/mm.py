@@ -14,8 +14,7 @@
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -26,6 +25,7 @@ __all__ = [
     "SEG_IMAGE",
     "SEG_INITRD",
     "BuddyAllocator",
+    "FreeList",
     "KernelFault",
     "Memblock",
     "OutOfMemory",
@@ -87,6 +87,8 @@ class OwnershipMap:
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._owners: list[Owner] = []
+        #: called at every ``assign``: who caches judgements made from the map forgets them
+        self.on_change: list[Callable[[], None]] = []
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -95,8 +97,17 @@ class OwnershipMap:
         """Label ``[start, start + size)`` (None frees it), splitting what it overlaps."""
         if size <= 0:
             return
+        for forget in self.on_change:
+            forget()
         end = start + size
         i = bisect.bisect_right(self._ends, start)
+        if i == len(self._starts) or self._starts[i] >= end:
+            # Nothing overlaps (a fresh allocation, every claim at boot): an insertion.
+            if owner is not None:
+                self._starts.insert(i, start)
+                self._ends.insert(i, end)
+                self._owners.insert(i, owner)
+            return
         j = i
         keep_left: tuple[int, int, Owner] | None = None
         keep_right: tuple[int, int, Owner] | None = None
@@ -293,6 +304,69 @@ _FALLBACKS = {
 }
 
 
+#: Deletions from one side of a free list before that side is rebuilt (see FreeList)
+_REBUILD = 256
+
+
+class FreeList:
+    """One ``free_area[order].free_list[migratetype]``: block head pfns in list order,
+    with insertion at either end, removal anywhere and a look at the head in O(1), and a
+    bulk insertion at the tail at the speed of a dict merge.
+
+    (An OrderedDict, which this replaces, allocates a node per entry: handing a 64 GiB
+    zone's deferred memory over, 16 Ki blocks, cost 6 ms of every boot.)  Entries pushed
+    at the head live in ``_front`` in push order (the list starts with the last of them),
+    the others in ``_back`` in list order.  A deleted dict entry leaves a hole that
+    iteration from either end steps over, so a side is rebuilt after ``_REBUILD``
+    deletions: looking at the head stays O(1), amortised."""
+
+    __slots__ = ("_back", "_back_holes", "_front", "_front_holes")
+
+    def __init__(self) -> None:
+        self._front: dict[int, None] = {}
+        self._back: dict[int, None] = {}
+        self._front_holes = self._back_holes = 0
+
+    def __len__(self) -> int:
+        return len(self._front) + len(self._back)
+
+    def __iter__(self) -> Iterator[int]:
+        """The pfns in list order (head first)."""
+        yield from reversed(self._front)
+        yield from self._back
+
+    def first(self) -> int:
+        """The head of a non-empty list."""
+        return next(reversed(self._front)) if self._front else next(iter(self._back))
+
+    def push(self, pfn: int, *, tail: bool) -> None:
+        """``list_add`` (the head) or ``list_add_tail`` of a pfn not on the list."""
+        if tail:
+            self._back[pfn] = None
+        else:
+            self._front[pfn] = None
+
+    def extend(self, pfns: dict[int, None]) -> None:
+        """``list_add_tail`` of each of ``pfns`` (none on the list), in order."""
+        if self._back:
+            self._back.update(pfns)
+        else:
+            self._back = pfns.copy()  # a copy of a dict without holes: one memcpy
+
+    def remove(self, pfn: int) -> None:
+        """``list_del`` of a pfn on the list."""
+        if pfn in self._front:
+            del self._front[pfn]
+            self._front_holes += 1
+            if self._front_holes > _REBUILD:
+                self._front, self._front_holes = dict.fromkeys(self._front), 0
+        else:
+            del self._back[pfn]
+            self._back_holes += 1
+            if self._back_holes > _REBUILD:
+                self._back, self._back_holes = dict.fromkeys(self._back), 0
+
+
 def first_deferred_pfn(regions: Sequence[tuple[int, int]], zone_start: int) -> int | None:
     """``defer_init()`` (mm/page_alloc.c, v4.17+, "We start only with one section of
     pages"): walking the last zone's memory ``regions`` (``[start, end)`` byte ranges, in
@@ -337,8 +411,8 @@ class BuddyAllocator:
     """
 
     def __init__(self, free: Iterable[tuple[int, int]], *, to_tail: bool = True) -> None:
-        self._lists: list[list[OrderedDict[int, None]]] = [
-            [OrderedDict() for _ in range(3)] for _ in range(MAX_ORDER)
+        self._lists: list[list[FreeList]] = [
+            [FreeList() for _ in range(3)] for _ in range(MAX_ORDER)
         ]
         #: head pfn of every free block -> (order, migratetype of the list it is on)
         self._heads: dict[int, tuple[int, int]] = {}
@@ -369,15 +443,12 @@ class BuddyAllocator:
         return self._pageblock.get(pfn >> PAGEBLOCK_ORDER, MIGRATE_MOVABLE)
 
     def _add(self, pfn: int, order: int, mt: int, tail: bool) -> None:
-        lst = self._lists[order][mt]
-        lst[pfn] = None
-        if not tail:
-            lst.move_to_end(pfn, last=False)
+        self._lists[order][mt].push(pfn, tail=tail)
         self._heads[pfn] = (order, mt)
 
     def _del(self, pfn: int) -> tuple[int, int]:
         order, mt = self._heads.pop(pfn)
-        del self._lists[order][mt][pfn]
+        self._lists[order][mt].remove(pfn)
         return order, mt
 
     # -- freeing ------------------------------------------------------------------------
@@ -394,8 +465,9 @@ class BuddyAllocator:
         pb_lo, pb_hi = body.start >> PAGEBLOCK_ORDER, body.stop >> PAGEBLOCK_ORDER
         plain = to_tail and not any(pb_lo <= pb < pb_hi for pb in self._pageblock)
         if plain and body:
-            self._lists[top][MIGRATE_MOVABLE].update(dict.fromkeys(body))
-            self._heads.update(dict.fromkeys(body, (top, MIGRATE_MOVABLE)))
+            blocks = dict.fromkeys(body)  # the pfns made once (ints beyond the small ones)
+            self._lists[top][MIGRATE_MOVABLE].extend(blocks)
+            self._heads.update(dict.fromkeys(blocks, (top, MIGRATE_MOVABLE)))
             self._free_pages += len(body) << top
         else:
             for pfn in body:
@@ -493,7 +565,7 @@ class BuddyAllocator:
         for current in range(order, MAX_ORDER):
             lst = self._lists[current][mt]
             if lst:
-                pfn = next(iter(lst))
+                pfn = lst.first()
                 self._del(pfn)
                 self._expand(pfn, order, current, mt)
                 return pfn
@@ -513,7 +585,7 @@ class BuddyAllocator:
                     continue
                 if not self._can_steal(current, start_mt) and current > order:
                     return self._steal_smallest(order, start_mt)
-                self._steal(next(iter(lst)), current, start_mt, whole=True)
+                self._steal(lst.first(), current, start_mt, whole=True)
                 return True
         return False
 
@@ -522,7 +594,7 @@ class BuddyAllocator:
             for fmt in _FALLBACKS[start_mt]:
                 lst = self._lists[current][fmt]
                 if lst:
-                    self._steal(next(iter(lst)), current, start_mt, whole=False)
+                    self._steal(lst.first(), current, start_mt, whole=False)
                     return True
         return False
 

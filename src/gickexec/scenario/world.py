@@ -27,7 +27,7 @@ from gickexec.fw.memreserve import MemreserveChain, walk_memreserve
 from gickexec.fw.uefi import UefiFirmware, read_config_tables
 from gickexec.hw.its import MsiResult
 from gickexec.hw.machine import HELD_IN_PBA, Machine, MsiDevice
-from gickexec.hw.memory import Agent, AgentKind, GicWrite
+from gickexec.hw.memory import PAGE_SHIFT, PAGE_SIZE, Agent, AgentKind, GicWrite
 from gickexec.hw.platform import PLATFORMS, Platform
 from gickexec.kernel.cmdline import KernelCmdline, parse_cmdline
 from gickexec.kernel.freebsd_kboot import FreeBsdKboot
@@ -44,7 +44,7 @@ from gickexec.kernel.kexec import (
 from gickexec.kernel.mm import SEG_DTB, SEG_IMAGE, SEG_INITRD, Role, free_ranges
 from gickexec.kernel.profiles import KernelProfile, get_profile
 
-__all__ = ["CorruptionEvent", "CorruptionMonitor", "MsiLedger", "World"]
+__all__ = ["CorruptionEvent", "CorruptionMonitor", "KernelJudge", "MsiLedger", "World"]
 
 #: Corruption events kept in full; beyond this only the count grows.
 MAX_CORRUPTION_EVENTS = 10_000
@@ -170,17 +170,67 @@ class CorruptionEvent:
 Judge = Callable[[int, Agent], tuple[bool, str]]
 
 
-@dataclass(slots=True)
 class CorruptionMonitor:
-    """Observes GIC writes; ``judge(addr, agent)`` says (legitimate, owner label)."""
+    """Observes GIC writes; ``judge(addr, agent)`` says (legitimate, owner label).
 
-    judge: Judge = lambda addr, agent: (True, "")
-    generation: int = 0
-    between_kernels: bool = False
-    bits: int = 0
-    events: list[CorruptionEvent] = field(default_factory=list)
+    A judge that is a :class:`KernelJudge` also knows whole pages an agent may write
+    anywhere in: a write inside such a page is legitimate bit by bit and is not judged
+    bit by bit, and the page goes into ``quiet``, which memory is given
+    (``PhysicalMemory.observe_gic_writes``) and which is emptied whenever the judge or
+    the kernel's ownership map changes.  ``page_cache = False``: every changed bit is
+    judged (the reference)."""
+
+    #: ``page_cache`` of the monitors made from then on
+    default_page_cache = True
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.between_kernels = False
+        self.bits = 0
+        self.events: list[CorruptionEvent] = []
+        #: page frame -> the GIC agent the current judge lets write anywhere in it
+        self.quiet: dict[int, Agent] = {}
+        self._page_cache = self.default_page_cache
+        self._judge: Judge = lambda addr, agent: (True, "")
+
+    @property
+    def page_cache(self) -> bool:
+        """False: every changed bit is judged, even inside a page known to be the writer's."""
+        return self._page_cache
+
+    @page_cache.setter
+    def page_cache(self, on: bool) -> None:
+        self._page_cache = on
+        self.quiet.clear()
+
+    @property
+    def judge(self) -> Judge:
+        return self._judge
+
+    @judge.setter
+    def judge(self, judge: Judge) -> None:
+        old = self._judge
+        if isinstance(old, KernelJudge):
+            old.k.owners.on_change.remove(self._forget_quiet)
+        self._judge = judge
+        self.quiet.clear()
+        if isinstance(judge, KernelJudge):
+            judge.k.owners.on_change.append(self._forget_quiet)
+
+    def _forget_quiet(self) -> None:
+        # A method, not ``quiet.clear``: a copied world's map must call its own monitor.
+        self.quiet.clear()
 
     def on_write(self, w: GicWrite) -> None:
+        judge = self._judge
+        if self._page_cache and isinstance(judge, KernelJudge):
+            pfn = w.addr >> PAGE_SHIFT
+            if (w.addr + len(w.new) - 1) >> PAGE_SHIFT == pfn:
+                if self.quiet.get(pfn) is w.agent:
+                    return
+                if judge.clean_page(pfn, w.agent):
+                    self.quiet[pfn] = w.agent
+                    return
         new = int.from_bytes(w.new, "little")
         changed = int.from_bytes(w.old, "little") ^ new
         while changed:
@@ -188,7 +238,7 @@ class CorruptionMonitor:
             pos = low.bit_length() - 1
             changed ^= low
             addr = w.addr + pos // 8
-            ok, owner = self.judge(addr, w.agent)
+            ok, owner = judge(addr, w.agent)
             if ok:
                 continue
             self.bits += 1
@@ -215,6 +265,47 @@ def _role_for(agent: Agent) -> Role | None:
     return None
 
 
+class KernelJudge:
+    """The judge while kernel ``k`` runs: GIC writes are fine in the tables ``k`` gave
+    that agent.  A capture kernel also lets the crashed kernel's redistributors keep
+    writing their own tables outside its memory (what ``/proc/vmcore`` will show)."""
+
+    def __init__(self, k: Kernel, crashed: Kernel | None = None) -> None:
+        self.k = k
+        self.crashed = crashed
+
+    def __call__(self, addr: int, agent: Agent) -> tuple[bool, str]:
+        k, crashed = self.k, self.crashed
+        owner = k.owner(addr)
+        suffix = ""
+        if owner is None and crashed is not None and not k.in_linear_map(addr, 1):
+            owner = crashed.owner(addr)
+            suffix = " (crashed kernel, in /proc/vmcore)"
+        if owner is None:
+            return False, "free memory" + suffix
+        role = owner.role
+        if role is not None and role.kind in _SEG_KINDS and not suffix:
+            if len(k.gic_hits) < MAX_SEGMENT_HITS:
+                k.gic_hit(role.kind, addr, str(agent))
+            return False, owner.label
+        ok = role is not None and role == _role_for(agent)
+        return ok, owner.label + suffix
+
+    def clean_page(self, pfn: int, agent: Agent) -> bool:
+        """Whether ``self(addr, agent)`` is legitimate, with no side effect, for every
+        ``addr`` of page frame ``pfn``: one owner of ``k`` holds the whole page, with the
+        agent's role (then neither the crashed kernel nor the segments are asked)."""
+        owners = self.k.owners
+        start = pfn << PAGE_SHIFT
+        held = owners.range_of(start)
+        if held is None or held[1] < start + PAGE_SIZE:
+            return False
+        owner = owners.owner_at(start)
+        assert owner is not None
+        role = owner.role
+        return role is not None and role.kind not in _SEG_KINDS and role == _role_for(agent)
+
+
 class World:
     """A platform plus everything that happens to it, one kernel generation at a time."""
 
@@ -237,7 +328,7 @@ class World:
             dev.name, vec, res
         )
         self.corruption = CorruptionMonitor()
-        self.machine.mem.observe_gic_writes(self.corruption.on_write)
+        self.machine.mem.observe_gic_writes(self.corruption.on_write, self.corruption.quiet)
         self.generations: list[Kernel] = []
         self.memreserve_after: list[tuple[int, int] | None] = []
         #: steps that could not happen as asked (e.g. kexec from a crashed kernel)
@@ -428,7 +519,7 @@ class World:
         crash = old.crashkernel
         self.corruption.generation = old.generation + 1
         self.corruption.between_kernels = True
-        old_judge = self._kernel_judge(old)
+        old_judge = KernelJudge(old)
 
         def window_judge(addr: int, agent: Agent) -> tuple[bool, str]:
             if crash is not None and crash[0] <= addr < crash[0] + crash[1]:
@@ -531,11 +622,11 @@ class World:
             pinned_image=pinned_image,
         )
         k.gic_hits.extend(hits or [])
-        k.on_irq = lambda cpu, intid, desc: self.ledger.record_irq(cpu, intid, desc, gen)
+        k.on_irq = functools.partial(self.ledger.record_irq, generation=gen)
         self.generations.append(k)
         self.corruption.generation = gen
         self.corruption.between_kernels = False
-        self.corruption.judge = self._kernel_judge(k, crashed)
+        self.corruption.judge = KernelJudge(k, crashed)
         devices = [(d, self._shutdown_hooks[d.name]) for d in self.machine.devices.values()]
         k.boot(devices)
         return k
@@ -544,30 +635,6 @@ class World:
         """What runs ``profile``: Linux, or FreeBSD entered by kboot.  A subclass may
         return a variant (scenario/fixes.py: kernels that implement a candidate fix)."""
         return FreeBsdKboot if profile.kind == "freebsd-kboot" else Kernel
-
-    @staticmethod
-    def _kernel_judge(k: Kernel, crashed: Kernel | None = None) -> Judge:
-        """GIC writes are fine in the tables ``k`` gave that agent.  A capture kernel also
-        lets the crashed kernel's redistributors keep writing their own tables outside
-        its memory (what ``/proc/vmcore`` will show)."""
-
-        def judge(addr: int, agent: Agent) -> tuple[bool, str]:
-            owner = k.owner(addr)
-            suffix = ""
-            if owner is None and crashed is not None and not k.in_linear_map(addr, 1):
-                owner = crashed.owner(addr)
-                suffix = " (crashed kernel, in /proc/vmcore)"
-            if owner is None:
-                return False, "free memory" + suffix
-            role = owner.role
-            if role is not None and role.kind in _SEG_KINDS and not suffix:
-                if len(k.gic_hits) < MAX_SEGMENT_HITS:
-                    k.gic_hit(role.kind, addr, str(agent))
-                return False, owner.label
-            ok = role is not None and role == _role_for(agent)
-            return ok, owner.label + suffix
-
-        return judge
 
     def traffic(self, device: str, msis: int) -> None:
         """``device`` raises ``msis`` MSIs, round-robin over its vectors; CPUs take them.
@@ -695,7 +762,7 @@ class World:
             result = signal(dev, vec)
             desc = k.irq_of_vector.get((device, vec))
             record_send(
-                _Token(k.generation, device, vec),
+                tuple.__new__(_Token, (k.generation, device, vec)),  # in C, once per MSI
                 result.outcome,
                 result.cpu,
                 result.intid,

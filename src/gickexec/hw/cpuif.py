@@ -66,19 +66,28 @@ class CpuInterface:
     def running_priority(self) -> int:
         return self._running[-1] if self._running else 0x100
 
-    def _signalled(self) -> int | None:
-        """The INTID the interface would present: highest priority, above PMR and the
-        running priority, with both group enables set."""
+    def _signalled(self) -> tuple[int, int] | None:
+        """The (INTID, priority) the interface would present: highest priority, above PMR
+        and the running priority, with both group enables set."""
         if not self.igrpen1 or (self.gicd is not None and not self.gicd.group1ns_enabled):
             return None
-        return self.rd.highest_priority_pending(min(self.pmr, self.running_priority))
+        running = self._running
+        # min(PMR, running priority); an idle CPU's running priority (0x100) is above
+        # any PMR value
+        mask = running[-1] if running and running[-1] < self.pmr else self.pmr
+        return self.rd.highest_pending(mask)
 
     def acknowledge(self) -> int:
         """ICC_IAR1_EL1: the INTID of the highest-priority signalled LPI, or 1023."""
-        intid = self._signalled()
-        if intid is None:
+        # Nothing pending is every interrupt's last IAR read (Linux's gic_handle_irq()
+        # reads until 1023): answered without looking at the enables, which only ever
+        # turn a pending LPI into 1023 too.
+        if not self.rd.pending:
             return INTID_SPURIOUS
-        prio = self.rd.config(intid).priority
+        signalled = self._signalled()
+        if signalled is None:
+            return INTID_SPURIOUS
+        intid, prio = signalled
         self.rd.clear_pending(intid)
         self._running.append(prio)
         return intid
@@ -99,8 +108,8 @@ class CpuInterface:
         if reg is IccReg.IAR1:
             return self.acknowledge()
         if reg is IccReg.HPPIR1:
-            intid = self._signalled()
-            return INTID_SPURIOUS if intid is None else intid
+            signalled = self._signalled()
+            return INTID_SPURIOUS if signalled is None else signalled[0]
         # ICC_EOIR1_EL1 is write-only: reads are UNDEFINED, modelled as 0 plus an event
         self._guest_error(f"read of write-only {reg}")
         return 0

@@ -9,7 +9,7 @@ DEFINED whether it can be cleared).  Whether EnableLPIs can be cleared, and
 whether base-register writes are ignored while it is set, are knobs.
 
 Pending state lives in memory (one bit per INTID, byte INTID/8, bit INTID%8, §2.3).  The
-set ``_pending`` is the redistributor's internal record of which LPIs it has made pending
+set ``pending`` is the redistributor's internal record of which LPIs it has made pending
 (real redistributors hold pending state internally too, §2.4); it is rebuilt from memory
 when LPIs are enabled and cross-checked against memory when an LPI is acknowledged.
 """
@@ -106,7 +106,10 @@ class Redistributor(RegisterBlock):
         #: id_bits at enable (an attribute: every LPI arrival and acknowledge checks it)
         self.lpi_limit = 0
         self._config: dict[int, int] = {}
-        self._pending: set[int] = set()
+        #: The LPIs this redistributor has made pending (see the module docstring): the
+        #: candidates an acknowledge ranks.  Public so that the CPU interface can see
+        #: that nothing is pending without a call (every interrupt's last IAR read).
+        self.pending: set[int] = set()
         # Pending LPIs not yet written to the pending table (knob pending_cache_entries),
         # oldest first.
         self._unwritten: dict[int, None] = {}
@@ -259,7 +262,7 @@ class Redistributor(RegisterBlock):
         self.id_bits = min(prop.lpi_id_bits, self.gicd.id_bits)
         self.lpi_limit = 1 << self.id_bits if self.id_bits > 13 else 0
         self._config.clear()
-        self._pending.clear()
+        self.pending.clear()
         # KVM keeps a pending latch taken while LPIs were off (lpi_sync_pending_status)
         latched = self._unwritten if self.knobs.pending_state_in_hypervisor else {}
         self._unwritten = {}
@@ -268,11 +271,11 @@ class Redistributor(RegisterBlock):
             self.pendbaser &= ~_PTZ
             # KVM's vgic_enable_lpis() reads nothing with PTZ set: the latches stand
             self._unwritten = latched
-            self._pending = set(latched)
+            self.pending = set(latched)
         elif self.knobs.pending_state_in_hypervisor:
             self._sync_lpi_pending_table()
         elif self.knobs.scan_pending_table_on_enable:
-            self._pending = self._scan_pending_table()
+            self.pending = self._scan_pending_table()
 
     def _lpi_group(self) -> int:
         """The CommonLPIAff group key: the affinity levels that must match (§1.3)."""
@@ -303,7 +306,7 @@ class Redistributor(RegisterBlock):
         self._rwp_reads = self.knobs.rwp_clear_after_reads
         self.prop_addr = self.pend_addr = None
         self._config.clear()
-        self._pending.clear()
+        self.pending.clear()
 
     def _sync_lpi_pending_table(self) -> None:
         """KVM's its_sync_lpi_pending_table() (vgic_enable_lpis() on EnableLPIs 0 -> 1 with
@@ -323,7 +326,7 @@ class Redistributor(RegisterBlock):
                 return
             if byte & (1 << (intid % 8)):
                 self._unwritten[intid] = None
-                self._pending.add(intid)
+                self.pending.add(intid)
 
     def lpi_sync_pending_status(self, intid: int) -> None:
         """KVM's vgic_v3_lpi_sync_pending_status() (arch/arm64/kvm/vgic/vgic-v3.c, Linux
@@ -342,7 +345,7 @@ class Redistributor(RegisterBlock):
         self.mem.write_u8(addr, byte & ~bit, self.agent)
         self._unwritten[intid] = None
         if self.enable_lpis:
-            self._pending.add(intid)
+            self.pending.add(intid)
 
     @property
     def pending_table_bytes(self) -> int:
@@ -420,10 +423,10 @@ class Redistributor(RegisterBlock):
         held = self.knobs.pending_state_in_hypervisor
         if held or self.knobs.pending_cache_entries:
             if self.is_pending(intid):
-                self._pending.add(intid)
+                self.pending.add(intid)
                 return LpiOutcome.ALREADY_PENDING
             self._unwritten[intid] = None
-            self._pending.add(intid)
+            self.pending.add(intid)
             # a hypervisor holds any number; a redistributor's cache writes the oldest back
             if not held and len(self._unwritten) > self.knobs.pending_cache_entries:
                 oldest = next(iter(self._unwritten))
@@ -443,15 +446,15 @@ class Redistributor(RegisterBlock):
         addr = self.pend_addr + (intid >> 3)
         try:
             if not self.mem.write_bit(addr, 1 << (intid & 7), True, self.agent):
-                self._pending.add(intid)
+                self.pending.add(intid)
                 return LpiOutcome.ALREADY_PENDING
         except BusFault:
             self.events.emit(
                 GuestError(self.name, f"pending table {addr:#x} not in RAM", "LPI lost")
             )
-            self._pending.discard(intid)
+            self.pending.discard(intid)
             return LpiOutcome.BUS_FAULT
-        self._pending.add(intid)
+        self.pending.add(intid)
         return LpiOutcome.PENDED
 
     def write_back_pending(self) -> None:
@@ -484,7 +487,7 @@ class Redistributor(RegisterBlock):
         if not self.enable_lpis or not LPI_INTID_BASE <= intid < self.lpi_limit:
             return False
         assert self.pend_addr is not None
-        self._pending.discard(intid)
+        self.pending.discard(intid)
         if intid in self._unwritten:
             del self._unwritten[intid]
             return True
@@ -512,7 +515,8 @@ class Redistributor(RegisterBlock):
             return False
 
     def pending_lpis(self) -> set[int]:
-        return set(self._pending)
+        """A copy of ``pending``."""
+        return set(self.pending)
 
     def state_key(self) -> tuple[object, ...]:
         """Everything an arriving or acknowledged LPI can depend on or change, except
@@ -522,28 +526,37 @@ class Redistributor(RegisterBlock):
             self.prop_addr,
             self.pend_addr,
             self.id_bits,
-            frozenset(self._pending),
+            frozenset(self.pending),
             tuple(self._unwritten),
             tuple(self._config.items()),
         )
 
     def highest_priority_pending(self, mask_priority: int) -> int | None:
         """The pending, enabled LPI of highest priority below ``mask_priority``, if any."""
-        if not self._pending:
+        best = self.highest_pending(mask_priority)
+        return None if best is None else best[0]
+
+    def highest_pending(self, mask_priority: int) -> tuple[int, int] | None:
+        """``highest_priority_pending`` with the LPI's priority: (INTID, priority), which
+        an acknowledge needs for the running priority without a second look-up."""
+        if not self.pending:
             return None
-        if len(self._pending) == 1:
+        if len(self.pending) == 1:
             # The usual case (an MSI taken as soon as it arrives): no ranking.
-            (intid,) = self._pending
+            (intid,) = self.pending
             if not self.is_pending(intid):
-                self._pending.discard(intid)
+                self.pending.discard(intid)
                 return None
             cfg = self.config(intid)
-            return intid if cfg.Enable and cfg.priority < mask_priority else None
+            if not cfg.Enable:
+                return None
+            prio = cfg.priority
+            return (intid, prio) if prio < mask_priority else None
         best: tuple[int, int] | None = None
-        for intid in list(self._pending):
+        for intid in list(self.pending):
             if not self.is_pending(intid):
                 # Software overwrote the pending table; hardware would see it too.
-                self._pending.discard(intid)
+                self.pending.discard(intid)
                 continue
             cfg = self.config(intid)
             if not cfg.Enable or cfg.priority >= mask_priority:
@@ -553,4 +566,4 @@ class Redistributor(RegisterBlock):
                 best = key
         if best is None:
             return None
-        return abs(best[1])
+        return abs(best[1]), best[0]

@@ -899,7 +899,7 @@ class Kernel:
                 continue
             cpuif = cpuifs[cpu]
             # Each acknowledge clears one pending LPI, so this terminates.
-            for _ in range(len(cpuif.rd.pending_lpis()) + 1):
+            for _ in range(len(cpuif.rd.pending) + 1):
                 intid = cpuif.acknowledge()
                 if intid == INTID_SPURIOUS:
                     break

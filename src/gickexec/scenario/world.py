@@ -122,7 +122,10 @@ class MsiLedger:
             if intended_cpu is not None:
                 self.lost_per_cpu[intended_cpu] += 1
 
-    def record_irq(self, cpu: int, intid: int, desc: IrqDesc | None, generation: int) -> None:
+    def record_irq(self, generation: int, cpu: int, intid: int, desc: IrqDesc | None) -> None:
+        """Kernel ``generation``'s handler took ``intid`` on ``cpu`` (generation first:
+        the kernel's ``on_irq`` is this bound to it positionally, which a call per MSI
+        passes on cheaper than a keyword)."""
         for token in self._pending.pop((cpu, intid), []):
             if desc is not None and desc.device == token.device and desc.vector == token.vector:
                 self.delivered += 1
@@ -622,7 +625,7 @@ class World:
             pinned_image=pinned_image,
         )
         k.gic_hits.extend(hits or [])
-        k.on_irq = functools.partial(self.ledger.record_irq, generation=gen)
+        k.on_irq = functools.partial(self.ledger.record_irq, gen)
         self.generations.append(k)
         self.corruption.generation = gen
         self.corruption.between_kernels = False

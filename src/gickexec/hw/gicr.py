@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from enum import StrEnum
+from functools import cache
 
 from gickexec.arch.gicv3 import (
     GICR_PENDBASER,
@@ -51,6 +52,13 @@ _PENDING_IMPDEF_BYTES = LPI_INTID_BASE // 8  # the first 1 KiB (§2.3)
 #: Every configuration byte decoded once: the redistributor looks at one per arrival,
 #: acknowledge and priority comparison.
 _LPI_CONFIGS = tuple(LpiConfig.decode(raw) for raw in range(256))
+
+
+@cache
+def _ctlr_value(enable_lpis: int, ces: int, ir: int, rwp: int) -> int:
+    """GICR_CTLR as read: one encoding per combination of the bits the model sets
+    (every CPU brought up reads it two to four times)."""
+    return GicrCtlr(EnableLPIs=enable_lpis, CES=ces, IR=ir, RWP=rwp).encode()
 
 
 class LpiOutcome(StrEnum):
@@ -91,6 +99,7 @@ class Redistributor(RegisterBlock):
             CommonLPIAff=knobs.common_lpi_aff,
             Affinity_Value=affinity,
         )
+        self._typer_value = self.typer.encode()  # read-only: read once per CPU brought up
         #: All redistributors of the machine, for the CommonLPIAff check (set by Machine).
         self.peers: list[Redistributor] = [self]
         self.enable_lpis = False
@@ -124,11 +133,15 @@ class Redistributor(RegisterBlock):
     # -- registers ------------------------------------------------------------------
 
     def ctlr(self) -> GicrCtlr:
-        return GicrCtlr(
-            EnableLPIs=int(self.enable_lpis),
-            CES=int(self.knobs.report_ces),
-            IR=int(self.knobs.report_ir),
-            RWP=int(self._rwp_reads > 0),
+        """GICR_CTLR as a record."""
+        return GicrCtlr.decode(self._ctlr_value())
+
+    def _ctlr_value(self) -> int:
+        return _ctlr_value(
+            int(self.enable_lpis),
+            int(self.knobs.report_ces),
+            int(self.knobs.report_ir),
+            int(self._rwp_reads > 0),
         )
 
     regs64 = frozenset(
@@ -152,12 +165,12 @@ class Redistributor(RegisterBlock):
 
     def read_reg(self, offset: int, size: int) -> int:
         if offset == GicrOffset.CTLR:
-            value = self.ctlr().encode()
+            value = self._ctlr_value()
             if self._rwp_reads:
                 self._rwp_reads -= 1
             return value
         if offset == GicrOffset.TYPER:
-            return self.typer.encode()
+            return self._typer_value
         if offset == GicrOffset.IIDR:
             return self.gicd.iidr
         if offset == GicrOffset.WAKER:

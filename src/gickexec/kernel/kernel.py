@@ -181,6 +181,7 @@ class Kernel:
         self.machine = machine
         self.profile = profile
         self.generation = generation
+        self._agents: dict[int, Agent] = {}  # agent(): one immutable value per CPU
         self.entry = entry
         self.firmware = firmware
         self.cmdline = cmdline or KernelCmdline()
@@ -277,7 +278,13 @@ class Kernel:
         return any(s <= addr and addr + size <= e for s, e in self.memory)
 
     def agent(self, cpu: int = 0) -> Agent:
-        return Agent(AgentKind.KERNEL, cpu, self.generation)
+        """This kernel's CPU ``cpu`` as the writer of an access.  Agents are frozen
+        values, so one per CPU serves every access (a CPU brought up writes a dozen
+        times: the ITS command queue, GITS_CWRITER, the redistributor's registers)."""
+        agent = self._agents.get(cpu)
+        if agent is None:
+            agent = self._agents[cpu] = Agent(AgentKind.KERNEL, cpu, self.generation)
+        return agent
 
     def claim(self, addr: int, size: int, owner: Owner) -> None:
         self.owners.assign(addr, size, owner)

@@ -22,44 +22,42 @@ def pa(addr: int) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def _compile(fmt: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``fmt`` split once into literal text and Python conversions: ``%pa`` stays
-    ``pa``, ``%%`` becomes literal, C length modifiers go, ``%u`` becomes ``%d``."""
-    texts: list[str] = []
-    specs: list[str] = []
+def _compile(fmt: str) -> tuple[str, int, tuple[int, ...]]:
+    """``fmt`` made one Python %-format: ``%pa`` becomes ``0x%016x`` (what :func:`pa`
+    prints), ``%%`` and literal text stay, C length modifiers go, ``%u`` becomes ``%d``.
+    Returns that format, the number of conversions and which of them are ``%pa``."""
+    out: list[str] = []
+    count = 0
+    pa_at: list[int] = []
     pos = 0
-    pending = ""
     for m in _CONV.finditer(fmt):
-        pending += fmt[pos : m.start()]
+        out.append(fmt[pos : m.start()].replace("%", "%%"))
         pos = m.end()
         spec = m.group(1)
         if spec == "%":
-            pending += "%"
+            out.append("%%")
             continue
-        texts.append(pending)
-        pending = ""
-        py = "%" + re.sub(r"(ll|l|h|z)(?=[diuxXsc])", "", spec).replace("u", "d")
-        specs.append("pa" if spec == "pa" else py)
-    texts.append(pending + fmt[pos:])
-    return tuple(texts), tuple(specs)
+        if spec == "pa":
+            pa_at.append(count)
+            out.append("0x%016x")
+        else:
+            out.append("%" + re.sub(r"(ll|l|h|z)(?=[diuxXsc])", "", spec).replace("u", "d"))
+        count += 1
+    out.append(fmt[pos:].replace("%", "%%"))
+    return "".join(out), count, tuple(pa_at)
 
 
 def kformat(fmt: str, *args: object) -> str:
     """Format a C printk format string with Python values (``%pa`` takes an int)."""
-    texts, specs = _compile(fmt)
-    if len(args) != len(specs):
-        many = "few" if len(args) < len(specs) else "many"
+    pyfmt, count, pa_at = _compile(fmt)
+    if len(args) != count:
+        many = "few" if len(args) < count else "many"
         raise ValueError(f"too {many} arguments for {fmt!r}")
-    out = [texts[0]]
-    for spec, value, text in zip(specs, args, texts[1:], strict=True):
-        if spec == "pa":
-            if not isinstance(value, int):
-                raise TypeError(f"%pa takes an address, not {value!r}")
-            out.append(pa(value))
-        else:
-            out.append(spec % (value,))
-        out.append(text)
-    return "".join(out)
+    for i in pa_at:
+        if not isinstance(args[i], int):
+            raise TypeError(f"%pa takes an address, not {args[i]!r}")
+    # one conversion of the whole line (a line per CPU brought up, or four)
+    return pyfmt % args
 
 
 Version = tuple[int, int]

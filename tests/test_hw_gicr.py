@@ -217,6 +217,32 @@ def test_clearing_enable_lpis_raises_rwp_for_some_reads(reads: int) -> None:
     assert m.events.errors == []
 
 
+@pytest.mark.parametrize("ces", [False, True])
+@pytest.mark.parametrize("ir", [False, True])
+def test_ctlr_and_typer_read_as_their_records_encode(ces: bool, ir: bool) -> None:
+    # GICR_CTLR is read from an encoding cached by value, GICR_TYPER from one made at
+    # reset: both must be what the records encode, in every state the model sets.
+    m = _machine(
+        report_ces=ces, report_ir=ir, enable_lpis_clearable=True, rwp_clear_after_reads=1
+    )
+    rd = m.rdists[0]
+    typer = m.mem.mmio_read(_rd_addr(m, 0, GicrOffset.TYPER), 8)
+    assert typer == rd.typer.encode()
+    states = []
+    for action in ("reset", "enable", "disable"):
+        if action == "enable":
+            _enable(m, 0)
+        elif action == "disable":
+            _set_enable(m, 0, False)
+        expected = GicrCtlr(
+            EnableLPIs=int(rd.enable_lpis), CES=int(ces), IR=int(ir), RWP=int(rd._rwp_reads > 0)
+        ).encode()
+        states.append(expected)
+        assert m.mem.mmio_read(_rd_addr(m, 0, GicrOffset.CTLR), 4) == expected
+        assert rd.ctlr().encode() == m.mem.mmio_read(_rd_addr(m, 0, GicrOffset.CTLR), 4)
+    assert len(set(states)) == 3  # reset, enabled, RWP while disabling
+
+
 def test_reenable_during_rwp_is_ignored_then_new_tables_are_used() -> None:
     m = _machine(
         enable_lpis_clearable=True, rwp_clear_after_reads=2, base_writes_ignored_while_enabled=True

@@ -52,7 +52,7 @@ from gickexec.arch.its import (
 )
 from gickexec.hw.events import EventLog, GuestError
 from gickexec.hw.gicd import Distributor
-from gickexec.hw.gicr import LpiOutcome, Redistributor
+from gickexec.hw.gicr import PENDED_OUTCOMES, Redistributor
 from gickexec.hw.knobs import GicKnobs
 from gickexec.hw.memory import Agent, AgentKind, BusFault, PhysicalMemory, RegisterBlock
 
@@ -84,7 +84,7 @@ class MsiResult(NamedTuple):
 
     @property
     def pended(self) -> bool:
-        return self.outcome in (LpiOutcome.PENDED, LpiOutcome.ALREADY_PENDING)
+        return self.outcome in PENDED_OUTCOMES
 
 
 class _Table(NamedTuple):

@@ -303,7 +303,8 @@ class PhysicalMemory:
 
     def _check_ram(self, addr: int, size: int, agent: Agent | None) -> None:
         last = self._last_ram
-        if size >= 0 and last.start <= addr and addr + max(size, 1) <= last.start + last.size:
+        # ``size or 1``: max(size, 1) for a size >= 0 (checked first), without a call
+        if size >= 0 and last.start <= addr and addr + (size or 1) <= last.start + last.size:
             return  # in the region of the last access, as nearly every access is
         if size < 0 or not self.is_ram(addr, max(size, 1)):
             raise BusFault(addr, size, agent)
@@ -338,8 +339,12 @@ class PhysicalMemory:
         self._check_ram(addr, size, agent)
         if not size:
             return
-        if self._watches:
-            self._fire_watches(addr >> PAGE_SHIFT, (addr + size - 1) >> PAGE_SHIFT)
+        watches = self._watches
+        if watches:
+            first, last = addr >> PAGE_SHIFT, (addr + size - 1) >> PAGE_SHIFT
+            # a write within one unwatched page (every command and table entry) fires none
+            if first != last or first in watches:
+                self._fire_watches(first, last)
         old = self.read(addr, size) if agent.is_gic and self._gic_observers else b""
         off = addr & _PAGE_MASK
         if off + size <= PAGE_SIZE:

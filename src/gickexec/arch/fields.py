@@ -105,11 +105,15 @@ class Layout:
         self._maxes = tuple((1 << f.width) - 1 for f in parsed)
         #: an object's attributes named like the fields, as a tuple in field order (one
         #: C call: records encode per command and table entry)
-        self.values_of: Callable[[object], tuple[int, ...]] = (
-            operator.attrgetter(*(f.name for f in parsed))
-            if len(parsed) > 1
-            else lambda obj: tuple(getattr(obj, f.name) for f in parsed)
-        )
+        names = [f.name for f in parsed]
+        if len(names) > 1:
+            self.values_of: Callable[[object], tuple[int, ...]] = operator.attrgetter(*names)
+        elif names:
+            # attrgetter of one name gives the value, not a tuple (SYNC: one per command)
+            get = operator.attrgetter(names[0])
+            self.values_of = lambda obj: (get(obj),)
+        else:
+            self.values_of = lambda obj: ()
         #: bits no field claims; a decoder ignores them and an encoder leaves them 0
         self.res0_mask = ((1 << width) - 1) & ~used
 

@@ -517,11 +517,18 @@ class Its(RegisterBlock):
             self.commands_executed += 1
             self.creadr = (self.creadr + CMD_BYTES) % qsize
 
-    def _check_icid(self, opcode: int, icid: int) -> None:
+    def _check_icid(self, opcode: int, icid: int) -> int | None:
+        """Raise the command error of an ICID beyond the collections; otherwise the
+        address of its collection table entry, or None for a collection held in the ITS
+        (which MAPC needs next, without a second table look-up)."""
         if not self._icid_in_range(icid):
             raise _err(opcode, _COLLECTION_OOR, f"ICID {icid} beyond the collection ID bits")
-        if not self._held_in_its(icid) and self._entry_addr(BaserType.COLLECTION, icid) is None:
+        if self._held_in_its(icid):
+            return None
+        addr = self._entry_addr(BaserType.COLLECTION, icid)
+        if addr is None:
             raise _err(opcode, _COLLECTION_OOR, f"ICID {icid} beyond the collection table")
+        return addr
 
     def _lookup(self, opcode: int, device_id: int, event_id: int) -> tuple[DTE, ITE, int]:
         dte = self.read_dte(device_id)
@@ -602,15 +609,13 @@ class Its(RegisterBlock):
     def _mapc(self, cmd: Mapc) -> None:
         if cmd.V and self.rdist(cmd.RDbase) is None:
             raise _err(cmd.OPCODE, 0x02, f"MAPC RDbase {cmd.RDbase:#x} is no redistributor")
-        self._check_icid(cmd.OPCODE, cmd.ICID)
-        if self._held_in_its(cmd.ICID):
+        addr = self._check_icid(cmd.OPCODE, cmd.ICID)
+        if addr is None:  # held in the ITS
             if cmd.V:
                 self.hw_collections[cmd.ICID] = cmd.RDbase
             else:
                 self.hw_collections.pop(cmd.ICID, None)
             return
-        addr = self._entry_addr(BaserType.COLLECTION, cmd.ICID)
-        assert addr is not None  # _check_icid
         cte = CTE(Valid=cmd.V, RDbase=cmd.RDbase if cmd.V else 0)
         self.mem.write_u64(addr, cte.encode(), self.agent)
 

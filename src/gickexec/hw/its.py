@@ -104,6 +104,19 @@ class _Table(NamedTuple):
         )
 
 
+class _Queue(NamedTuple):
+    """What command processing needs of GITS_CBASER, computed once per register write
+    (every GITS_CWRITER write checks and walks the queue)."""
+
+    valid: bool
+    address: int
+    queue_bytes: int
+
+    @classmethod
+    def of(cls, c: GitsCbaser) -> _Queue:
+        return cls(bool(c.Valid), c.address, c.queue_bytes)
+
+
 class _CommandError(Exception):
     """Internal: a command failed; carries the E_ITS_* code (§3.7 pattern 0x01CCEE)."""
 
@@ -167,6 +180,7 @@ class Its(RegisterBlock):
         self.hw_collections: dict[int, int] = {}
         self.enabled = False
         self.cbaser = 0
+        self._queue = _Queue.of(GitsCbaser.decode(0))
         self.cwriter = 0
         self.creadr = 0
         self.stalled = False
@@ -277,7 +291,9 @@ class Its(RegisterBlock):
             return
         if not self.knobs.shareability:
             value &= ~_SHAREABILITY
-        self.cbaser = GitsCbaser.decode(value).encode()
+        cbaser = GitsCbaser.decode(value)
+        self.cbaser = cbaser.encode()
+        self._queue = _Queue.of(cbaser)
         self.creadr = 0  # "cleared to 0 when a value is written to GITS_CBASER"
         self.stalled = False
         self._queue_invalid = False
@@ -285,7 +301,7 @@ class Its(RegisterBlock):
     def _write_cwriter(self, value: int) -> None:
         offset = value & _CWRITER_OFFSET  # Offset [19:5], in bytes
         retry = value & _CWRITER_RETRY
-        if offset >= GitsCbaser.decode(self.cbaser).queue_bytes:
+        if offset >= self._queue.queue_bytes:
             # CONSTRAINED UNPREDICTABLE (§3.4): "queue invalid until a valid value is
             # written", or (KVM) the write is ignored.
             invalid = self.knobs.cwriter_out_of_range == "queue-invalid"
@@ -485,11 +501,11 @@ class Its(RegisterBlock):
 
     def process_commands(self) -> None:
         """Run commands from GITS_CREADR up to GITS_CWRITER (synchronously)."""
-        cbaser = GitsCbaser.decode(self.cbaser)
-        if not (self.enabled and cbaser.Valid) or self.stalled or self._queue_invalid:
+        queue = self._queue
+        if not (self.enabled and queue.valid) or self.stalled or self._queue_invalid:
             return
-        qsize = cbaser.queue_bytes
-        base = cbaser.address  # no command writes GITS_CBASER
+        qsize = queue.queue_bytes
+        base = queue.address  # no command writes GITS_CBASER
         # Each step advances CREADR, so at most qsize/32 steps reach CWRITER.
         for _ in range(qsize // CMD_BYTES):
             if self.creadr == self.cwriter:

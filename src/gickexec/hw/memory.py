@@ -345,7 +345,8 @@ class PhysicalMemory:
             # a write within one unwatched page (every command and table entry) fires none
             if first != last or first in watches:
                 self._fire_watches(first, last)
-        old = self.read(addr, size) if agent.is_gic and self._gic_observers else b""
+        # ``agent.is_gic`` without the property's call (every write asks)
+        old = self.read(addr, size) if agent.kind in _GIC_KINDS and self._gic_observers else b""
         off = addr & _PAGE_MASK
         if off + size <= PAGE_SIZE:
             self._write_in_page(addr >> PAGE_SHIFT, off, data, agent)
@@ -448,7 +449,7 @@ class PhysicalMemory:
             self._fire_watches(pfn, pfn)
         off = addr & _PAGE_MASK
         new = bytes((value,))
-        if agent.is_gic and self._gic_observers:
+        if agent.kind in _GIC_KINDS and self._gic_observers:  # is_gic, without a call
             page = self._pages.get(pfn)
             old = bytes((page[off] if page is not None else 0,))
             self._write_in_page(pfn, off, new, agent)

@@ -31,7 +31,7 @@ from gickexec.kernel.efi import install_memreserve_table
 from gickexec.kernel.kernel import Kernel
 from gickexec.kernel.kexec import Loader
 from gickexec.kernel.profiles import KernelProfile, get_profile
-from gickexec.scenario.matrix import MSIS, PANIC_CPU, Boot, Mode, key_line
+from gickexec.scenario.matrix import MSIS, OUTCOME_TOKENS, PANIC_CPU, Boot, Mode, key_line
 from gickexec.scenario.world import World
 
 __all__ = [
@@ -510,15 +510,6 @@ def fixes_doc(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-_TOKEN = {
-    "ok": "ok",
-    "lpis-lost": "lost",
-    "corruption": "CORRUPT",
-    "taint": "taint",
-    "crash": "CRASH",
-    "hang": "HANG",
-    "n/a": "n/a",
-}
 _ABBREV = {"one-way": "1w", "clearable": "cl", "kexec-tools": "kt", "kexec_file_load": "kf"}
 
 
@@ -527,7 +518,7 @@ def _column(r: dict[str, Any]) -> str:
 
 
 def _token(r: dict[str, Any]) -> str:
-    token = _TOKEN[r["outcome"]]
+    token = OUTCOME_TOKENS[r["outcome"]]
     return token if r["where"] is None else f"{token}@{r['where']}"
 
 
@@ -548,7 +539,8 @@ def _summary(fix: Fix, results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _summary_words(s: dict[str, Any]) -> str:
-    bad = ", ".join(f"{n} {_TOKEN[o]}" for o, n in sorted(s["outcomes"].items()) if o != "ok")
+    outcomes = sorted(s["outcomes"].items())
+    bad = ", ".join(f"{n} {OUTCOME_TOKENS[o]}" for o, n in outcomes if o != "ok")
     return f"ok in {s['ok']} of {s['cells']} cells" + (f" ({bad} otherwise)" if bad else "")
 
 

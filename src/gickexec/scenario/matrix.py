@@ -27,6 +27,7 @@ from gickexec.scenario.world import World
 __all__ = [
     "MATRIX_PLATFORMS",
     "MATRIX_PROFILES",
+    "OUTCOME_TOKENS",
     "Cell",
     "cells",
     "key_line",
@@ -288,7 +289,8 @@ def matrix_text(results: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-_TOKEN = {
+#: how a cell's outcome reads in a table (docs/compatibility.md, docs/dt-fixes.md)
+OUTCOME_TOKENS = {
     "ok": "ok",
     "lpis-lost": "lost",
     "corruption": "CORRUPT",
@@ -327,7 +329,7 @@ def matrix_markdown(results: Sequence[dict[str, Any]], command: str) -> str:
         out.append("| from \\ to | " + " | ".join(tos) + " |")
         out.append("|---" * (len(tos) + 1) + "|")
         for frm in froms:
-            row = [_TOKEN[by[(frm, t)]["outcome"]] if (frm, t) in by else "" for t in tos]
+            row = [OUTCOME_TOKENS[by[(frm, t)]["outcome"]] if (frm, t) in by else "" for t in tos]
             out.append(f"| **{frm}** | " + " | ".join(row) + " |")
         out.append("")
     out += ["## Why the non-ok cells are not ok", ""]
@@ -341,7 +343,7 @@ def matrix_markdown(results: Sequence[dict[str, Any]], command: str) -> str:
         )
         lost = sorted({r["lost_msis"] for r in rows})
         key = next((r["key_line"] for r in rows if r["key_line"]), "")
-        text = f"**{_TOKEN[outcome]}** — {reason}."
+        text = f"**{OUTCOME_TOKENS[outcome]}** — {reason}."
         if lost != [0]:
             text += f" MSIs lost per cell: {', '.join(map(str, lost))} of {MSIS}."
         if key:

@@ -246,8 +246,8 @@ class Its(RegisterBlock):
             self.translate_msi(agent.index, value & 0xFFFFFFFF)
             return
         # Every other register may change what a walk finds (CTLR, CBASER, BASER) or
-        # runs commands (CWRITER).
-        self.invalidate_translations()
+        # runs commands (CWRITER): invalidate_translations(), without its call.
+        self._translations.clear()
         if offset == GitsOffset.CTLR:
             self._write_ctlr(GitsCtlr.decode(value))
         elif offset == GitsOffset.CBASER:
@@ -367,7 +367,7 @@ class Its(RegisterBlock):
 
     def _entry_addr(self, kind: int, index: int) -> int | None:
         """Address of entry ``index`` in the table of ``kind``, or None if it has none."""
-        b = self._table(kind)
+        b = self._tables[_TABLE_OF_TYPE[kind]]  # _table(kind), without its call
         if not b.valid:
             return None
         esz = b.entry_bytes
@@ -565,8 +565,9 @@ class Its(RegisterBlock):
 
     def _execute(self, cmd: ItsCommand | UnknownCommand) -> None:
         # Commands change mappings (MAPC of a collection held in the ITS touches no
-        # memory) and are where software expects a change to become visible.
-        self.invalidate_translations()
+        # memory) and are where software expects a change to become visible:
+        # invalidate_translations(), without its call (every command).
+        self._translations.clear()
         match cmd:
             case Mapd():
                 self._mapd(cmd)

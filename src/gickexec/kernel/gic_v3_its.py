@@ -671,16 +671,20 @@ class GicV3Its:
         cmds = [cmd]
         if sync_col is not None and self.valid_col(sync_col):
             cmds.append(Sync(RDbase=sync_col.target_address >> 16))
+        # _readq() and _write() without their calls, the writer looked up once (two
+        # commands per CPU brought up take this path)
         mem = self.k.machine.mem
+        agent = self.k.agent(cpu)
+        creadr = self.its_phys + GitsOffset.CREADR
         first = self.cmd_write
         # BUILD_SINGLE_CMD_FUNC reads GITS_CREADR before posting (since a050fa5476d4)
-        prev_idx = self._readq(self.its_phys + GitsOffset.CREADR) & 0xFFFFFFFF
+        prev_idx = mem.mmio_read(creadr, 8) & 0xFFFFFFFF
         for c in cmds:
-            mem.write(self.cmd_base + self.cmd_write, c.to_bytes(), self.k.agent(cpu))
+            mem.write(self.cmd_base + self.cmd_write, c.to_bytes(), agent)
             self.cmd_write = (self.cmd_write + CMD_BYTES) % ITS_CMD_QUEUE_SZ
-        self._write(self.its_phys + GitsOffset.CWRITER, self.cmd_write, 8, cpu)
+        mem.mmio_write(self.its_phys + GitsOffset.CWRITER, 8, self.cmd_write, agent)
         # its_wait_for_range_completion(): the model ITS is synchronous, so one read tells.
-        rd_idx = self._readq(self.its_phys + GitsOffset.CREADR) & 0xFFFFFFFF
+        rd_idx = mem.mmio_read(creadr, 8) & 0xFFFFFFFF
         if rd_idx & ~1 != self.cmd_write and self._timeouts_logged < _RATELIMIT_BURST:
             self._timeouts_logged += 1
             fmt = printk.ITS_QUEUE_TIMEOUT.at(self.profile.version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 
 import pytest
@@ -108,6 +109,31 @@ def test_ownership_zero_size_assign_changes_no_owner() -> None:
     # (the interval may be split at 0x1800, but every byte keeps its owner)
     owners = [m.owner_at(a) for a in (0xFFF, 0x1000, 0x17FF, 0x1800, 0x1FFF, 0x2000)]
     assert owners == [None, A, A, A, A, None]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 15), st.integers(0, 6), st.sampled_from([A, B, C, None])),
+        max_size=30,
+    )
+)
+def test_ownership_assign_matches_a_per_unit_map(ops: list[tuple[int, int, Owner | None]]) -> None:
+    """Every assign (exact relabels and frees among them) against one owner per unit;
+    the intervals stay sorted, disjoint and non-empty."""
+    m = OwnershipMap()
+    ref: dict[int, Owner] = {}
+    for start, size, owner in ops:
+        m.assign(start, size, owner)
+        for a in range(start, start + size):
+            if owner is None:
+                ref.pop(a, None)
+            else:
+                ref[a] = owner
+        assert {a: o for a in range(24) if (o := m.owner_at(a)) is not None} == ref
+        items = m.items()
+        assert all(s < e for s, e, _ in items)
+        assert all(e <= s2 for (_, e, _), (s2, _, _) in itertools.pairwise(items))
 
 
 # -- Memblock -------------------------------------------------------------------------

@@ -108,6 +108,15 @@ class OwnershipMap:
                 self._ends.insert(i, end)
                 self._owners.insert(i, owner)
             return
+        if self._starts[i] == start and self._ends[i] == end:
+            # Exactly one interval, exactly this range (a table claimed again under a new
+            # label, a block freed whole: two per CPU brought up): relabelled or dropped
+            # in place, what the splitting below gives without its lists.
+            if owner is None:
+                del self._starts[i], self._ends[i], self._owners[i]
+            else:
+                self._owners[i] = owner
+            return
         j = i
         keep_left: tuple[int, int, Owner] | None = None
         keep_right: tuple[int, int, Owner] | None = None

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -185,6 +186,11 @@ def highest_fit(
     return None
 
 
+#: a memblock region's start and end (``key=`` of the bisections over ``reserved``)
+_START = operator.itemgetter(0)
+_END = operator.itemgetter(1)
+
+
 class Memblock:
     """``struct memblock``: memory and reserved regions, merged as the kernel merges them."""
 
@@ -232,7 +238,8 @@ class Memblock:
 
     def _insert(self, base: int, size: int) -> None:
         start, end = base, base + size
-        i = bisect.bisect_left([r[1] for r in self.reserved], start)
+        # key=: no list of ends built per call (a reservation per CPU brought up)
+        i = bisect.bisect_left(self.reserved, start, key=_END)
         j = i
         while j < len(self.reserved) and self.reserved[j][0] <= end:
             start = min(start, self.reserved[j][0])
@@ -262,8 +269,9 @@ class Memblock:
         v6.1).
         """
         end = addr + size
-        # key=: no list of starts built per call (called once per CPU at boot).
-        i = bisect.bisect_right(self.reserved, addr, key=lambda r: r[0]) - 1
+        # key=: no list of starts built per call (called once per CPU at boot), and a C
+        # callable, not a lambda called per step.
+        i = bisect.bisect_right(self.reserved, addr, key=_START) - 1
         return i >= 0 and self.reserved[i][0] <= addr and end <= self.reserved[i][1]
 
     def overlaps_reserved(self, addr: int, size: int) -> bool:

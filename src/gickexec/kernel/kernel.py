@@ -901,8 +901,13 @@ class Kernel:
     def handle_interrupts(self, cpus: Sequence[int] | None = None) -> None:
         """Take every signalled interrupt on ``cpus`` (default: all online CPUs)."""
         cpuifs = self.machine.cpuifs
-        for cpu in self.online_cpus if cpus is None else cpus:
-            if cpu not in self.online_cpus:
+        online = self.online_cpus
+        for cpu in online if cpus is None else cpus:
+            # A CPU just taken from the live list is in it: only named CPUs (or a list
+            # replaced meanwhile) are looked up, not each online CPU in all of them.
+            if (cpus is not None or self.online_cpus is not online) and (
+                cpu not in self.online_cpus
+            ):
                 continue
             cpuif = cpuifs[cpu]
             # Each acknowledge clears one pending LPI, so this terminates.

@@ -29,6 +29,7 @@ __all__ = [
     "GITS_CWRITER",
     "GITS_TYPER",
     "INTID_SPURIOUS",
+    "ITS_MAX_LPI_NRBITS",
     "LPI_CONFIG",
     "LPI_INTID_BASE",
     "PAGE_SIZE_FIELD",
@@ -51,6 +52,8 @@ __all__ = [
     "LpiConfig",
     "SHARE_InnerShareable",
     "SHARE_NonShareable",
+    "lpi_pendbase_sz",
+    "lpi_propbase_sz",
 ]
 
 #: First LPI INTID (§2.1).
@@ -66,6 +69,23 @@ SHARE_InnerShareable = 0b01
 
 #: GITS_BASER.Page_Size encodings (§3.5).
 PAGE_SIZE_FIELD = {0b00: 0x1000, 0b01: 0x4000, 0b10: 0x10000}
+
+# Not architecture but the software both sides of a handover run: Linux's
+# drivers/irqchip/irq-gic-v3-its.c and U-Boot's arch/arm/lib/gic-v3-its.c size the LPI
+# tables with the same macros, so firmware-owned and kernel-owned tables agree.
+#: ``ITS_MAX_LPI_NRBITS``: both drivers cap the LPI ID bits at 16 (64K LPIs).
+ITS_MAX_LPI_NRBITS = 16
+_SZ_64K = 0x10000
+
+
+def lpi_propbase_sz(id_bits: int) -> int:
+    """``LPI_PROPBASE_SZ``: ALIGN(BIT(lpi_id_bits), SZ_64K)."""
+    return ((1 << id_bits) + _SZ_64K - 1) & ~(_SZ_64K - 1)
+
+
+def lpi_pendbase_sz(id_bits: int) -> int:
+    """``LPI_PENDBASE_SZ``: ALIGN(BIT(lpi_id_bits) / 8, SZ_64K)."""
+    return (((1 << id_bits) // 8) + _SZ_64K - 1) & ~(_SZ_64K - 1)
 
 
 class GicdOffset:

@@ -23,6 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from gickexec.arch.gicv3 import (
+    ITS_MAX_LPI_NRBITS,
     CACHE_RaWaWb,
     GicdOffset,
     GicdTyper,
@@ -31,6 +32,8 @@ from gickexec.arch.gicv3 import (
     GicrPendbaser,
     GicrPropbaser,
     SHARE_InnerShareable,
+    lpi_pendbase_sz,
+    lpi_propbase_sz,
 )
 from gickexec.hw.machine import Machine
 from gickexec.hw.memory import Agent, AgentKind
@@ -45,8 +48,6 @@ __all__ = [
     "lpi_carveout_base",
 ]
 
-#: ITS_MAX_LPI_NRBITS in U-Boot's and Linux's drivers
-ITS_MAX_LPI_NRBITS = 16
 SZ_64K = 0x10000
 SZ_1M = 0x100000
 #: Where the model puts a fixed LPI area: it ends this far below the top of the first RAM
@@ -129,8 +130,8 @@ def gic_lpi_tables_init(machine: Machine, base: int, num_redist: int) -> str:
         if GicrCtlr.decode(mem.mmio_read(rbase + GicrOffset.CTLR, 4)).EnableLPIs:
             return f"Re-Distributor {i} LPI is already enabled"
     id_bits = min(typer.IDbits + 1, ITS_MAX_LPI_NRBITS)
-    prop_size = ((1 << id_bits) + SZ_64K - 1) & ~(SZ_64K - 1)
-    pend_size = (((1 << id_bits) // 8) + SZ_64K - 1) & ~(SZ_64K - 1)
+    prop_size = lpi_propbase_sz(id_bits)
+    pend_size = lpi_pendbase_sz(id_bits)
     mem.fill(base + prop_size, num_redist * pend_size, 0, _FIRMWARE)
     prop = GicrPropbaser(
         IDbits=id_bits - 1,

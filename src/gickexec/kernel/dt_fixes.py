@@ -33,8 +33,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from gickexec.arch.gicv3 import lpi_pendbase_sz, lpi_propbase_sz
 from gickexec.fw.devicetree import Fdt, KhoGicTables, gic_lpi_size, lpi_carveout_base
-from gickexec.kernel.gic_v3_its import GicV3Its, _lpi_pendbase_sz, _lpi_propbase_sz
+from gickexec.kernel.gic_v3_its import GicV3Its
 from gickexec.kernel.kernel import Kernel
 from gickexec.kernel.kexec import Loader
 from gickexec.kernel.mm import Owner, Role
@@ -65,7 +66,7 @@ class FixGic(GicV3Its):
         # once the CPU runs on the old one: the spare must not be the fixed table itself.
         if not self._fixed() or self.preallocated:
             return super().its_allocate_pending_table(cpu, size)
-        prop = _lpi_propbase_sz(self.lpi_id_bits)
+        prop = lpi_propbase_sz(self.lpi_id_bits)
         addr = lpi_carveout_base(self.k.machine) + prop + cpu * size
         self.k.claim(addr, size, Owner(f"LPI pending table CPU{cpu} (fixed placement)"))
         self.k.machine.mem.fill(addr, size, 0, self.k.agent())
@@ -107,8 +108,8 @@ class FixKernel(Kernel):
         gic = self.gic
         if not gic.its_ok or not gic.lpi_id_bits:
             return []
-        pend = _lpi_pendbase_sz(gic.lpi_id_bits)
-        return [(gic.prop_table_pa, _lpi_propbase_sz(gic.lpi_id_bits))] + [
+        pend = lpi_pendbase_sz(gic.lpi_id_bits)
+        return [(gic.prop_table_pa, lpi_propbase_sz(gic.lpi_id_bits))] + [
             (st.pend_addr, pend) for st in gic.rd.values() if st.pend_addr is not None
         ]
 

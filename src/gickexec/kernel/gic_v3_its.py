@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from gickexec.arch.gicv3 import (
     GICR_PROPBASER,
+    ITS_MAX_LPI_NRBITS,
     LPI_INTID_BASE,
     BaserType,
     CACHE_RaWaWb,
@@ -30,6 +31,8 @@ from gickexec.arch.gicv3 import (
     GitsTyper,
     LpiConfig,
     SHARE_InnerShareable,
+    lpi_pendbase_sz,
+    lpi_propbase_sz,
 )
 from gickexec.arch.its import (
     CMD_BYTES,
@@ -55,7 +58,6 @@ __all__ = ["GicV3Its", "ItsDevice"]
 
 SZ_64K = 0x10000
 ITS_CMD_QUEUE_SZ = SZ_64K
-ITS_MAX_LPI_NRBITS = 16
 ITS_ITT_ALIGN = 256
 GITS_LVL1_ENTRY_SIZE = 8
 _L1_VALID = 1 << 63
@@ -69,16 +71,6 @@ _NO_TARGET = (1 << 64) - 1
 #: pr_err_ratelimited() lets DEFAULT_RATELIMIT_BURST messages through per interval
 _RATELIMIT_BURST = 10
 _SHR = GICR_PROPBASER.field("Shareability").mask
-
-
-def _lpi_propbase_sz(id_bits: int) -> int:
-    """``LPI_PROPBASE_SZ``: ALIGN(BIT(lpi_id_bits), SZ_64K)."""
-    return ((1 << id_bits) + SZ_64K - 1) & ~(SZ_64K - 1)
-
-
-def _lpi_pendbase_sz(id_bits: int) -> int:
-    """``LPI_PENDBASE_SZ``: ALIGN(BIT(lpi_id_bits) / 8, SZ_64K)."""
-    return (((1 << id_bits) // 8) + SZ_64K - 1) & ~(SZ_64K - 1)
 
 
 @dataclass(slots=True)
@@ -188,7 +180,7 @@ class GicV3Its:
         plants the bug of forgetting it (``planted_skip_pending_reservation``)."""
         if self.profile.planted_skip_pending_reservation == cpu:
             return
-        self._warn_on_reserve(addr, _lpi_pendbase_sz(self.lpi_id_bits), cpu, function)
+        self._warn_on_reserve(addr, lpi_pendbase_sz(self.lpi_id_bits), cpu, function)
 
     def gic_check_reserved_range(self, addr: int, size: int) -> bool:
         """Is ``[addr, addr+size)`` inside one reserved region (always true for kdump)?"""
@@ -372,7 +364,7 @@ class GicV3Its:
     def its_alloc_lpi_tables(self) -> None:
         """Before the v4.20 series: always a fresh property table, nothing reserved."""
         self.lpi_id_bits = min(self.k.machine.gicd.id_bits, ITS_MAX_LPI_NRBITS)
-        self.prop_table_pa = self.its_allocate_prop_table(_lpi_propbase_sz(self.lpi_id_bits))
+        self.prop_table_pa = self.its_allocate_prop_table(lpi_propbase_sz(self.lpi_id_bits))
         self.k.log.printk(printk.ITS_PROP_TABLE_OLD, self.prop_table_pa)
         self.gic_reset_prop_table()
         self.its_lpi_init()
@@ -397,7 +389,7 @@ class GicV3Its:
         self.its_setup_lpi_prop_table()
         for cpu in self.k.possible_cpus:
             try:
-                page = self.its_allocate_pending_table(cpu, _lpi_pendbase_sz(self.lpi_id_bits))
+                page = self.its_allocate_pending_table(cpu, lpi_pendbase_sz(self.lpi_id_bits))
             except OutOfMemory:
                 self.k.log.line(f"Failed to allocate PENDBASE for CPU{self.k.logical_id(cpu)}")
                 return
@@ -408,7 +400,7 @@ class GicV3Its:
             self._readq(self._rd_base(self.k.boot_cpu) + GicrOffset.PROPBASER)
         )
         # lpi_id_bits is still 0 here, so LPI_PROPBASE_SZ is 64 KiB (v6.1 its_init()).
-        return self.gic_check_reserved_range(val.address, _lpi_propbase_sz(0))
+        return self.gic_check_reserved_range(val.address, lpi_propbase_sz(0))
 
     def its_setup_lpi_prop_table(self) -> None:
         if self.preallocated:
@@ -419,13 +411,13 @@ class GicV3Its:
             self.prop_table_pa = val.address
             self.k.claim(
                 self.prop_table_pa,
-                _lpi_propbase_sz(self.lpi_id_bits),
+                lpi_propbase_sz(self.lpi_id_bits),
                 Owner("LPI property table (reused)", Role("prop")),
             )
             self.gic_reset_prop_table()
         else:
             self.lpi_id_bits = min(self.k.machine.gicd.id_bits, ITS_MAX_LPI_NRBITS)
-            size = _lpi_propbase_sz(self.lpi_id_bits)
+            size = lpi_propbase_sz(self.lpi_id_bits)
             try:
                 self.prop_table_pa = self.its_allocate_prop_table(size)
             except OutOfMemory:
@@ -444,7 +436,7 @@ class GicV3Its:
         looks reserved) is overwritten with 0xa2 bytes: over the image, the kernel's code
         and data are gone; over the initramfs, the archive no longer unpacks.
         """
-        size = _lpi_propbase_sz(self.lpi_id_bits)
+        size = lpi_propbase_sz(self.lpi_id_bits)
         k = self.k
         hit = k.segment_at(self.prop_table_pa, size)
         if hit is not None and hit[0] == SEG_IMAGE:
@@ -545,7 +537,7 @@ class GicV3Its:
                 self.k.log.warn(lcpu, 0, "drivers/irqchip/irq-gic-v3-its.c", "its_cpu_init_lpis")
                 self.k.log.add_taint(printk.TAINT_CRAP)
             paddr = GicrPendbaser.decode(self._readq(rbase + GicrOffset.PENDBASER)).address
-            size = _lpi_pendbase_sz(self.lpi_id_bits)
+            size = lpi_pendbase_sz(self.lpi_id_bits)
             if not self.gic_check_reserved_range(paddr, size):
                 self.k.log.warn(lcpu, 0, "drivers/irqchip/irq-gic-v3-its.c", "its_cpu_init_lpis")
             st.pendtable_preallocated = True
@@ -578,7 +570,7 @@ class GicV3Its:
         if st.pend_page is None:
             try:
                 st.pend_page = self.k.alloc_pages(
-                    _lpi_pendbase_sz(self.lpi_id_bits),
+                    lpi_pendbase_sz(self.lpi_id_bits),
                     f"LPI pending table CPU{cpu}",
                     Role("pend", cpu),
                 )
@@ -613,7 +605,7 @@ class GicV3Its:
         self._write(rbase + GicrOffset.PENDBASER, pendval.encode(), 8, cpu)
         self.k.claim(
             pend,
-            _lpi_pendbase_sz(self.lpi_id_bits),
+            lpi_pendbase_sz(self.lpi_id_bits),
             Owner(f"LPI pending table CPU{cpu}", Role("pend", cpu)),
         )
         val = self._readl(rbase + GicrOffset.CTLR)
@@ -637,7 +629,7 @@ class GicV3Its:
         st = self.rd.setdefault(cpu, _RdistState())
         if st.memreserve_done:
             return
-        size = _lpi_pendbase_sz(self.lpi_id_bits)
+        size = lpi_pendbase_sz(self.lpi_id_bits)
         if st.pend_page is not None:
             if st.pendtable_preallocated:
                 self.k.free_pages(st.pend_page, size)

@@ -240,7 +240,8 @@ FIXES: tuple[Fix, ...] = (
     Fix(
         "gicv3-nolpi",
         "irqchip.gicv3_nolpi=1: no LPIs at all",
-        "Linux drivers/irqchip/irq-gic-v3.c gic_dist_supports_lpis() (gicv3_nolpi, v4.20+)",
+        "Linux drivers/irqchip/irq-gic-v3.c gic_dist_supports_lpis() (gicv3_nolpi, "
+        "already in v4.19.1; first release UNCONFIRMED)",
         "-",
         "the parameter on the kernel command line (no MSIs through the ITS)",
         "-",

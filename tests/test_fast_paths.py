@@ -1,9 +1,10 @@
 """The fast paths against the reference path.
 
 Two worlds run the same steps: one with every fast path off (``Its.translation_cache``,
-``World.batch_traffic``, ``PhysicalMemory.direct_bits``, ``CorruptionMonitor.page_cache``:
-every MSI walks the tables and goes through the full path one at a time, pending bits are
-read then written, every changed bit is judged), one with all of them on.  After every
+``World.batch_traffic``, ``World.fast_msi``, ``PhysicalMemory.direct_bits``,
+``CorruptionMonitor.page_cache``: every MSI walks the tables and goes through the full
+path one at a time, pending bits are read then written, every changed bit is judged), one
+with all of them on.  After every
 step their memory bytes, the last writer of every page, the redistributors' and CPU
 interfaces' state, the ITS, the MSI ledger, the corruption report, guest errors, kernel
 logs and per-IRQ counts must be equal.
@@ -11,6 +12,7 @@ logs and per-IRQ counts must be equal.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -20,8 +22,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from gickexec import World
 from gickexec.arch.gicv3 import GitsOffset
+from gickexec.hw.cpuif import IccReg
 from gickexec.hw.its import Its
 from gickexec.hw.memory import Agent, AgentKind, BusFault, MemRegion, PhysicalMemory
+from gickexec.hw.platform import PLATFORMS, Platform
 from gickexec.kernel.mm import Owner, Role
 from gickexec.scenario.builtin import builtin_names, load_builtin
 from gickexec.scenario.runner import run_scenario
@@ -31,9 +35,10 @@ NVEC = 4
 DEVICE_ID = 0x100
 
 
-def _world(platform: str, *, fast: bool, profile: str = "v6.6") -> World:
+def _world(platform: str | Platform, *, fast: bool, profile: str = "v6.6") -> World:
     w = World.build(platform, seed=3)
     w.batch_traffic = fast
+    w.fast_msi = fast
     w.machine.mem.direct_bits = fast
     w.corruption.page_cache = fast
     w.add_device("eth0", device_id=DEVICE_ID, nvec=NVEC)
@@ -93,7 +98,7 @@ def observables(w: World) -> dict[str, Any]:
 class FastEqualsReference(RuleBasedStateMachine):
     """Random traffic interleaved with ITS commands, table writes and kexecs."""
 
-    platform = "efi-server-8"
+    platform: str | Platform = "efi-server-8"
 
     def __init__(self) -> None:
         super().__init__()
@@ -111,10 +116,13 @@ class FastEqualsReference(RuleBasedStateMachine):
         k = self.ref.kernel
         return k.crashed is None and self._its_dev(self.ref) is not None
 
-    @rule(msis=st.integers(0, 5 * NVEC))
-    def traffic(self, msis: int) -> None:
+    @rule(msis=st.integers(0, 5 * NVEC), batched=st.booleans())
+    def traffic(self, msis: int, batched: bool) -> None:
+        """A short burst, batched or not (unbatched: every MSI tries the one-step path)."""
+        self.fast.batch_traffic = batched
         for w in self.both():
             w.traffic("eth0", msis)
+        self.fast.batch_traffic = True
 
     @rule(msis=st.integers(100, 5000))
     def long_burst(self, msis: int) -> None:
@@ -169,6 +177,18 @@ class FastEqualsReference(RuleBasedStateMachine):
             if rd.pend_addr is not None:
                 w.kernel.owners.assign(rd.pend_addr, size, owner)
 
+    @rule(pmr=st.sampled_from([0x00, 0x90, 0xA0, 0xB0, 0xF0]))
+    def pmr(self, pmr: int) -> None:
+        """ICC_PMR_EL1 of every CPU at, above or below the LPIs' priority (0xa0)."""
+        for w in self.both():
+            for cpuif in w.machine.cpuifs:
+                cpuif.msr(IccReg.PMR, pmr)
+
+    @rule(cpu=st.integers(0, 7), enable=st.booleans())
+    def igrpen1(self, cpu: int, enable: bool) -> None:
+        for w in self.both():
+            w.machine.cpuifs[cpu % len(w.machine.cpuifs)].msr(IccReg.IGRPEN1, int(enable))
+
     @rule(enable=st.booleans())
     def gits_ctlr(self, enable: bool) -> None:
         for w in self.both():
@@ -196,9 +216,30 @@ class FastEqualsReferenceQemu(FastEqualsReference):
     platform = "qemu-virt"
 
 
+class FastEqualsReferenceKvm(FastEqualsReference):
+    """A KVM guest: the hypervisor holds the pending state."""
+
+    platform = "kvm-guest"
+
+
+class FastEqualsReferencePendingCache(FastEqualsReference):
+    """A redistributor that caches two pending LPIs before writing them back."""
+
+    platform = dataclasses.replace(
+        PLATFORMS["efi-server-8"],
+        knobs=dataclasses.replace(PLATFORMS["efi-server-8"].knobs, pending_cache_entries=2),
+    )
+
+
 TestFastEqualsReference = FastEqualsReference.TestCase
-TestFastEqualsReference.settings = settings(
-    max_examples=60, stateful_step_count=15, deadline=None
+TestFastEqualsReference.settings = settings(max_examples=60, stateful_step_count=15, deadline=None)
+TestFastEqualsReferenceKvm = FastEqualsReferenceKvm.TestCase
+TestFastEqualsReferenceKvm.settings = settings(
+    max_examples=20, stateful_step_count=15, deadline=None
+)
+TestFastEqualsReferencePendingCache = FastEqualsReferencePendingCache.TestCase
+TestFastEqualsReferencePendingCache.settings = settings(
+    max_examples=20, stateful_step_count=15, deadline=None
 )
 TestFastEqualsReferenceQemu = FastEqualsReferenceQemu.TestCase
 TestFastEqualsReferenceQemu.settings = settings(
@@ -238,6 +279,47 @@ def test_stuck_lpi_falls_back_to_one_at_a_time() -> None:
         w.finish()
     assert fast.ledger.lost > 0
     assert observables(fast) == observables(ref)
+
+
+def test_one_step_msi_leaves_the_ranking_to_the_reference() -> None:
+    """An LPI stuck pending whose bit software then cleared is a stale candidate: the
+    next arrival at that redistributor goes through the acknowledge's ranking, which
+    drops it, not through the one-step path (which would leave it)."""
+    ref, fast = _world("efi-server-8", fast=False), _world("efi-server-8", fast=True)
+    for w in (ref, fast):
+        w.batch_traffic = False
+        dev = w.kernel.drivers[0].its_dev
+        w.kernel.gic.its_set_affinity(dev, 0, 0)
+        w.kernel.gic.its_set_affinity(dev, NVEC - 1, 0)
+        w.kernel.gic.lpi_update_config(dev, NVEC - 1, False)
+        # translations cached (every command drops them), pending pages quiet, the
+        # last vector stays pending
+        w.traffic("eth0", NVEC)
+        rd = w.machine.rdists[0]
+        stuck = dev.lpi_base + NVEC - 1
+        assert rd.pend_addr is not None and rd.pending == {stuck}
+        w.machine.mem.write_u8(rd.pend_addr + stuck // 8, 0, w.kernel.agent())
+        w.traffic("eth0", 1)  # vector 0, on CPU 0 as well
+        assert rd.pending == set()
+    assert observables(fast) == observables(ref)
+
+
+def test_one_step_msis_are_taken_in_one_step() -> None:
+    """Unbatched traffic in the steady state goes through ``msi_taken_at_once``."""
+    w = _world("efi-server-8", fast=True)
+    w.batch_traffic = False
+    w.traffic("eth0", 2 * NVEC)
+    taken = []
+    one_step = w.machine.msi_taken_at_once
+
+    def spy(*args: Any) -> Any:
+        taken.append(one_step(*args))
+        return taken[-1]
+
+    w.machine.msi_taken_at_once = spy  # type: ignore[method-assign]
+    w.traffic("eth0", 100)
+    assert len(taken) == 100 and None not in taken
+    assert w.ledger.delivered == w.ledger.sent == 2 * NVEC + 100
 
 
 def test_table_write_without_command_reaches_the_cached_translation() -> None:
@@ -288,6 +370,7 @@ def test_builtin_scenario_results_equal_the_reference_path(
     fast = run_scenario(load_builtin(name))
     monkeypatch.setattr(Its, "translation_cache", False)
     monkeypatch.setattr(World, "batch_traffic", False)
+    monkeypatch.setattr(World, "fast_msi", False)
     monkeypatch.setattr(PhysicalMemory, "direct_bits", False)
     monkeypatch.setattr(CorruptionMonitor, "default_page_cache", False)
     assert run_scenario(load_builtin(name)) == fast

@@ -66,16 +66,20 @@ class CpuInterface:
     def running_priority(self) -> int:
         return self._running[-1] if self._running else 0x100
 
-    def _signalled(self) -> tuple[int, int] | None:
-        """The (INTID, priority) the interface would present: highest priority, above PMR
-        and the running priority, with both group enables set."""
+    def priority_mask(self) -> int | None:
+        """The priority an LPI must be below (numerically) to be signalled: min(PMR,
+        running priority); None while either group enable is clear."""
         if not self.igrpen1 or (self.gicd is not None and not self.gicd.group1ns_enabled):
             return None
         running = self._running
-        # min(PMR, running priority); an idle CPU's running priority (0x100) is above
-        # any PMR value
-        mask = running[-1] if running and running[-1] < self.pmr else self.pmr
-        return self.rd.highest_pending(mask)
+        # an idle CPU's running priority (0x100) is above any PMR value
+        return running[-1] if running and running[-1] < self.pmr else self.pmr
+
+    def _signalled(self) -> tuple[int, int] | None:
+        """The (INTID, priority) the interface would present: highest priority, above PMR
+        and the running priority, with both group enables set."""
+        mask = self.priority_mask()
+        return None if mask is None else self.rd.highest_pending(mask)
 
     def acknowledge(self) -> int:
         """ICC_IAR1_EL1: the INTID of the highest-priority signalled LPI, or 1023."""

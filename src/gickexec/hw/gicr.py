@@ -52,6 +52,9 @@ _PENDING_IMPDEF_BYTES = LPI_INTID_BASE // 8  # the first 1 KiB (§2.3)
 #: Every configuration byte decoded once: the redistributor looks at one per arrival,
 #: acknowledge and priority comparison.
 _LPI_CONFIGS = tuple(LpiConfig.decode(raw) for raw in range(256))
+#: Per configuration byte: the priority an enabled LPI is signalled at; 0x100 for a
+#: disabled one, which no priority mask (at most 0xFF) lets through.
+_SIGNAL_PRIORITY = tuple(c.priority if c.Enable else 0x100 for c in _LPI_CONFIGS)
 
 
 @cache
@@ -549,6 +552,33 @@ class Redistributor(RegisterBlock):
             tuple(self._unwritten),
             tuple(self._config.items()),
         )
+
+    def lone_arrival(self, intid: int) -> int | None:
+        """The priority ``intid`` would be signalled at (0x100: disabled) if it arrived
+        now, when that arrival is the simple case: LPIs on, ``intid`` in range, nothing
+        pending here, no pending state held inside (no pending cache, no hypervisor)
+        and its configuration known without filling the cache.  None otherwise (then
+        ``set_pending`` is the way).  Reads no pending table and changes nothing."""
+        knobs = self.knobs
+        if (
+            self.pending
+            or not self.enable_lpis
+            or not LPI_INTID_BASE <= intid < self.lpi_limit
+            or self._unwritten
+            or knobs.pending_state_in_hypervisor
+            or knobs.pending_cache_entries
+        ):
+            return None
+        byte = self._config.get(intid)
+        if byte is None:
+            if knobs.config_cache:
+                return None  # the arrival fills the cache: set_pending's work
+            assert self.prop_addr is not None
+            try:
+                byte = self.mem.read_u8(self.prop_addr + intid - LPI_INTID_BASE)
+            except BusFault:
+                byte = 0
+        return _SIGNAL_PRIORITY[byte]
 
     def highest_priority_pending(self, mask_priority: int) -> int | None:
         """The pending, enabled LPI of highest priority below ``mask_priority``, if any."""

@@ -465,6 +465,14 @@ class Its(RegisterBlock):
             self.events.emit(GuestError(self.name, f"table read fault: {fault}", "MSI dropped"))
             return MsiResult("ITS table not in RAM")
 
+    def cached_translation(self, device_id: int, event_id: int) -> tuple[Redistributor, int] | None:
+        """The (redistributor, INTID) a GITS_TRANSLATER write of ``event_id`` by
+        ``device_id`` goes to, when the translation cache holds it and the ITS is enabled;
+        None otherwise (``translate_msi`` then walks).  Changes nothing."""
+        if event_id >> self._event_bits or not (self.enabled and self.translation_cache):
+            return None
+        return self._translations.get((device_id, event_id))
+
     def _walk_and_cache(self, device_id: int, event_id: int) -> MsiResult:
         """A cache miss: walk, recording the reads the translation depends on."""
         self._walk_reads = []

@@ -6,7 +6,7 @@ A kexec replaces the software and leaves all of this as it was; only a power-on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from gickexec.arch.gicv3 import GicrOffset, GitsOffset
@@ -189,3 +189,35 @@ class Machine:
         if entry.address != self._doorbell:
             return MsiResult(f"MSI address {entry.address:#x} is not an ITS doorbell")
         return self.its.translate_msi(dev.device_id, entry.data)
+
+    def msi_taken_at_once(
+        self, dev: MsiDevice, vector: int, takers: Collection[int]
+    ) -> tuple[int, int] | None:
+        """The usual MSI, in one step: ``signal_msi(dev, vector)`` pends an LPI that a
+        CPU of ``takers`` (CPUs that take interrupts as soon as they are signalled) then
+        acknowledges (ICC_IAR1_EL1), EOIs (ICC_EOIR1_EL1) and reads ICC_IAR1_EL1 again
+        (1023).  Done, returning what ``signal_msi`` would, only when that sequence
+        leaves nothing behind but its pending bit's last writer (the LPI was
+        pended, its outcome ``LpiOutcome.PENDED``): the translation is
+        cached, the redistributor holds nothing pending and no state of its own, the
+        LPI is signalled at once, and nobody is told of the two pending-bit writes
+        (``PhysicalMemory.pulse_bit``); returns (CPU, INTID).  Otherwise None, having
+        changed nothing."""
+        entry = dev.vectors[vector]
+        if not dev.can_signal(vector) or entry.address != self._doorbell:
+            return None
+        hit = self.its.cached_translation(dev.device_id, entry.data)
+        if hit is None:
+            return None
+        rd, intid = hit
+        cpu = rd.cpu
+        if cpu not in takers:
+            return None
+        prio = rd.lone_arrival(intid)
+        mask = self.cpuifs[cpu].priority_mask()
+        if prio is None or mask is None or prio >= mask:
+            return None
+        assert rd.pend_addr is not None  # LPIs are on
+        if not self.mem.pulse_bit(rd.pend_addr + (intid >> 3), 1 << (intid & 7), rd.agent):
+            return None
+        return cpu, intid

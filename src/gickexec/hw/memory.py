@@ -504,6 +504,27 @@ class PhysicalMemory:
                 cb(event)
         return True
 
+    def pulse_bit(self, addr: int, mask: int, agent: Agent) -> bool:
+        """``write_bit(addr, mask, True, agent)`` then ``write_bit(addr, mask, False,
+        agent)`` (a pending bit an LPI's arrival sets and its acknowledge clears, nothing
+        between), done only where neither write has anyone to tell: the page holds data,
+        the bits are clear, nobody watches the page, and there is no GIC-write observer
+        or the only one lists the page quiet for ``agent``.  Then the byte ends as it was
+        and ``agent`` is the page's last writer: True.  Otherwise False, having changed
+        nothing (``direct_bits = False``: always, the two calls are the reference)."""
+        pfn = addr >> PAGE_SHIFT
+        page = self._pages.get(pfn)  # a page that holds data is RAM
+        if page is None or page[addr & _PAGE_MASK] & mask or not self.direct_bits:
+            return False
+        if (self._watches and pfn in self._watches) or (
+            self._gic_observers
+            and agent.kind in _GIC_KINDS
+            and (self._quiet is None or self._quiet.get(pfn) is not agent)
+        ):
+            return False
+        self.last_writer[pfn] = agent
+        return True
+
     def write_u32(self, addr: int, value: int, agent: Agent) -> None:
         self.write(addr, value.to_bytes(4, "little"), agent)
 

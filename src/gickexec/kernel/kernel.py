@@ -915,13 +915,18 @@ class Kernel:
                 intid = cpuif.acknowledge()
                 if intid == INTID_SPURIOUS:
                     break
-                desc = self.irqs.get(intid)
-                if desc is None:
-                    self._unexpected(cpu, intid)
-                else:
-                    desc.counts[cpu] = desc.counts.get(cpu, 0) + 1
-                self.on_irq(cpu, intid, desc)
+                self.generic_handle_domain_irq(cpu, intid)
                 cpuif.eoi(intid)
+
+    def generic_handle_domain_irq(self, cpu: int, intid: int) -> None:
+        """What ``gic_handle_irq()`` does with an acknowledged INTID before its EOI: the
+        handler of the interrupt mapped to it, or the "Unexpected interrupt" warning."""
+        desc = self.irqs.get(intid)
+        if desc is None:
+            self._unexpected(cpu, intid)
+        else:
+            desc.counts[cpu] = desc.counts.get(cpu, 0) + 1
+        self.on_irq(cpu, intid, desc)
 
     def _unexpected(self, cpu: int, intid: int) -> None:
         self.unexpected_irqs += 1

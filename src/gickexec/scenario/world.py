@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from gickexec.arch.efi import LINUX_EFI_MEMRESERVE_TABLE_GUID
 from gickexec.fw.memreserve import MemreserveChain, walk_memreserve
 from gickexec.fw.uefi import UefiFirmware, read_config_tables
+from gickexec.hw.gicr import PENDED_OUTCOMES
 from gickexec.hw.its import MsiResult
 from gickexec.hw.machine import HELD_IN_PBA, Machine, MsiDevice
 from gickexec.hw.memory import PAGE_SHIFT, PAGE_SIZE, Agent, AgentKind, GicWrite
@@ -51,6 +52,7 @@ MAX_CORRUPTION_EVENTS = 10_000
 #: GIC writes into a kernel's boot segments remembered per kernel (the first one decides)
 MAX_SEGMENT_HITS = 16
 _SEG_KINDS = (SEG_IMAGE, SEG_INITRD, SEG_DTB)
+_PENDED = PENDED_OUTCOMES[0]  # a module constant: an enum member look-up is a call
 #: KexecSegments.named() name -> owner role kind
 _SEG_ROLE = {"kernel image": SEG_IMAGE, "initrd": SEG_INITRD, "device tree": SEG_DTB}
 
@@ -314,6 +316,8 @@ class World:
 
     #: False: ``traffic`` sends every MSI through the full path (the reference)
     batch_traffic = True
+    #: False: no MSI takes ``Machine.msi_taken_at_once`` (the reference)
+    fast_msi = True
 
     def __init__(self, platform: Platform, *, seed: int = 0) -> None:
         self.platform = platform
@@ -755,26 +759,40 @@ class World:
                     desc.counts[cpu] = count + gained * rounds
 
     def _traffic_each(self, dev: MsiDevice, msis: int) -> None:
-        """The reference path: every MSI from the device write to the handler."""
+        """Every MSI from the device write to the handler, one at a time.  With
+        ``fast_msi`` an MSI its CPU takes at once goes through
+        ``Machine.msi_taken_at_once`` (the same end state in one step), every other
+        through ``signal_msi`` and the kernel's interrupt loop (the reference)."""
         device = dev.name
         k = self.kernel
         signal, record_send = self.machine.signal_msi, self.ledger.record_send
+        at_once = self.machine.msi_taken_at_once if self.fast_msi else None
+        # The kernel's CPUs take interrupts at once while its online list stands (a
+        # kernel that dies here replaces it).
+        online = k.online_cpus
+        takers = frozenset(online)
+        nvec = dev.nvec
+        vec = self._next_vector[device]
         for _ in range(msis):
-            vec = self._next_vector[device]
-            self._next_vector[device] = (vec + 1) % dev.nvec
-            result = signal(dev, vec)
             desc = k.irq_of_vector.get((device, vec))
-            record_send(
-                tuple.__new__(_Token, (k.generation, device, vec)),  # in C, once per MSI
-                result.outcome,
-                result.cpu,
-                result.intid,
-                result.pended,
-                desc.cpu if desc else None,
-            )
-            if result.cpu is not None and k.online_cpus:
-                k.handle_interrupts([result.cpu])
+            token = tuple.__new__(_Token, (k.generation, device, vec))  # in C, once per MSI
+            intended = desc.cpu if desc else None
+            taken = at_once(dev, vec, takers) if at_once and k.online_cpus is online else None
+            if taken is not None:
+                cpu, intid = taken
+                record_send(token, _PENDED, cpu, intid, True, intended)
+                k.generic_handle_domain_irq(cpu, intid)
                 k.reap()
+            else:
+                result = signal(dev, vec)
+                record_send(
+                    token, result.outcome, result.cpu, result.intid, result.pended, intended
+                )
+                if result.cpu is not None and k.online_cpus:
+                    k.handle_interrupts([result.cpu])
+                    k.reap()
+            vec = vec + 1 if vec + 1 < nvec else 0
+        self._next_vector[device] = vec
 
     def _traffic_all(self, msis: int, generation: int, *, posted: bool = False) -> None:
         """Handover window: every device that still may signal sends (``posted``: every

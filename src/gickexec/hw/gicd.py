@@ -45,13 +45,19 @@ class Distributor:
         return self.typer.IDbits + 1
 
     @property
-    def group1ns_enabled(self) -> bool:
-        """GICD_CTLR bit 1 as Non-secure software sees it (EnableGrp1A with two Security
-        states, EnableGrp1 with one): Non-secure Group 1, the only group of LPIs (IHI
-        0069, GICD_CTLR).  With it clear no LPI is forwarded to a CPU interface (QEMU
-        commit 703090770c19, "hw/intc/arm_gicv3: Honour GICD_CTLR.EnableGrp1NS for
-        LPIs", v7.0)."""
-        return bool(self.ctlr & _ENABLE_GRP1NS)
+    def ctlr(self) -> int:
+        """GICD_CTLR."""
+        return self._ctlr
+
+    @ctlr.setter
+    def ctlr(self, value: int) -> None:
+        self._ctlr = value
+        #: GICD_CTLR bit 1 as Non-secure software sees it (EnableGrp1A with two Security
+        #: states, EnableGrp1 with one): Non-secure Group 1, the only group of LPIs (IHI
+        #: 0069, GICD_CTLR).  With it clear no LPI is forwarded to a CPU interface (QEMU
+        #: commit 703090770c19, "hw/intc/arm_gicv3: Honour GICD_CTLR.EnableGrp1NS for
+        #: LPIs", v7.0).  An attribute: every signalled LPI looks at it.
+        self.group1ns_enabled = bool(value & _ENABLE_GRP1NS)
 
     @property
     def lpis_supported(self) -> bool:

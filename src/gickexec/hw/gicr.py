@@ -98,6 +98,9 @@ class Redistributor(RegisterBlock):
         self.mem = mem
         self.gicd = gicd
         self.knobs = knobs
+        #: Pending LPIs may be held inside (``_unwritten``, which stays empty otherwise):
+        #: a pending cache or the hypervisor's latches.
+        self._holds_pending = knobs.pending_state_in_hypervisor or knobs.pending_cache_entries > 0
         self.events = events
         self.agent = Agent(AgentKind.GICR, cpu)
         self.typer = GicrTyper(
@@ -559,19 +562,16 @@ class Redistributor(RegisterBlock):
         pending here, no pending state held inside (no pending cache, no hypervisor)
         and its configuration known without filling the cache.  None otherwise (then
         ``set_pending`` is the way).  Reads no pending table and changes nothing."""
-        knobs = self.knobs
         if (
             self.pending
+            or self._holds_pending
             or not self.enable_lpis
             or not LPI_INTID_BASE <= intid < self.lpi_limit
-            or self._unwritten
-            or knobs.pending_state_in_hypervisor
-            or knobs.pending_cache_entries
         ):
             return None
         byte = self._config.get(intid)
         if byte is None:
-            if knobs.config_cache:
+            if self.knobs.config_cache:
                 return None  # the arrival fills the cache: set_pending's work
             assert self.prop_addr is not None
             try:

@@ -773,10 +773,14 @@ class World:
         takers = frozenset(online)
         nvec = dev.nvec
         vec = self._next_vector[device]
+        # vector -> (its token, the CPU the kernel meant it for): nothing here maps IRQs
+        plans: dict[int, tuple[_Token, int | None]] = {}
         for _ in range(msis):
-            desc = k.irq_of_vector.get((device, vec))
-            token = tuple.__new__(_Token, (k.generation, device, vec))  # in C, once per MSI
-            intended = desc.cpu if desc else None
+            plan = plans.get(vec)
+            if plan is None:
+                desc = k.irq_of_vector.get((device, vec))
+                plan = plans[vec] = (_Token(k.generation, device, vec), desc.cpu if desc else None)
+            token, intended = plan
             taken = at_once(dev, vec, takers) if at_once and k.online_cpus is online else None
             if taken is not None:
                 cpu, intid = taken

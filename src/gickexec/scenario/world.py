@@ -115,10 +115,10 @@ class MsiLedger:
         """An MSI was sent; ``intended_cpu`` is where the kernel meant it to go."""
         self.sent += 1
         self.sent_per_generation[token.generation] += 1
-        if outcome == HELD_IN_PBA:
-            self._held[(token.device, token.vector)].append(token)
-        elif pended and cpu is not None and intid is not None:
+        if pended and cpu is not None and intid is not None:  # nearly every MSI
             self._pending[(cpu, intid)].append(token)
+        elif outcome == HELD_IN_PBA:
+            self._held[(token.device, token.vector)].append(token)
         else:
             self.lost_reasons[f"dropped: {outcome}"] += 1
             if intended_cpu is not None:
@@ -128,7 +128,7 @@ class MsiLedger:
         """Kernel ``generation``'s handler took ``intid`` on ``cpu`` (generation first:
         the kernel's ``on_irq`` is this bound to it positionally, which a call per MSI
         passes on cheaper than a keyword)."""
-        for token in self._pending.pop((cpu, intid), []):
+        for token in self._pending.pop((cpu, intid), ()):
             if desc is not None and desc.device == token.device and desc.vector == token.vector:
                 self.delivered += 1
                 self.delivered_per_cpu[cpu] += 1

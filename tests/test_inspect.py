@@ -92,6 +92,18 @@ def test_export_then_inspect_finds_the_models_reservations_and_tables(tmp_path: 
     assert live[("prop", None)]["enabled"] == 8  # eth0's eight vectors
 
 
+def test_inspect_names_the_configuration_tables_as_the_kernel_does(tmp_path: Path) -> None:
+    """QEMU virt's firmware installs MEMATTR and RNG tables: inspect names each as the
+    kernel's "efi:" line does."""
+    path, world = _export(tmp_path, "qemu-uefi-kexec")
+    code, out = _cli("inspect", "--json", str(path))
+    assert code == 0, out
+    names = [t["name"] for t in json.loads(out)["systab"]["config_tables"]]
+    efi_line = next(ln for ln in world.generations[-1].log.lines if "MEMRESERVE=" in ln)
+    assert {"MEMATTR", "RNG", "MEMRESERVE"} <= set(names)
+    assert all(f"{name}=" in efi_line for name in names if name)
+
+
 def test_the_elf_core_reads_back_with_pyelftools(tmp_path: Path) -> None:
     path, world = _export(tmp_path, "efi-kexec-fixed")
     with path.open("rb") as f:

@@ -19,13 +19,10 @@ from typing import Any, Literal
 import numpy as np
 
 from gickexec.arch.efi import (
-    ACPI_20_TABLE_GUID,
-    ACPI_TABLE_GUID,
+    CONFIG_TABLE_NAMES,
     EFI_SYSTEM_TABLE_BYTES,
     EFI_SYSTEM_TABLE_SIGNATURE,
     LINUX_EFI_MEMRESERVE_TABLE_GUID,
-    SMBIOS3_TABLE_GUID,
-    SMBIOS_TABLE_GUID,
     systab_header_crc_ok,
 )
 from gickexec.arch.gicv3 import LPI_INTID_BASE, GicrPendbaser, GicrPropbaser, LpiConfig
@@ -62,15 +59,6 @@ _NO_LPIS = "GICR_PROPBASER.IDbits gives fewer than 14 INTID bits: no LPI is in r
 
 LayoutChoice = Literal["auto", "v4.20", "v5.0"]
 #: Configuration tables by the names the kernel's efi: line gives them.
-_GUID_NAMES = {
-    ACPI_20_TABLE_GUID: "ACPI 2.0",
-    ACPI_TABLE_GUID: "ACPI",
-    SMBIOS_TABLE_GUID: "SMBIOS",
-    SMBIOS3_TABLE_GUID: "SMBIOS 3.0",
-    LINUX_EFI_MEMRESERVE_TABLE_GUID: "MEMRESERVE",
-}
-
-
 @dataclass(frozen=True, slots=True)
 class LiveTable:
     """An LPI table a redistributor uses: ``kind`` "prop" (shared) or "pend" (per CPU)."""
@@ -359,7 +347,7 @@ def _root_from_systab(img: MemoryImage, systab: int, doc: dict[str, Any], how: s
         "config_tables": [
             {
                 "guid": str(uuid.UUID(bytes_le=e.guid)),
-                "name": _GUID_NAMES.get(e.guid, ""),
+                "name": CONFIG_TABLE_NAMES.get(e.guid, ""),
                 "table": e.table,
             }
             for e in entries

@@ -12,16 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gickexec.arch.efi import (
-    ACPI_20_TABLE_GUID,
-    ACPI_TABLE_GUID,
-    EFI_MEMORY_ATTRIBUTES_TABLE_GUID,
+    CONFIG_TABLE_NAMES,
     LINUX_EFI_INITRD_MEDIA_GUID,
     LINUX_EFI_MEMRESERVE_TABLE_GUID,
     LINUX_EFI_RANDOM_SEED_TABLE_GUID,
     MEMRESERVE_HEADER_BYTES,
     MEMRESERVE_V420_BYTES,
-    SMBIOS3_TABLE_GUID,
-    SMBIOS_TABLE_GUID,
     MemreserveHeader,
     MemreserveV420,
     efi_memreserve_count,
@@ -52,19 +48,10 @@ PAGE_OFFSET = 0xFFFF_8000_0000_0000
 #: ARM64_MEMSTART_ALIGN with 4K pages: PHYS_OFFSET is DRAM start rounded down to 1 GiB
 ARM64_MEMSTART_ALIGN = 1 << 30
 
-#: ``common_tables[]`` of drivers/firmware/efi/efi.c: GUID -> (name, first version that
-#: names it).  INITRD came with the stub's initrd config table: absent from the 6.0-rc1
+#: Configuration tables ``common_tables[]`` (drivers/firmware/efi/efi.c) names only from
+#: a version on.  INITRD came with the stub's initrd config table: absent from the 6.0-rc1
 #: tree, in 6.2.12's table_types[] and printed by the real v6.1 runs (tests/data/realcheck).
-_TABLE_NAMES: dict[bytes, tuple[str, tuple[int, int]]] = {
-    ACPI_20_TABLE_GUID: ("ACPI 2.0", (0, 0)),
-    ACPI_TABLE_GUID: ("ACPI", (0, 0)),
-    SMBIOS_TABLE_GUID: ("SMBIOS", (0, 0)),
-    SMBIOS3_TABLE_GUID: ("SMBIOS 3.0", (0, 0)),
-    EFI_MEMORY_ATTRIBUTES_TABLE_GUID: ("MEMATTR", (0, 0)),
-    LINUX_EFI_RANDOM_SEED_TABLE_GUID: ("RNG", (0, 0)),
-    LINUX_EFI_INITRD_MEDIA_GUID: ("INITRD", (6, 1)),
-    LINUX_EFI_MEMRESERVE_TABLE_GUID: ("MEMRESERVE", (0, 0)),
-}
+_FIRST_NAMED: dict[bytes, tuple[int, int]] = {LINUX_EFI_INITRD_MEDIA_GUID: (6, 1)}
 
 
 def install_memreserve_table(
@@ -150,7 +137,11 @@ def efi_config_parse_tables(
     entry_fmt = printk.EFI_CFG_ENTRY.at(profile.version)
     assert entry_fmt is not None
     state = EfiState(config_tables=True)
-    known = {g: name for g, (name, first) in _TABLE_NAMES.items() if profile.version >= first}
+    known = {
+        g: name
+        for g, name in CONFIG_TABLE_NAMES.items()
+        if profile.version >= _FIRST_NAMED.get(g, (0, 0))
+    }
     if profile.memreserve_layout is None:
         known.pop(LINUX_EFI_MEMRESERVE_TABLE_GUID, None)
     line = "efi: "

@@ -75,7 +75,7 @@ class ItsCommand(LayoutRecord):
     OPCODE: ClassVar[int]
 
     def encode(self) -> int:
-        return super().encode() | self.OPCODE
+        return self.LAYOUT.pack_record(self) | self.OPCODE
 
     def to_bytes(self) -> bytes:
         return self.encode().to_bytes(CMD_BYTES, "little")

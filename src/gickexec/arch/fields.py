@@ -78,10 +78,10 @@ class Layout:
         "_los",
         "_maxes",
         "_shifts",
+        "encode_record",
         "fields",
         "make",
         "name",
-        "pack_record",
         "res0_mask",
         "width",
     )
@@ -106,7 +106,7 @@ class Layout:
         self._maxes = tuple((1 << f.width) - 1 for f in parsed)
         #: bits no field claims; a decoder ignores them and an encoder leaves them 0
         self.res0_mask = ((1 << width) - 1) & ~used
-        self.pack_record, self.make = _compile(self)
+        self.encode_record, self.make = _compile(self)
 
     def __repr__(self) -> str:
         return f"Layout({self.name!r}, {self.width})"
@@ -164,38 +164,52 @@ class Layout:
         return int.from_bytes(data, "little")
 
 
-def _compile(layout: Layout) -> tuple[Callable[[object], int], Callable[[type, int], Any]]:
+#: Records remembered per record class, by value (see LayoutRecord.decode)
+_DECODED_LIMIT = 4096
+
+
+def _compile(
+    layout: Layout,
+) -> tuple[Callable[[object, dict[int, Any] | None, int], int], Callable[[type, int], Any]]:
     """Two straight-line functions generated from the layout's fields (as dataclasses
-    generate ``__init__``): ``pack_record(obj)``, ``pack_all`` of ``obj``'s attributes
-    named like the fields, and ``make(cls, value)``, ``cls(**unpack(value))``.  Records
-    encode and decode per ITS command, table entry and register access; a loop over the
-    fields with a call per step cost 1 to 1.5 us of each."""
+    generate ``__init__``), for records, which encode and decode per ITS command, table
+    entry and register access (a loop over the fields with a call per step cost 1 to
+    1.5 us of each):
+
+    * ``encode_record(obj, cache, bits)``: ``pack_all`` of ``obj``'s attributes named like
+      the fields, ORed with ``bits`` (bits of no field); when every value is an ``int``
+      (not a ``bool`` or an int subclass, which a decode would not give back) ``obj`` is
+      then also ``cache``'s record of that value, as a decode of it would have made it;
+    * ``make(cls, value)``: ``cls(**unpack(value))``.
+    """
     names = [name for name, _, _ in layout._shifts]
     for name in names:
         if not name.isidentifier():
             raise LayoutError(f"{layout.name}: field name {name!r} is not an identifier")
     reads = "".join(f"    v{i} = obj.{name}\n" for i, name in enumerate(names))
     fits = " and ".join(f"0 <= v{i} <= {m}" for i, (_, _, m) in enumerate(layout._shifts))
-    ored = " | ".join(f"v{i} << {lo}" for i, (_, lo, _) in enumerate(layout._shifts))
+    ored = "".join(f"v{i} << {lo} | " for i, (_, lo, _) in enumerate(layout._shifts))
+    ints = "".join(f"type(v{i}) is " for i in range(len(names)))
     values = "".join(f"v{i}, " for i in range(len(names)))
     fields = ", ".join(f"{name}=(value >> {lo}) & {m}" for name, lo, m in layout._shifts)
     source = (
-        "def pack_record(obj):\n"
+        "def encode_record(obj, cache, bits):\n"
         f"{reads}"
-        # every value fits its field: the OR; otherwise pack_all raises for the first
         f"    if {fits or 'True'}:\n"
-        f"        return {ored or '0'}\n"
-        f"    return layout.pack_all(({values}))\n"
+        f"        value = {ored}bits\n"
+        f"        if cache is not None and {ints}int:\n"
+        "            if len(cache) >= limit:\n"
+        "                cache.clear()\n"
+        "            cache[value] = obj\n"
+        "        return value\n"
+        # a value does not fit its field: pack_all raises for the first that does not
+        f"    return layout.pack_all(({values})) | bits\n"
         "def make(cls, value):\n"
         f"    return cls({fields})\n"
     )
-    namespace: dict[str, Any] = {"layout": layout}
+    namespace: dict[str, Any] = {"layout": layout, "limit": _DECODED_LIMIT}
     exec(source, namespace)  # made from the field table only: names checked above
-    return namespace["pack_record"], namespace["make"]
-
-
-#: Decoded records remembered per record class
-_DECODED_LIMIT = 4096
+    return namespace["encode_record"], namespace["make"]
 
 
 class LayoutRecord:
@@ -207,8 +221,10 @@ class LayoutRecord:
     def decode(cls, value: int) -> Self:
         """Decode a raw register value (bits outside every field are ignored).
 
-        Records are frozen, so one decoded record serves every decode of the same value
-        (register values repeat: GITS_CBASER per command, GICR_TYPER per CPU)."""
+        Records are frozen, so one record serves every decode of the same value
+        (register values repeat: GITS_CBASER per command, GICR_TYPER per CPU), and so
+        does one that was encoded to it (the ITS decodes the commands the driver
+        encoded, the redistributor the register values)."""
         cache: dict[int, Self] | None = cls.__dict__.get("_decoded")
         if cache is None:
             made: Self = cls.LAYOUT.make(cls, value)
@@ -223,7 +239,11 @@ class LayoutRecord:
 
     def encode(self) -> int:
         """Encode to a raw value; a field value too wide for its bits raises LayoutError."""
-        return self.LAYOUT.pack_record(self)
+        return self._encode_or(0)
+
+    def _encode_or(self, bits: int) -> int:
+        """The encoding ORed with ``bits``, which no field has (an ITS command's opcode)."""
+        return self.LAYOUT.encode_record(self, type(self).__dict__.get("_decoded"), bits)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:

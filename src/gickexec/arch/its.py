@@ -75,7 +75,7 @@ class ItsCommand(LayoutRecord):
     OPCODE: ClassVar[int]
 
     def encode(self) -> int:
-        return self.LAYOUT.pack_record(self) | self.OPCODE
+        return self._encode_or(self.OPCODE)
 
     def to_bytes(self) -> bytes:
         return self.encode().to_bytes(CMD_BYTES, "little")

@@ -129,6 +129,21 @@ class GicV3Its:
         self.its_ok = False
         self.memreserve_cpuhp = False
 
+    def _rd_state(self, cpu: int) -> _RdistState:
+        """``cpu``'s entry of ``rd``, made on first use (looked up three times per CPU
+        brought up: ``setdefault`` would build a state to drop at each)."""
+        st = self.rd.get(cpu)
+        if st is None:
+            st = self.rd[cpu] = _RdistState()
+        return st
+
+    def _collection(self, cpu: int) -> _Collection:
+        """``cpu``'s collection, made on first use."""
+        col = self.collections.get(cpu)
+        if col is None:
+            col = self.collections[cpu] = _Collection()
+        return col
+
     # -- register helpers -----------------------------------------------------------
 
     def _rd_base(self, cpu: int) -> int:
@@ -393,7 +408,7 @@ class GicV3Its:
             except OutOfMemory:
                 self.k.log.line(f"Failed to allocate PENDBASE for CPU{self.k.logical_id(cpu)}")
                 return
-            self.rd.setdefault(cpu, _RdistState()).pend_page = page
+            self._rd_state(cpu).pend_page = page
 
     def enabled_lpis_allowed(self) -> bool:
         val = GicrPropbaser.decode(
@@ -497,7 +512,7 @@ class GicV3Its:
         TAINT_CRAP, clear the bit, wait for RWP and read it back: -ETIMEDOUT, -EBUSY.
         """
         rbase = self._rd_base(cpu)
-        st = self.rd.setdefault(cpu, _RdistState())
+        st = self._rd_state(cpu)
         if not self.profile.reuses_preallocated_lpi_tables and st.pend_page is not None:
             return 0
         typer = GicrTyper.decode(self._readq(rbase + GicrOffset.TYPER))
@@ -526,7 +541,7 @@ class GicV3Its:
 
     def its_cpu_init_lpis(self, cpu: int) -> None:
         rbase = self._rd_base(cpu)
-        st = self.rd.setdefault(cpu, _RdistState())
+        st = self._rd_state(cpu)
         if st.lpi_enabled:
             return
         ctlr = GicrCtlr.decode(self._readl(rbase + GicrOffset.CTLR))
@@ -566,7 +581,7 @@ class GicV3Its:
         """Linux v4.19.1 ``its_cpu_init_lpis()``: allocate this CPU's pending table on
         first use ("CPU%d: using LPI pending table @%pa") and program both tables; no
         reuse, nothing reserved."""
-        st = self.rd.setdefault(cpu, _RdistState())
+        st = self._rd_state(cpu)
         if st.pend_page is None:
             try:
                 st.pend_page = self.k.alloc_pages(
@@ -612,7 +627,7 @@ class GicV3Its:
         self._write(rbase + GicrOffset.CTLR, val | 1, 4, cpu)
 
     def its_cpu_init_collections(self, cpu: int) -> None:
-        col = self.collections.setdefault(cpu, _Collection())
+        col = self._collection(cpu)
         if self.its_typer.PTA:
             # physical target address of the redistributor
             col.target_address = self._rd_base(cpu)
@@ -626,7 +641,7 @@ class GicV3Its:
 
     def its_cpu_memreserve_lpi(self, cpu: int) -> None:
         """v5.17+ CPUHP_AP_ONLINE_DYN callback: free the spare or reserve the fresh table."""
-        st = self.rd.setdefault(cpu, _RdistState())
+        st = self._rd_state(cpu)
         if st.memreserve_done:
             return
         size = lpi_pendbase_sz(self.lpi_id_bits)
@@ -726,7 +741,7 @@ class GicV3Its:
 
     def its_irq_domain_activate(self, dev: ItsDevice, event: int, cpu: int) -> None:
         dev.col_map[event] = cpu
-        col = self.collections.setdefault(cpu, _Collection())
+        col = self._collection(cpu)
         self.its_send(
             Mapti(
                 DeviceID=dev.device_id, EventID=event, pINTID=dev.lpi_base + event, ICID=col.col_id
@@ -737,7 +752,7 @@ class GicV3Its:
     def its_set_affinity(self, dev: ItsDevice, event: int, cpu: int) -> None:
         """Retarget an event to ``cpu``'s collection (MOVI + SYNC)."""
         dev.col_map[event] = cpu
-        col = self.collections.setdefault(cpu, _Collection())
+        col = self._collection(cpu)
         self.its_send(Movi(DeviceID=dev.device_id, EventID=event, ICID=col.col_id), col)
 
     def lpi_update_config(self, dev: ItsDevice, event: int, enable: bool) -> None:
@@ -747,11 +762,11 @@ class GicV3Its:
         self.k.machine.mem.write_u8(
             self.prop_table_pa + hwirq - LPI_INTID_BASE, cfg.encode(), self.k.agent(self.k.boot_cpu)
         )
-        col = self.collections.setdefault(dev.col_map.get(event, 0), _Collection())
+        col = self._collection(dev.col_map.get(event, 0))
         self.its_send(Inv(DeviceID=dev.device_id, EventID=event), col)
 
     def its_irq_domain_deactivate(self, dev: ItsDevice, event: int) -> None:
-        col = self.collections.setdefault(dev.col_map.get(event, 0), _Collection())
+        col = self._collection(dev.col_map.get(event, 0))
         self.its_send(Discard(DeviceID=dev.device_id, EventID=event), col)
 
     def its_free_device(self, dev: ItsDevice) -> None:

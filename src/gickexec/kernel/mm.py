@@ -499,7 +499,8 @@ class BuddyAllocator:
             [FreeList() for _ in range(3)] for _ in range(MAX_ORDER)
         ]
         #: head pfn of every free block -> (order, migratetype of the list it is on),
-        #: except the blocks of the runs the MAX_ORDER - 1 MOVABLE list holds (``_bulk``)
+        #: except the blocks the MAX_ORDER - 1 MOVABLE list (``_bulk``) got in runs,
+        #: which stay out when a run is made into entries
         self._heads: dict[int, tuple[int, int]] = {}
         self._bulk = self._lists[MAX_ORDER - 1][MIGRATE_MOVABLE]
         #: pageblock index -> migratetype, where it is not MOVABLE
@@ -597,8 +598,9 @@ class BuddyAllocator:
     def free(self, addr: int, size: int) -> None:
         """``free_pages_exact()``: give ``[addr, addr + size)`` back (page granular)."""
         chunks = self._chunks(addr >> PAGE_SHIFT, -(-(addr + size) >> PAGE_SHIFT))
-        if any(self._containing(p) is not None for p, _ in chunks):
-            raise ValueError(f"double free in [{addr:#x}, {addr + size:#x})")
+        for p, _ in chunks:
+            if self._containing(p) is not None:
+                raise ValueError(f"double free in [{addr:#x}, {addr + size:#x})")
         for p, o in chunks:
             self.free_block(p, o)
 

@@ -170,16 +170,16 @@ _DECODED_LIMIT = 4096
 
 def _compile(
     layout: Layout,
-) -> tuple[Callable[[object, dict[int, Any] | None, int], int], Callable[[type, int], Any]]:
+) -> tuple[Callable[[object, int], int], Callable[[type, int], Any]]:
     """Two straight-line functions generated from the layout's fields (as dataclasses
     generate ``__init__``), for records, which encode and decode per ITS command, table
     entry and register access (a loop over the fields with a call per step cost 1 to
     1.5 us of each):
 
-    * ``encode_record(obj, cache, bits)``: ``pack_all`` of ``obj``'s attributes named like
-      the fields, ORed with ``bits`` (bits of no field); when every value is an ``int``
-      (not a ``bool`` or an int subclass, which a decode would not give back) ``obj`` is
-      then also ``cache``'s record of that value, as a decode of it would have made it;
+    * ``encode_record(obj, bits)``: ``pack_all`` of ``obj``'s attributes named like the
+      fields, ORed with ``bits`` (bits of no field); when every value is an ``int`` (not
+      a ``bool`` or an int subclass, which a decode would not give back) ``obj`` is then
+      also its class's decoded record of that value, as a decode would have made it;
     * ``make(cls, value)``: ``cls(**unpack(value))``.
     """
     names = [name for name, _, _ in layout._shifts]
@@ -193,10 +193,12 @@ def _compile(
     values = "".join(f"v{i}, " for i in range(len(names)))
     fields = ", ".join(f"{name}=(value >> {lo}) & {m}" for name, lo, m in layout._shifts)
     source = (
-        "def encode_record(obj, cache, bits):\n"
+        "def encode_record(obj, bits):\n"
         f"{reads}"
         f"    if {fits or 'True'}:\n"
         f"        value = {ored}bits\n"
+        # the class's own cache: a subclass of a record class is no such record
+        '        cache = type(obj).__dict__.get("_decoded")\n'
         f"        if cache is not None and {ints}int:\n"
         "            if len(cache) >= limit:\n"
         "                cache.clear()\n"
@@ -239,11 +241,7 @@ class LayoutRecord:
 
     def encode(self) -> int:
         """Encode to a raw value; a field value too wide for its bits raises LayoutError."""
-        return self._encode_or(0)
-
-    def _encode_or(self, bits: int) -> int:
-        """The encoding ORed with ``bits``, which no field has (an ITS command's opcode)."""
-        return self.LAYOUT.encode_record(self, type(self).__dict__.get("_decoded"), bits)
+        return self.LAYOUT.encode_record(self, 0)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:

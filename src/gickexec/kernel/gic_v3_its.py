@@ -135,7 +135,7 @@ class GicV3Its:
     # -- register helpers -----------------------------------------------------------
 
     def _rd_base(self, cpu: int) -> int:
-        return self.k.machine.gicr_base(cpu)
+        return self.k.machine.gicr_bases[cpu]
 
     def _readl(self, addr: int, cpu: int = 0) -> int:
         return self.k.machine.mem.mmio_read(addr, 4)
@@ -233,14 +233,10 @@ class GicV3Its:
         )
 
     def found_redistributor(self, cpu: int) -> None:
-        typer = GicrTyper.decode(self._readq(self._rd_base(cpu) + GicrOffset.TYPER))
-        self.k.log.printk(
-            printk.GIC_FOUND_RDIST,
-            self.k.logical_id(cpu),
-            typer.Affinity_Value,
-            0,
-            self._rd_base(cpu),
-        )
+        rbase = self._rd_base(cpu)
+        typer = GicrTyper.decode(self._readq(rbase + GicrOffset.TYPER))
+        lcpu = self.k.logical_id(cpu)
+        self.k.log.printk(printk.GIC_FOUND_RDIST, lcpu, typer.Affinity_Value, 0, rbase)
 
     def gic_cpu_init(self, cpu: int) -> None:
         """ICC_PMR_EL1 = DEFAULT_PMR_VALUE (0xf0), ICC_IGRPEN1_EL1 = 1."""

@@ -421,7 +421,10 @@ class FreeList:
             self._back, self._back_holes = dict.fromkeys(self._back), 0
 
     def _run_of(self, pfn: int) -> _Run | None:
-        return next((r for r in self._runs if pfn in r.blocks), None)
+        for run in self._runs:  # a loop, not a generator: asked at every free
+            if pfn in run.blocks:
+                return run
+        return None
 
     def _take_from_run(self, pfn: int) -> bool:
         """Remove ``pfn`` from the run that holds it, if it is the run's first block;

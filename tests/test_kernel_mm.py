@@ -31,6 +31,8 @@ from gickexec.kernel.mm import (
     first_deferred_pfn,
 )
 from gickexec.kernel.profiles import PROFILES
+from gickexec.scenario.builtin import load_builtin
+from gickexec.scenario.runner import run_scenario
 
 _4K = 0x1000
 _64K = 0x10000
@@ -412,6 +414,27 @@ def test_free_list_keeps_the_order_of_an_ordered_dict(ops: list[tuple[str, int]]
     _free_list_against_ordered_dict(ops)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["head", "tail", "run", "del", "first", "has"]), st.integers(0, 600)
+        ),
+        max_size=300,
+    )
+)
+def test_free_list_runs_keep_the_order_of_an_ordered_dict(ops: list[tuple[str, int]]) -> None:
+    """Bulk insertions of ranges (runs, taken from the front, made into entries when a
+    block elsewhere in them goes) against the OrderedDict, past the rebuilds."""
+    rebuild = mm._REBUILD
+    mm._REBUILD = 2
+    try:
+        _free_list_against_ordered_dict(ops)
+    finally:
+        mm._REBUILD = rebuild
+    _free_list_against_ordered_dict(ops)
+
+
 def _free_list_against_ordered_dict(ops: list[tuple[str, int]]) -> None:
     fl, ref = FreeList(), OrderedDict[int, None]()
     fresh = iter(range(10**6))
@@ -426,6 +449,15 @@ def _free_list_against_ordered_dict(ops: list[tuple[str, int]]) -> None:
             pfns = dict.fromkeys(next(fresh) for _ in range(n % 50))
             fl.extend(pfns)
             ref.update(pfns)
+        elif op == "run":
+            # a range, spaced as MAX_ORDER - 1 heads are: held as a run
+            start = next(fresh)
+            run = range(start, start + (n % 50) * 1024, 1024)
+            fresh = iter(range(start + len(run) * 1024 + 1, 10**9))
+            fl.extend(run)
+            ref.update(dict.fromkeys(run))
+        elif op == "has":
+            assert (n in fl) == (n in ref)
         elif ref and op == "del":
             pfn = list(ref)[n % len(ref)]
             fl.remove(pfn)
@@ -436,3 +468,102 @@ def _free_list_against_ordered_dict(ops: list[tuple[str, int]]) -> None:
             ref.popitem(last=False)
         assert len(fl) == len(ref)
     assert list(fl) == list(ref)
+
+
+_BUDDY_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("alloc"), st.integers(0, 10), st.sampled_from([0, 1, 2])),
+        st.tuples(st.just("free"), st.integers(0, 1 << 16), st.just(0)),
+        st.tuples(st.just("take"), st.integers(0, 1 << 16), st.integers(0, 1 << 11)),
+        st.tuples(st.just("hand_over"), st.integers(0, 7), st.just(0)),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(_BUDDY_OPS, st.booleans())
+def test_bulk_runs_equal_the_reference(ops: list[tuple[str, int, int]], tail: bool) -> None:
+    """BuddyAllocator.bulk_runs: memory handed over as runs of MAX_ORDER - 1 blocks gives
+    every allocation, free list order, pageblock type and free range the reference path
+    (an entry per block) gives, under random allocations, frees, takes and hand-overs."""
+    # the deferred part of a zone: 8 ranges of 4 to 32 MiB with ragged ends
+    bases = [0x1_0000_0000 + i * (64 << 20) for i in range(8)]
+    deferred = [(b + 0x3000 * i, b + ((4 + 4 * i) << 20) + 0x5000) for i, b in enumerate(bases)]
+    early = [(0x4000_0000, 0x4180_0000 + 0x7000)]
+    allocators = []
+    for bulk in (False, True):
+        BuddyAllocator.bulk_runs = bulk
+        try:
+            allocators.append(BuddyAllocator(early, to_tail=tail))
+        finally:
+            BuddyAllocator.bulk_runs = True
+    live: list[list[tuple[int, int]]] = [[], []]
+    for op, a, b in ops:
+        outcomes = []
+        for bulk, (buddy, blocks) in enumerate(zip(allocators, live, strict=True)):
+            BuddyAllocator.bulk_runs = bool(bulk)
+            try:
+                outcomes.append(_buddy_step(buddy, blocks, op, a, b, deferred))
+            finally:
+                BuddyAllocator.bulk_runs = True
+        assert outcomes[0] == outcomes[1]
+        ref, fast = allocators
+        assert fast.free_ranges() == ref.free_ranges()
+        assert fast.free_bytes == ref.free_bytes
+        assert fast._pageblock == ref._pageblock
+        assert [[list(lst) for lst in lists] for lists in fast._lists] == [
+            [list(lst) for lst in lists] for lists in ref._lists
+        ]
+
+
+def _buddy_step(
+    b: BuddyAllocator,
+    live: list[tuple[int, int]],
+    op: str,
+    a: int,
+    n: int,
+    deferred: list[tuple[int, int]],
+) -> object:
+    if op == "alloc":
+        try:
+            addr = b.alloc(_4K << a, mt=n)
+        except OutOfMemory:
+            return None
+        live.append((addr, _4K << a))
+        return addr
+    if op == "free":
+        if not live:
+            return None
+        addr, size = live.pop(a % len(live))
+        b.free(addr, size)
+        return addr
+    if op == "take":
+        free = b.free_ranges()
+        if not free:
+            return None
+        start, end = free[a % len(free)]
+        pages = (end - start) >> 12
+        first = (a >> 4) % pages
+        count = 1 + n % min(pages - first, 1 << 11)
+        b.take(start + (first << 12), count << 12)
+        live.append((start + (first << 12), count << 12))
+        return start + (first << 12), count
+    start, end = deferred[a]
+    if any(s < end and start < e for s, e in b.free_ranges()) or any(
+        s < end and start < s + z for s, z in live
+    ):
+        return None  # handed over already
+    b.free_range(start, end, to_tail=True)
+    return start
+
+
+@pytest.mark.parametrize("name", ["tx2-host-kexec", "qemu-uefi-kexec", "qemu-dt-kexec-memmin"])
+def test_bulk_runs_leave_scenario_results_as_the_reference(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole boots and kexecs (the deferred memory's hand-over, the page cache filling
+    up, every table allocation) give the same result document without runs."""
+    fast = run_scenario(load_builtin(name))
+    monkeypatch.setattr(BuddyAllocator, "bulk_runs", False)
+    assert run_scenario(load_builtin(name)) == fast

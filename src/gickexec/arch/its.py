@@ -75,10 +75,11 @@ class ItsCommand(LayoutRecord):
     OPCODE: ClassVar[int]
 
     def encode(self) -> int:
-        return super().encode() | self.OPCODE
+        return self.LAYOUT.encode_record(self, self.OPCODE)
 
     def to_bytes(self) -> bytes:
-        return self.encode().to_bytes(CMD_BYTES, "little")
+        # encode() without its call: the driver turns every command it posts into bytes
+        return self.LAYOUT.encode_record(self, self.OPCODE).to_bytes(CMD_BYTES, "little")
 
     @property
     def name(self) -> str:

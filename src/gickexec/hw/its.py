@@ -176,6 +176,11 @@ class Its(RegisterBlock):
             INV=1,
         )
         self._event_bits = self.typer.ID_bits + 1
+        #: ICIDs are below this (collection_id_bits); those below GITS_TYPER.HCC name
+        #: collections held in the ITS, the others index the collection table (asked by
+        #: every MAPC and INVALL: attributes, not methods)
+        self._icid_limit = 1 << knobs.collection_id_bits
+        self._hcc = self.typer.HCC
         #: Collections held in the ITS (ICID < HCC): ICID -> RDbase (§3.3).
         self.hw_collections: dict[int, int] = {}
         self.enabled = False
@@ -398,17 +403,10 @@ class Its(RegisterBlock):
         dte = DTE.decode(raw)
         return dte if dte.Valid else None
 
-    def _held_in_its(self, icid: int) -> bool:
-        """Collections below GITS_TYPER.HCC live in the ITS; the table is indexed by ICID."""
-        return icid < self.typer.HCC
-
-    def _icid_in_range(self, icid: int) -> bool:
-        return icid < 1 << self.knobs.collection_id_bits
-
     def read_cte(self, icid: int) -> CTE | None:
-        if not self._icid_in_range(icid):
+        if icid >= self._icid_limit:
             return None
-        if self._held_in_its(icid):
+        if icid < self._hcc:
             rdbase = self.hw_collections.get(icid)
             return None if rdbase is None else CTE(Valid=1, RDbase=rdbase)
         raw = self._read_entry(BaserType.COLLECTION, icid)
@@ -545,9 +543,9 @@ class Its(RegisterBlock):
         """Raise the command error of an ICID beyond the collections; otherwise the
         address of its collection table entry, or None for a collection held in the ITS
         (which MAPC needs next, without a second table look-up)."""
-        if not self._icid_in_range(icid):
+        if icid >= self._icid_limit:
             raise _err(opcode, _COLLECTION_OOR, f"ICID {icid} beyond the collection ID bits")
-        if self._held_in_its(icid):
+        if icid < self._hcc:
             return None
         addr = self._entry_addr(BaserType.COLLECTION, icid)
         if addr is None:

@@ -114,12 +114,14 @@ class Machine:
         ]
         for rd in self.rdists:
             rd.peers = self.rdists
+        #: every redistributor frame's address, by CPU (drivers look one up per access)
+        self.gicr_bases = [self.gicr_base(cpu) for cpu in range(p.cpus)]
         self.its = Its(
             0,
             mem=self.mem,
             gicd=self.gicd,
             rdists=self.rdists,
-            rd_bases=[self.gicr_base(cpu) for cpu in range(p.cpus)],
+            rd_bases=self.gicr_bases,
             knobs=p.knobs,
             events=self.events,
         )
@@ -130,8 +132,7 @@ class Machine:
             CpuInterface(cpu, rd, self.gicd, self.events) for cpu, rd in enumerate(self.rdists)
         ]
         self.mem.map_mmio(MemRegion(p.gicd_base, 0x10000, "GICD"), self.gicd)
-        for cpu, rd in enumerate(self.rdists):
-            base = self.gicr_base(cpu)
+        for cpu, (rd, base) in enumerate(zip(self.rdists, self.gicr_bases, strict=True)):
             self.mem.map_mmio(MemRegion(base, GicrOffset.STRIDE, f"GICR{cpu}"), rd)
         self.mem.map_mmio(MemRegion(p.its_base, GitsOffset.SIZE, "ITS0"), self.its)
         for dev in self.devices.values():

@@ -814,7 +814,7 @@ class Kernel:
     def cpu_up(self, cpu: int) -> str | None:
         """Bring physical ``cpu`` online (``gic_starting_cpu`` at STARTING, then the ONLINE
         callbacks); returns why it cannot, or None."""
-        if cpu not in self.possible_cpus:
+        if cpu not in self._logical:  # possible_cpus, without scanning the list
             return f"CPU {cpu} is not possible in this kernel (nr_cpus={self.nr_cpus})"
         if cpu in self.online_cpus:
             return None

@@ -325,36 +325,65 @@ _FALLBACKS = {
 _REBUILD = 256
 
 
+class _Run:
+    """The blocks of one bulk insertion (``FreeList.extend`` of a ``range``) not yet
+    taken, in list order: held as the range of their head pfns, made one at a time as
+    they are taken from its front."""
+
+    __slots__ = ("blocks",)
+
+    def __init__(self, blocks: range) -> None:
+        self.blocks = blocks
+
+
 class FreeList:
     """One ``free_area[order].free_list[migratetype]``: block head pfns in list order,
     with insertion at either end, removal anywhere and a look at the head in O(1), and a
-    bulk insertion at the tail at the speed of a dict merge.
+    bulk insertion at the tail in O(1).
 
     (An OrderedDict, which this replaces, allocates a node per entry: handing a 64 GiB
     zone's deferred memory over, 16 Ki blocks, cost 6 ms of every boot.)  Entries pushed
     at the head live in ``_front`` in push order (the list starts with the last of them),
     the others in ``_back`` in list order.  A deleted dict entry leaves a hole that
     iteration from either end steps over, so a side is rebuilt after ``_REBUILD``
-    deletions: looking at the head stays O(1), amortised."""
+    deletions: looking at the head stays O(1), amortised.  A bulk insertion of a
+    ``range`` is one ``_Run`` entry of ``_back`` (a dict of 16 Ki pfns spaced 1024
+    apart, which share their low bits and so collide in the hash, cost 4 ms of every
+    boot on a 64 GiB zone): allocations take its blocks from the front in O(1); the
+    removal of any other of its blocks first makes the run into entries in its place."""
 
-    __slots__ = ("_back", "_back_holes", "_front", "_front_holes")
+    __slots__ = ("_back", "_back_holes", "_front", "_front_holes", "_runs")
 
     def __init__(self) -> None:
         self._front: dict[int, None] = {}
-        self._back: dict[int, None] = {}
+        self._back: dict[int | _Run, None] = {}
+        self._runs: list[_Run] = []  # the _Run entries of _back, none of them empty
         self._front_holes = self._back_holes = 0
 
     def __len__(self) -> int:
-        return len(self._front) + len(self._back)
+        return len(self._front) + len(self._back) + sum(len(r.blocks) - 1 for r in self._runs)
+
+    def __bool__(self) -> bool:
+        return bool(self._front or self._back)
 
     def __iter__(self) -> Iterator[int]:
         """The pfns in list order (head first)."""
         yield from reversed(self._front)
-        yield from self._back
+        for entry in self._back:
+            if isinstance(entry, _Run):
+                yield from entry.blocks
+            else:
+                yield entry
+
+    def __contains__(self, pfn: int) -> bool:
+        return pfn in self._front or pfn in self._back or self._run_of(pfn) is not None
 
     def first(self) -> int:
         """The head of a non-empty list."""
-        return next(reversed(self._front)) if self._front else next(iter(self._back))
+        if self._front:
+            return next(reversed(self._front))
+        entry = next(iter(self._back))
+        return entry.blocks[0] if isinstance(entry, _Run) else entry
 
     def push(self, pfn: int, *, tail: bool) -> None:
         """``list_add`` (the head) or ``list_add_tail`` of a pfn not on the list."""
@@ -363,12 +392,15 @@ class FreeList:
         else:
             self._front[pfn] = None
 
-    def extend(self, pfns: dict[int, None]) -> None:
-        """``list_add_tail`` of each of ``pfns`` (none on the list), in order."""
-        if self._back:
-            self._back.update(pfns)
-        else:
-            self._back = pfns.copy()  # a copy of a dict without holes: one memcpy
+    def extend(self, pfns: Iterable[int]) -> None:
+        """``list_add_tail`` of each of ``pfns`` (none on the list), in order; a
+        ``range`` is held as a run, without an entry per pfn."""
+        if not isinstance(pfns, range):
+            self._back.update(dict.fromkeys(pfns))
+        elif pfns:
+            run = _Run(pfns)
+            self._back[run] = None
+            self._runs.append(run)
 
     def remove(self, pfn: int) -> None:
         """``list_del`` of a pfn on the list."""
@@ -377,11 +409,45 @@ class FreeList:
             self._front_holes += 1
             if self._front_holes > _REBUILD:
                 self._front, self._front_holes = dict.fromkeys(self._front), 0
-        else:
+            return
+        try:
             del self._back[pfn]
-            self._back_holes += 1
-            if self._back_holes > _REBUILD:
-                self._back, self._back_holes = dict.fromkeys(self._back), 0
+        except KeyError:
+            if not self._take_from_run(pfn):
+                return
+            del self._back[pfn]
+        self._back_holes += 1
+        if self._back_holes > _REBUILD:
+            self._back, self._back_holes = dict.fromkeys(self._back), 0
+
+    def _run_of(self, pfn: int) -> _Run | None:
+        for run in self._runs:  # a loop, not a generator: asked at every free
+            if pfn in run.blocks:
+                return run
+        return None
+
+    def _take_from_run(self, pfn: int) -> bool:
+        """Remove ``pfn`` from the run that holds it, if it is the run's first block;
+        otherwise make that run into entries of ``_back`` in its place and return True
+        (the caller deletes the entry).  KeyError when no run holds ``pfn``."""
+        run = self._run_of(pfn)
+        if run is None:
+            raise KeyError(pfn)
+        if pfn == run.blocks[0]:
+            run.blocks = run.blocks[1:]
+            if not run.blocks:
+                self._runs.remove(run)
+                del self._back[run]
+                self._back_holes += 1
+            return False
+        entries = list(self._back)
+        at = entries.index(run)
+        back: dict[int | _Run, None] = dict.fromkeys(entries[:at])
+        back.update(dict.fromkeys(run.blocks))
+        back.update(dict.fromkeys(entries[at + 1 :]))
+        self._back, self._back_holes = back, 0
+        self._runs.remove(run)
+        return True
 
 
 def first_deferred_pfn(regions: Sequence[tuple[int, int]], zone_start: int) -> int | None:
@@ -427,12 +493,19 @@ class BuddyAllocator:
       same way (model choice).
     """
 
+    #: False: the reference path, memory handed over in bulk gets an entry per
+    #: MAX_ORDER - 1 block in its free list and in ``_heads`` (no runs)
+    bulk_runs = True
+
     def __init__(self, free: Iterable[tuple[int, int]], *, to_tail: bool = True) -> None:
         self._lists: list[list[FreeList]] = [
             [FreeList() for _ in range(3)] for _ in range(MAX_ORDER)
         ]
-        #: head pfn of every free block -> (order, migratetype of the list it is on)
+        #: head pfn of every free block -> (order, migratetype of the list it is on),
+        #: except the blocks the MAX_ORDER - 1 MOVABLE list (``_bulk``) got in runs,
+        #: which stay out when a run is made into entries
         self._heads: dict[int, tuple[int, int]] = {}
+        self._bulk = self._lists[MAX_ORDER - 1][MIGRATE_MOVABLE]
         #: pageblock index -> migratetype, where it is not MOVABLE
         self._pageblock: dict[int, int] = {}
         self._free_pages = 0
@@ -448,8 +521,10 @@ class BuddyAllocator:
     def free_ranges(self) -> list[tuple[int, int]]:
         """Free memory as sorted, merged ``[start, end)`` byte ranges."""
         out: list[tuple[int, int]] = []
-        for pfn in sorted(self._heads):
-            start, end = pfn << PAGE_SHIFT, (pfn + (1 << self._heads[pfn][0])) << PAGE_SHIFT
+        blocks = [(pfn, order) for pfn, (order, _) in self._heads.items()]
+        blocks += [(pfn, MAX_ORDER - 1) for pfn in self._bulk if pfn not in self._heads]
+        for pfn, order in sorted(blocks):
+            start, end = pfn << PAGE_SHIFT, (pfn + (1 << order)) << PAGE_SHIFT
             if out and out[-1][1] == start:
                 out[-1] = (out[-1][0], end)
             else:
@@ -464,7 +539,9 @@ class BuddyAllocator:
         self._heads[pfn] = (order, mt)
 
     def _del(self, pfn: int) -> tuple[int, int]:
-        order, mt = self._heads.pop(pfn)
+        hit = self._heads.pop(pfn, None)
+        # not in _heads: a block of a run on _bulk (KeyError from there if it is not)
+        order, mt = (MAX_ORDER - 1, MIGRATE_MOVABLE) if hit is None else hit
         self._lists[order][mt].remove(pfn)
         return order, mt
 
@@ -477,14 +554,19 @@ class BuddyAllocator:
         head, body, tail = self._split(-(-start >> PAGE_SHIFT), end >> PAGE_SHIFT)
         for pfn, order in head:
             self.free_block(pfn, order, to_tail=to_tail)
-        # MAX_ORDER - 1 blocks have no buddy to merge with: queue them directly, in bulk
-        # where every pageblock among them is still MOVABLE (memory handed over at boot)
+        # MAX_ORDER - 1 blocks have no buddy to merge with: queue them directly, as one
+        # run where every pageblock among them is still MOVABLE (memory handed over at
+        # boot).  Their heads stay out of _heads: no lookup there is of a free
+        # MAX_ORDER - 1 block but _containing()'s and _del()'s, which ask _bulk too.
         pb_lo, pb_hi = body.start >> PAGEBLOCK_ORDER, body.stop >> PAGEBLOCK_ORDER
         plain = to_tail and not any(pb_lo <= pb < pb_hi for pb in self._pageblock)
         if plain and body:
-            blocks = dict.fromkeys(body)  # the pfns made once (ints beyond the small ones)
-            self._lists[top][MIGRATE_MOVABLE].extend(blocks)
-            self._heads.update(dict.fromkeys(blocks, (top, MIGRATE_MOVABLE)))
+            if self.bulk_runs:
+                self._bulk.extend(body)
+            else:
+                blocks = dict.fromkeys(body)
+                self._bulk.extend(blocks)
+                self._heads.update(dict.fromkeys(blocks, (top, MIGRATE_MOVABLE)))
             self._free_pages += len(body) << top
         else:
             for pfn in body:
@@ -519,8 +601,9 @@ class BuddyAllocator:
     def free(self, addr: int, size: int) -> None:
         """``free_pages_exact()``: give ``[addr, addr + size)`` back (page granular)."""
         chunks = self._chunks(addr >> PAGE_SHIFT, -(-(addr + size) >> PAGE_SHIFT))
-        if any(self._containing(p) is not None for p, _ in chunks):
-            raise ValueError(f"double free in [{addr:#x}, {addr + size:#x})")
+        for p, _ in chunks:
+            if self._containing(p) is not None:
+                raise ValueError(f"double free in [{addr:#x}, {addr + size:#x})")
         for p, o in chunks:
             self.free_block(p, o)
 
@@ -558,7 +641,8 @@ class BuddyAllocator:
             head = pfn & ~((1 << o) - 1)
             if self._heads.get(head, (-1, 0))[0] == o:
                 return head
-        return None
+        head = pfn & ~((1 << (MAX_ORDER - 1)) - 1)
+        return head if head in self._bulk else None
 
     # -- allocation ---------------------------------------------------------------------
 

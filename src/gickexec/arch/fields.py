@@ -106,7 +106,24 @@ class Layout:
         self._maxes = tuple((1 << f.width) - 1 for f in parsed)
         #: bits no field claims; a decoder ignores them and an encoder leaves them 0
         self.res0_mask = ((1 << width) - 1) & ~used
+        for f in parsed:
+            if not f.name.isidentifier():
+                raise LayoutError(f"{name}: field name {f.name!r} is not an identifier")
+        # Generated at first use: compiling them all would be a tenth of the start-up
+        # of `gickexec run`, and most layouts serve a few runs only.
+        self.encode_record: Callable[[object, int], int] = self._first_encode
+        self.make: Callable[[type, int], Any] = self._first_make
+
+    def _generate(self) -> None:
         self.encode_record, self.make = _compile(self)
+
+    def _first_encode(self, obj: object, bits: int) -> int:
+        self._generate()
+        return self.encode_record(obj, bits)
+
+    def _first_make(self, cls: type, value: int) -> Any:
+        self._generate()
+        return self.make(cls, value)
 
     def __repr__(self) -> str:
         return f"Layout({self.name!r}, {self.width})"
@@ -182,10 +199,7 @@ def _compile(
       also its class's decoded record of that value, as a decode would have made it;
     * ``make(cls, value)``: ``cls(**unpack(value))``.
     """
-    names = [name for name, _, _ in layout._shifts]
-    for name in names:
-        if not name.isidentifier():
-            raise LayoutError(f"{layout.name}: field name {name!r} is not an identifier")
+    names = [name for name, _, _ in layout._shifts]  # identifiers: checked at __init__
     reads = "".join(f"    v{i} = obj.{name}\n" for i, name in enumerate(names))
     fits = " and ".join(f"0 <= v{i} <= {m}" for i, (_, _, m) in enumerate(layout._shifts))
     ored = "".join(f"v{i} << {lo} | " for i, (_, lo, _) in enumerate(layout._shifts))

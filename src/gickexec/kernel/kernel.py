@@ -18,6 +18,7 @@ from typing import Literal
 
 from gickexec.arch.gicv3 import INTID_SPURIOUS
 from gickexec.fw.uefi import EfiMemoryType, UefiFirmware
+from gickexec.hw.cpuif import CpuInterface
 from gickexec.hw.machine import Machine, MsiDevice
 from gickexec.hw.memory import Agent, AgentKind
 from gickexec.kernel import printk
@@ -823,10 +824,12 @@ class Kernel:
         if self.lpis:
             self.gic.its_cpu_init(cpu)
         self.log.printk(printk.SMP_SECONDARY, self.logical_id(cpu), p.mpidr(cpu), p.midr)
-        self.online_cpus.append(cpu)
+        online = self.online_cpus
+        online.append(cpu)
         if self.gic.memreserve_cpuhp:
             self.gic.its_cpu_memreserve_lpi(cpu)
-        self.handle_interrupts([cpu])
+        if self.online_cpus is online:  # still up (handle_interrupts([cpu]) without its scan)
+            self.gic_handle_irq(self.machine.cpuifs[cpu])
         return None
 
     def cpu_down(self, cpu: int) -> str | None:
@@ -909,14 +912,19 @@ class Kernel:
                 cpu not in self.online_cpus
             ):
                 continue
-            cpuif = cpuifs[cpu]
-            # Each acknowledge clears one pending LPI, so this terminates.
-            for _ in range(len(cpuif.rd.pending) + 1):
-                intid = cpuif.acknowledge()
-                if intid == INTID_SPURIOUS:
-                    break
-                self.generic_handle_domain_irq(cpu, intid)
-                cpuif.eoi(intid)
+            self.gic_handle_irq(cpuifs[cpu])
+
+    def gic_handle_irq(self, cpuif: CpuInterface) -> None:
+        """``gic_handle_irq()`` on an online CPU: acknowledge (ICC_IAR1_EL1) until 1023,
+        handling and EOIing each INTID."""
+        cpu = cpuif.cpu
+        # Each acknowledge clears one pending LPI, so this terminates.
+        for _ in range(len(cpuif.rd.pending) + 1):
+            intid = cpuif.acknowledge()
+            if intid == INTID_SPURIOUS:
+                break
+            self.generic_handle_domain_irq(cpu, intid)
+            cpuif.eoi(intid)
 
     def generic_handle_domain_irq(self, cpu: int, intid: int) -> None:
         """What ``gic_handle_irq()`` does with an acknowledged INTID before its EOI: the

@@ -155,6 +155,20 @@ class OwnershipMap:
         return list(zip(self._starts, self._ends, self._owners, strict=True))
 
 
+def _ragged(start: int, stop: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` (page frames, within one MAX_ORDER - 1 block) as the largest
+    naturally aligned blocks, in address order: (head pfn, order)."""
+    top = MAX_ORDER - 1
+    out = []
+    while start < stop:
+        order = min(top, (start & -start).bit_length() - 1 if start else top)
+        while start + (1 << order) > stop:
+            order -= 1
+        out.append((start, order))
+        start += 1 << order
+    return out
+
+
 def free_ranges(
     ram: Iterable[tuple[int, int]], used: Iterable[tuple[int, int]]
 ) -> list[tuple[int, int]]:
@@ -612,22 +626,10 @@ class BuddyAllocator:
         """``[pfn, last)`` as the largest naturally aligned blocks: the ragged blocks
         below the first MAX_ORDER - 1 boundary, the run of MAX_ORDER - 1 blocks (their
         head pfns), and the ragged blocks after it."""
-        top = MAX_ORDER - 1
-        step = 1 << top
-
-        def ragged(start: int, stop: int) -> list[tuple[int, int]]:
-            out = []
-            while start < stop:
-                order = min(top, (start & -start).bit_length() - 1 if start else top)
-                while start + (1 << order) > stop:
-                    order -= 1
-                out.append((start, order))
-                start += 1 << order
-            return out
-
+        step = 1 << (MAX_ORDER - 1)
         aligned = min(last, -(-pfn // step) * step)
         body = aligned + max(0, last - aligned) // step * step
-        return ragged(pfn, aligned), range(aligned, body, step), ragged(body, last)
+        return _ragged(pfn, aligned), range(aligned, body, step), _ragged(body, last)
 
     @classmethod
     def _chunks(cls, pfn: int, last: int) -> list[tuple[int, int]]:

@@ -224,7 +224,7 @@ def _compile(
         f"    return cls({fields})\n"
     )
     namespace: dict[str, Any] = {"layout": layout, "limit": _DECODED_LIMIT}
-    exec(source, namespace)  # made from the field table only: names checked above
+    exec(source, namespace)  # made from the field table only: names checked in __init__
     return namespace["encode_record"], namespace["make"]
 
 

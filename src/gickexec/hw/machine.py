@@ -194,16 +194,15 @@ class Machine:
     def msi_taken_at_once(
         self, dev: MsiDevice, vector: int, takers: Collection[int]
     ) -> tuple[int, int] | None:
-        """The usual MSI, in one step: ``signal_msi(dev, vector)`` pends an LPI that a
-        CPU of ``takers`` (CPUs that take interrupts as soon as they are signalled) then
-        acknowledges (ICC_IAR1_EL1), EOIs (ICC_EOIR1_EL1) and reads ICC_IAR1_EL1 again
-        (1023).  Done, returning what ``signal_msi`` would, only when that sequence
-        leaves nothing behind but its pending bit's last writer (the LPI was
-        pended, its outcome ``LpiOutcome.PENDED``): the translation is
-        cached, the redistributor holds nothing pending and no state of its own, the
-        LPI is signalled at once, and nobody is told of the two pending-bit writes
-        (``PhysicalMemory.pulse_bit``); returns (CPU, INTID).  Otherwise None, having
-        changed nothing."""
+        """The usual MSI in one step: what ``signal_msi(dev, vector)`` and then a CPU of
+        ``takers`` (CPUs that take interrupts as soon as they are signalled) do with it:
+        acknowledge (ICC_IAR1_EL1), EOI (ICC_EOIR1_EL1), read ICC_IAR1_EL1 again (1023).
+        Done only when that sequence leaves nothing behind but the pending bit's last
+        writer: the translation is cached, the redistributor has nothing pending and
+        holds no pending state of its own, the LPI is signalled at once, and nobody is
+        told of the two pending-bit writes (``PhysicalMemory.pulse_bit``).  Returns the
+        (CPU, INTID) the LPI was pended at (outcome ``LpiOutcome.PENDED``); otherwise
+        None, having changed nothing."""
         entry = dev.vectors[vector]
         if not dev.can_signal(vector) or entry.address != self._doorbell:
             return None

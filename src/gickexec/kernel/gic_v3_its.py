@@ -143,7 +143,6 @@ class GicV3Its:
     def _rd_base(self, cpu: int) -> int:
         return self.k.machine.gicr_bases[cpu]
 
-
     def _write(self, addr: int, value: int, size: int, cpu: int = 0) -> None:
         self.k.machine.mem.mmio_write(addr, size, value, self.k.agent(cpu))
 
